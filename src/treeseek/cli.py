@@ -1,0 +1,224 @@
+"""Command-line interface. Bad input ends with one ``error:`` line and exit status 2."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from .errors import TreeseekError
+from .evaluation import evaluate_retrieval
+from .features import align_labels, load_features, save_features
+from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
+from .model import TreeseekModel
+from .persistence import atomic_write_json
+from .plots import plot_hierarchy, plot_map_curves
+from .search import METHODS, cosine_distances
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Hierarchy-aware image retrieval.")
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise TreeseekError(f"--k must be a comma-separated list of integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise TreeseekError(f"--k values must be positive, got {text!r}")
+    return ks
+
+
+def _parse_threshold(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@app.command()
+def fit(
+    train: Path = typer.Argument(..., help="Training features (.npz with features, labels[, class_names])."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    hierarchy: str = typer.Option("visual", help="visual, ward, or a taxonomy file."),
+    threshold: str = typer.Option("auto", help="Visual builder t: a number, 'auto', or a BC quantile like q0.99."),
+    variance: float = typer.Option(0.95, help="Fraction of variance PCA keeps."),
+    max_dim: Optional[int] = typer.Option(None, help="Cap on PCA dimensions."),
+    covariance: str = typer.Option("tied", help="Gaussian covariance model: tied, full or diag."),
+    alpha: float = typer.Option(1.0, help="Default weight of the hierarchy term."),
+    plot: bool = typer.Option(True, help="Also write hierarchy.png and hierarchy.nwk into the model directory."),
+) -> None:
+    """Fit PCA, class Gaussians and a hierarchy on training features."""
+    data = load_features(train)
+    model = TreeseekModel(variance, max_dim, covariance, hierarchy, _parse_threshold(threshold), alpha)
+    model.fit(data.features, data.labels, data.class_names)
+    model.save(out)
+    info = model.fit_info_
+    if plot:
+        save_hierarchy(model.hierarchy_, out / "hierarchy.nwk")
+        plot_hierarchy(model.hierarchy_, out / "hierarchy.png")
+    typer.echo(f"fitted {model.n_classes_} classes from {info['n_train']} vectors -> {out}")
+    typer.echo(f"  PCA: {info['input_dim']} -> {info['pca_dim']} dims ({info['explained_variance']:.1%} of variance)")
+    threshold_text = "" if info["threshold"] is None else f", t = {info['threshold']:.3g}"
+    typer.echo(f"  hierarchy ({hierarchy}{threshold_text}): groups per level {info['tree_shape']}, height {info['tree_height']}")
+    typer.echo(f"  training leaf accuracy (Mahalanobis, {covariance}): {info['train_leaf_accuracy']:.1%}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="Model directory from 'treeseek fit'."),
+    queries: Path = typer.Argument(..., help="Query features (.npz)."),
+    database: Optional[Path] = typer.Option(None, help="Database features; without it, leave-one-out within QUERIES."),
+    alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
+    k: str = typer.Option("1,5,10", "--k", help="Cut-offs, comma-separated."),
+    taxonomy: Optional[Path] = typer.Option(None, help="Evaluation taxonomy for mAHP, nDCG and mistake severity."),
+    methods: str = typer.Option(",".join(METHODS), help="Comma-separated methods."),
+    use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric as JSON."),
+    plot: Optional[Path] = typer.Option(None, help="Write the mAP@k curves (k = 1..100) as a picture."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Score every ranking method on a query set."""
+    model = TreeseekModel.load(model_dir)
+    ks = _parse_ks(k)
+    query_data = load_features(queries)
+    db_data = load_features(database) if database is not None else None
+    tax = load_taxonomy(taxonomy, model.class_names_) if taxonomy is not None else None
+    result = evaluate_retrieval(model, query_data, db_data, [m.strip() for m in methods.split(",") if m.strip()],
+                                alpha, ks, tax, use_database_labels, progress)
+    columns = [f"precision@{x}" for x in ks] + [f"map@{x}" for x in ks] + [f"map_paper@{x}" for x in ks] + ["map"]
+    if tax is not None:
+        columns += ["mahp@250"] + [f"ndcg@{x}" for x in ks] + [f"severity@{x}" for x in ks]
+    info = result.info
+    typer.echo(f"{info['protocol']}: {info['n_queries']} queries, {info['n_database']} database items, "
+               f"alpha = {info['alpha']:g}, query leaf accuracy {info['query_leaf_accuracy']:.1%}")
+    width = max(len(c) for c in columns)
+    typer.echo(f"{'method':<10}" + "".join(f"{c:>{width + 1}}" for c in columns))
+    for method, values in result.metrics.items():
+        typer.echo(f"{method:<10}" + "".join(f"{values[c]:>{width + 1}.4f}" for c in columns))
+    if json_out is not None:
+        atomic_write_json(json_out, {**result.metrics, "_info": info})
+    if plot is not None:
+        plot_map_curves(result.curves, plot, f"mAP@k ({info['protocol']})")
+
+
+@app.command()
+def search(
+    model_dir: Path = typer.Argument(..., help="Model directory from 'treeseek fit'."),
+    database: Path = typer.Argument(..., help="Database features (.npz; labels optional)."),
+    query: Path = typer.Option(..., "--query", help="Query features (.npz; labels optional)."),
+    k: int = typer.Option(10, "-k", "--k", help="Results per query."),
+    alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
+    method: str = typer.Option("combined", help="combined, flat, hierarchy or cosine."),
+    use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+) -> None:
+    """Top-k database items for every query, with the parts of their distance."""
+    model = TreeseekModel.load(model_dir)
+    if k < 1:
+        raise TreeseekError(f"-k must be at least 1, got {k}")
+    db = load_features(database, require_labels=use_database_labels)
+    queries = load_features(query, require_labels=False)
+    db_x = model.check_dim(db.features, db.source)
+    query_x = model.check_dim(queries.features, queries.source)
+    db_labels = align_labels(db, model.class_names_)
+    db_leaves = db_labels if use_database_labels else model.assign(db_x)
+    query_leaves = model.assign(query_x)
+    index = model.make_index(method, alpha)
+    index.add(db_x, db_leaves)
+    distances, rows = index.search(query_x, query_leaves, min(k, len(db_x)))
+    tree, names, db_ids, query_ids = model.hierarchy_, model.class_names_, db.row_ids(), queries.row_ids()
+    report = []
+    for q in range(len(query_x)):
+        hits = rows[q][rows[q] >= 0]
+        cos = cosine_distances(query_x[q : q + 1], db_x[hits])[0]
+        entries = []
+        for rank, (row, d_cos) in enumerate(zip(hits, cos), start=1):
+            leaf = int(db_leaves[row])
+            entries.append({
+                "rank": rank,
+                "id": _plain(db_ids[row]),
+                "class": names[db_labels[row]] if db_labels is not None else None,
+                "leaf": names[leaf],
+                "distance": float(distances[q, rank - 1]),
+                "cosine": float(d_cos),
+                "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]),
+                "lca": tree.names[tree.lca(int(query_leaves[q]), leaf)],
+            })
+        report.append({"query": _plain(query_ids[q]), "leaf": names[query_leaves[q]], "results": entries})
+    for item in report:
+        typer.echo(f"query {item['query']} (leaf {item['leaf']})")
+        for e in item["results"]:
+            label = e["class"] if e["class"] is not None else f"~{e['leaf']}"
+            typer.echo(f"  {e['rank']:>3}. id {e['id']!s:<12} {label:<20} D={e['distance']:.4f} "
+                       f"(cos {e['cosine']:.4f} + D_H {e['hierarchy']:.3f})  LCA {e['lca']}")
+    if json_out is not None:
+        atomic_write_json(json_out, {"method": method, "alpha": index.alpha, "queries": report})
+
+
+@app.command("hierarchy")
+def show_hierarchy(
+    source: Path = typer.Argument(..., help="A model directory or a taxonomy file."),
+    newick: Optional[Path] = typer.Option(None, help="Write Newick here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write treeseek JSON here."),
+    png: Optional[Path] = typer.Option(None, help="Write a picture here."),
+) -> None:
+    """Print a tree's shape and export it."""
+    tree: Hierarchy = TreeseekModel.load(source).hierarchy_ if source.is_dir() else load_taxonomy(source)
+    typer.echo(f"{tree.n_leaves} leaves, {tree.n_nodes - tree.n_leaves} inner nodes, height {tree.max_height}")
+    typer.echo(f"groups at each height: {tree.shape()}")
+    if newick is not None:
+        save_hierarchy(tree, newick)
+    if json_out is not None:
+        save_hierarchy(tree, json_out)
+    if png is not None:
+        plot_hierarchy(tree, png)
+
+
+@app.command()
+def synthetic(
+    out: Path = typer.Argument(..., help="Directory for train.npz, test.npz and taxonomy.json."),
+    branching: str = typer.Option("3,3,4", help="Children per node, from the root down."),
+    dim: int = typer.Option(64, help="Feature dimension."),
+    train_per_class: int = typer.Option(40, help="Training vectors per class."),
+    test_per_class: int = typer.Option(10, help="Test vectors per class."),
+    scale: float = typer.Option(4.0, help="Offset length per level, in noise units."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Write features with a planted hierarchy (for trying treeseek without images)."""
+    from .synthetic import planted_hierarchy
+
+    try:
+        shape = tuple(int(b) for b in branching.split(","))
+    except ValueError:
+        raise TreeseekError(f"--branching must be comma-separated integers, got {branching!r}") from None
+    per_class = train_per_class + test_per_class
+    data = planted_hierarchy(shape, dim, per_class, scale, seed=seed)
+    is_test = np.tile(np.arange(per_class) >= train_per_class, len(data.class_names))
+    for name, mask in (("train", ~is_test), ("test", is_test)):
+        save_features(out / f"{name}.npz", data.features[mask], data.labels[mask], data.class_names,
+                      np.flatnonzero(mask))
+    save_hierarchy(data.hierarchy, out / "taxonomy.json")
+    typer.echo(f"wrote {out}/train.npz, test.npz ({len(data.class_names)} classes, {dim} dims) and taxonomy.json")
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def main() -> None:
+    try:
+        app()
+    except TreeseekError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (OSError, MemoryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

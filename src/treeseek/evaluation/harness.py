@@ -1,0 +1,179 @@
+"""Rank a query set against a database with every method and score the rankings.
+
+Two protocols: separate query and database sets, or leave-one-out within one
+set (each query is removed from its own ranking). Queries and database items
+get their leaves by Mahalanobis assignment, as in the paper; with
+``use_database_labels`` the database uses its known labels instead. Labels of
+queries are only used for scoring.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import TreeseekError
+from ..features import FeatureSet, align_labels
+from ..hierarchy import Hierarchy
+from ..search import METHODS, ranking_keys
+from . import metrics as M
+
+MAHP_K = 250
+CURVE_K = 100
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, dict[str, float]]          # method -> metric name -> mean value
+    curves: dict[str, np.ndarray]                  # method -> mAP@1..mAP@CURVE_K
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "metrics": self.metrics,
+            "map_curves": {m: [None if np.isnan(v) else float(v) for v in c] for m, c in self.curves.items()},
+            "info": self.info,
+        }
+
+
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Row-wise argsort that breaks exact ties by column; fast when there are none."""
+    order = np.argsort(keys, axis=1)
+    ordered = np.take_along_axis(keys, order, axis=1)
+    tied = np.flatnonzero(np.any(ordered[:, 1:] == ordered[:, :-1], axis=1))
+    if len(tied):
+        order[tied] = np.argsort(keys[tied], axis=1, kind="stable")
+    return order
+
+
+def ideal_values(matrix: np.ndarray, counts: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
+    """Row c: the k largest ``matrix[c, label(i)]`` over database items i, descending.
+
+    This is the ideal ranking for a query of class c; in leave-one-out the
+    query itself is not in its database, so one item of class c is removed.
+    """
+    rows = np.zeros((matrix.shape[0], k))
+    for c in range(matrix.shape[0]):
+        available = counts.copy()
+        if leave_one_out:
+            available[c] -= 1
+        order = np.argsort(-matrix[c], kind="stable")
+        values = np.repeat(matrix[c, order], available[order])[:k]
+        rows[c, : len(values)] = values
+    return rows
+
+
+def evaluate_retrieval(
+    model,
+    queries: FeatureSet,
+    database: FeatureSet | None = None,
+    methods: Sequence[str] = METHODS,
+    alpha: float | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    taxonomy: Hierarchy | None = None,
+    use_database_labels: bool = False,
+    progress: bool = True,
+) -> EvaluationResult:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if not ks or min(ks) < 1:
+        raise TreeseekError("every k must be a positive integer")
+    alpha = model.alpha if alpha is None else float(alpha)
+    if alpha < 0 or not np.isfinite(alpha):
+        raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+    leave_one_out = database is None
+    query_x = model.check_dim(queries.features, queries.source)
+    query_y = align_labels(FeatureSet(query_x, queries.require_labels(), queries.class_names, source=queries.source),
+                           model.class_names_)
+    query_leaves = model.assign(query_x)
+    if leave_one_out:
+        db_x, db_y = query_x, query_y
+        db_leaves = query_y if use_database_labels else query_leaves
+    else:
+        db_x = model.check_dim(database.features, database.source)
+        db_y = align_labels(FeatureSet(db_x, database.require_labels(), database.class_names, source=database.source),
+                            model.class_names_)
+        db_leaves = db_y if use_database_labels else model.assign(db_x)
+    n_db = len(db_x) - (1 if leave_one_out else 0)
+    if n_db < 1:
+        raise TreeseekError("leave-one-out needs at least two vectors")
+
+    n_classes = model.n_classes_
+    counts = np.bincount(db_y, minlength=n_classes)
+    n_relevant = counts[query_y] - (1 if leave_one_out else 0)
+    if taxonomy is not None:
+        if taxonomy.n_leaves != n_classes:
+            raise TreeseekError(f"evaluation taxonomy has {taxonomy.n_leaves} classes, the model {n_classes}")
+        similarity = 1.0 - taxonomy.normalized_lca
+        gains = taxonomy.shared_levels
+        k_h = max(MAHP_K, *ks)
+        ideal_sim = ideal_values(similarity, counts, k_h, leave_one_out)
+        ideal_gain = ideal_values(gains, counts, k_h, leave_one_out)
+
+    batch = int(max(1, min(1024, 2e7 // max(1, len(db_x)))))
+    results: dict[str, dict[str, float]] = {}
+    curves: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(methods) * len(query_x), desc="evaluate", unit="query", disable=not progress, leave=False)
+    for method in methods:
+        sums: dict[str, list[np.ndarray]] = {}
+        severity = {k: [0.0, 0] for k in ks}
+        curve_parts = []
+        for start in range(0, len(query_x), batch):
+            rows = slice(start, min(start + batch, len(query_x)))
+            keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_, alpha)
+            if leave_one_out:
+                keys[np.arange(keys.shape[0]), np.arange(rows.start, rows.stop)] = np.inf
+            order = stable_argsort(keys)
+            if leave_one_out:
+                order = order[:, :-1]
+            ranked_y = db_y[order]
+            relevant = ranked_y == query_y[rows, None]
+            r = n_relevant[rows]
+            batch_values = {"map": M.average_precision(relevant, r)}
+            for k in ks:
+                batch_values[f"precision@{k}"] = M.precision_at_k(relevant, k)
+                batch_values[f"map@{k}"] = M.average_precision_at_k(relevant, r, k)
+                batch_values[f"map_paper@{k}"] = M.average_precision_at_k(relevant, r, k, "paper")
+            curve_parts.append(M.average_precision_curve(relevant, r, CURVE_K))
+            if taxonomy is not None:
+                head = ranked_y[:, :k_h]
+                qy = query_y[rows, None]
+                sim = similarity[qy, head]
+                gain = gains[qy, head]
+                for k in sorted({*ks, MAHP_K}):
+                    batch_values[f"mahp@{k}"] = M.average_hierarchical_precision(sim, ideal_sim[query_y[rows]], k)
+                for k in ks:
+                    batch_values[f"ndcg@{k}"] = M.ndcg_at_k(gain, ideal_gain[query_y[rows]], k)
+                    total, count = M.mistake_severity_at_k(taxonomy.lca_heights[qy, head], relevant[:, :k_h], k)
+                    severity[k][0] += total
+                    severity[k][1] += count
+            for name, values in batch_values.items():
+                sums.setdefault(name, []).append(values)
+            bar.update(rows.stop - rows.start)
+        method_metrics = {name: _nanmean(np.concatenate(parts)) for name, parts in sums.items()}
+        if taxonomy is not None:
+            for k in ks:
+                total, count = severity[k]
+                method_metrics[f"severity@{k}"] = total / count if count else float("nan")
+        results[method] = method_metrics
+        curves[method] = np.nanmean(np.concatenate(curve_parts), axis=0) if np.any(n_relevant > 0) else \
+            np.full(min(CURVE_K, n_db), np.nan)
+    bar.close()
+    info = {
+        "protocol": "leave-one-out" if leave_one_out else "query-database",
+        "n_queries": int(len(query_x)),
+        "n_database": int(n_db),
+        "alpha": alpha,
+        "query_leaf_accuracy": float(np.mean(query_leaves == query_y)),
+        "queries_without_relevant": int(np.sum(n_relevant == 0)),
+        "database_leaves": "labels" if use_database_labels else "mahalanobis",
+    }
+    return EvaluationResult(results, curves, info)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")

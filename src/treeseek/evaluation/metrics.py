@@ -1,0 +1,102 @@
+"""Retrieval metrics, vectorised over a batch of queries.
+
+Each function takes the ranking already turned into per-position values
+(nq x n, best first): ``relevant`` (same class as the query), a similarity
+``s`` or a gain ``g`` from an evaluation taxonomy. ``n`` is the ranking
+length (the database, minus the query itself in leave-one-out); a cut-off k
+larger than n uses the whole ranking. R is the number of relevant items in
+the database for each query. With P(i) the precision at rank i and rel(i) in
+{0, 1}:
+
+* precision@k   = (1/m) sum_{i<=m} rel(i),  m = min(k, n)
+* mAP@k         = (1/min(k, R)) sum_{i<=m} P(i) rel(i)       (standard)
+* mAP_paper@k   = (1/k) sum_{i<=m} P(i) rel(i)                (the paper's normalisation)
+* mAP           = (1/R) sum_{i<=n} P(i) rel(i)                (full ranking)
+* HP@j          = sum_{i<=j} s(i) / sum_{i<=j} s*(i)          s* = the database's similarities sorted
+                                                              descending (ideal ranking); 0/0 counts as 1
+* mAHP@k        = trapezoid average of HP@1..HP@m, i.e. trapz(HP)/(m-1); HP@1 when m = 1.
+                  (Barz & Denzler's code divides by k instead of k-1, so its values are (k-1)/k of these.)
+* nDCG@k        = sum_{i<=m} g(i)/log2(i+1) / the same for the ideal order; g = number of tree levels
+                  shared below the root (0/0 counts as 1)
+* severity@k    = mean height(LCA) over all mistakes (rel = 0) in every query's top m (Bertinetto et al. 2020);
+                  NaN when there are none.
+
+Queries with R = 0 have no defined AP: the AP metrics average over the others.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _cut(values: np.ndarray, k: int) -> np.ndarray:
+    return values[:, : min(k, values.shape[1])]
+
+
+def precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
+    top = _cut(relevant, k)
+    return top.sum(axis=1) / top.shape[1]
+
+
+def _precision_hits(relevant: np.ndarray) -> np.ndarray:
+    """sum over ranks of P(i) * rel(i), cumulated along the ranking."""
+    rel = relevant.astype(np.float64)
+    precision = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
+    return np.cumsum(precision * rel, axis=1)
+
+
+def average_precision_at_k(relevant: np.ndarray, n_relevant: np.ndarray, k: int, normalization: str = "standard") -> np.ndarray:
+    """Per-query AP@k; NaN where the query has no relevant item."""
+    top = _cut(relevant, k)
+    total = _precision_hits(top)[:, -1]
+    n_relevant = np.asarray(n_relevant, dtype=np.float64)
+    denominator = np.full_like(n_relevant, float(k)) if normalization == "paper" else np.minimum(k, n_relevant)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_relevant > 0, total / denominator, np.nan)
+
+
+def average_precision(relevant: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """Per-query AP over the full ranking; NaN where the query has no relevant item."""
+    total = _precision_hits(relevant)[:, -1]
+    n_relevant = np.asarray(n_relevant, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_relevant > 0, total / n_relevant, np.nan)
+
+
+def _ratio(achieved: np.ndarray, ideal: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ideal > 0, achieved / np.where(ideal > 0, ideal, 1.0), 1.0)
+
+
+def hierarchical_precision_curve(similarity: np.ndarray, ideal_similarity: np.ndarray, k: int) -> np.ndarray:
+    """HP@1..HP@m per query (nq x m); ``ideal_similarity`` is sorted descending per query."""
+    achieved = np.cumsum(_cut(similarity, k), axis=1)
+    ideal = np.cumsum(_cut(ideal_similarity, k), axis=1)
+    return _ratio(achieved, ideal)
+
+
+def average_hierarchical_precision(similarity: np.ndarray, ideal_similarity: np.ndarray, k: int) -> np.ndarray:
+    curve = hierarchical_precision_curve(similarity, ideal_similarity, k)
+    if curve.shape[1] == 1:
+        return curve[:, 0]
+    return np.trapezoid(curve, axis=1) / (curve.shape[1] - 1)
+
+
+def ndcg_at_k(gain: np.ndarray, ideal_gain: np.ndarray, k: int) -> np.ndarray:
+    top = _cut(gain, k).astype(np.float64)
+    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    return _ratio(top @ discount, _cut(ideal_gain, k).astype(np.float64) @ discount)
+
+
+def mistake_severity_at_k(lca_height: np.ndarray, relevant: np.ndarray, k: int) -> tuple[float, int]:
+    """(sum of LCA heights over mistakes in the top k, number of mistakes), to pool across batches."""
+    mistakes = ~_cut(relevant, k)
+    return float(_cut(lca_height, k)[mistakes].sum()), int(mistakes.sum())
+
+
+def average_precision_curve(relevant: np.ndarray, n_relevant: np.ndarray, k_max: int) -> np.ndarray:
+    """Per-query AP@1..AP@m (standard normalisation), nq x m; NaN rows where R = 0."""
+    hits = _precision_hits(_cut(relevant, k_max))
+    ks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)
+    n_relevant = np.asarray(n_relevant, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_relevant > 0, hits / np.minimum(ks[None, :], n_relevant), np.nan)

@@ -1,0 +1,156 @@
+"""Builders that learn a tree over classes from training features.
+
+All take features already in PCA space and the training labels, and expose
+the tree as ``hierarchy_`` after ``fit``. Fit them on the training split only.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..errors import TreeseekError
+from ..statistics import ClassGaussians, bhattacharyya_coefficient
+from .taxonomy_io import load_taxonomy
+from .tree import Hierarchy
+
+
+def resolve_threshold(bc: np.ndarray, spec: float | str) -> float:
+    """Turn a threshold spec into a value on the scale of this BC matrix.
+
+    * a number: used as is (the paper's 0.2-0.3 suits fine-tuned features);
+    * ``"qX"``: the X quantile of the off-diagonal coefficients, e.g. ``"q0.99"``;
+    * ``"auto"``: the quantile that leaves about K/2 pairs at or above t, i.e.
+      one merge partner for every other class, so the first level merges
+      close pairs only and later levels grow from there.
+    """
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not 0.0 < spec <= 1.0:
+            raise TreeseekError(f"threshold must be in (0, 1], got {spec}")
+        return float(spec)
+    k = bc.shape[0]
+    pairs = bc[np.triu_indices(k, 1)]
+    if len(pairs) == 0:
+        return 1.0
+    text = str(spec).strip().lower()
+    if text == "auto":
+        quantile = 1.0 - min(1.0, (k / 2.0) / len(pairs))
+    elif text.startswith("q"):
+        try:
+            quantile = float(text[1:])
+        except ValueError:
+            raise TreeseekError(f"threshold quantile must look like q0.99, got {spec!r}") from None
+        if not 0.0 <= quantile <= 1.0:
+            raise TreeseekError(f"threshold quantile must be in [0, 1], got {spec!r}")
+    else:
+        try:
+            return resolve_threshold(bc, float(text))
+        except ValueError:
+            raise TreeseekError(f"threshold must be a number, 'auto' or 'qX', got {spec!r}") from None
+    value = float(np.quantile(pairs, quantile, method="higher"))
+    return max(value, np.finfo(float).tiny)
+
+
+def threshold_grid(bc: np.ndarray, n: int = 8) -> np.ndarray:
+    """Log-spaced thresholds spanning the upper tail of the BC matrix, for a validation search."""
+    k = bc.shape[0]
+    pairs = bc[np.triu_indices(k, 1)]
+    pairs = pairs[pairs > 0]
+    if len(pairs) == 0:
+        return np.array([1.0])
+    low = np.quantile(pairs, max(0.0, 1.0 - 4.0 * k / len(pairs)))
+    high = pairs.max()
+    return np.unique(np.geomspace(max(low, 1e-300), high, n))
+
+
+class VisualHierarchyBuilder:
+    """The paper's visual hierarchy (§3.1).
+
+    At each level, classes whose Gaussians overlap with BC >= t are joined
+    (every connected component of that graph becomes one class of the next
+    level), and Gaussians are re-estimated from the pooled training features.
+    This repeats until no pair overlaps or one class is left; a root then joins
+    what remains. Learned state: ``hierarchy_``, ``threshold_``, ``levels_``
+    (group of every class at each level), ``shape_`` and ``bc_`` (leaf level).
+    """
+
+    def __init__(self, threshold: float | str = "auto", covariance: str = "tied", max_levels: int = 64):
+        self.threshold = threshold
+        self.covariance = covariance
+        self.max_levels = max_levels
+
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "VisualHierarchyBuilder":
+        y = np.asarray(y)
+        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+        names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+        group = np.arange(n_classes)
+        levels: list[np.ndarray] = []
+        for level in range(self.max_levels):
+            n_groups = int(group.max()) + 1
+            if n_groups == 1:
+                break
+            gaussians = ClassGaussians(self.covariance).fit(X, group[y], n_groups)
+            bc = bhattacharyya_coefficient(gaussians)
+            if level == 0:
+                self.bc_ = bc
+                self.threshold_ = resolve_threshold(bc, self.threshold)
+            edges = bc >= self.threshold_
+            np.fill_diagonal(edges, False)
+            if not edges.any():
+                break
+            _, component = connected_components(csr_matrix(edges), directed=False)
+            group = component[group]
+            levels.append(group.copy())
+        self.levels_ = levels
+        self.hierarchy_ = Hierarchy.from_groups(levels, names)
+        self.shape_ = self.hierarchy_.shape()
+        return self
+
+
+class WardHierarchyBuilder:
+    """Ward linkage over class means in PCA space (the paper's baseline [10]); a binary tree."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "WardHierarchyBuilder":
+        y = np.asarray(y)
+        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+        names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+        means = ClassGaussians("diag").fit(X, y, n_classes).means_
+        if n_classes == 1:
+            self.hierarchy_ = Hierarchy([-1], names, 1)
+        else:
+            merges = linkage(means, method="ward")
+            parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
+            for step, (a, b) in enumerate(merges[:, :2].astype(np.int64)):
+                parent[a] = parent[b] = n_classes + step
+            inner = [f"ward{step}" for step in range(n_classes - 1)]
+            self.hierarchy_ = Hierarchy(parent, names + inner, n_classes)
+        self.shape_ = self.hierarchy_.shape()
+        return self
+
+
+class TaxonomyHierarchyBuilder:
+    """A taxonomy file (JSON, parent-child or paths), aligned to the dataset's classes."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "TaxonomyHierarchyBuilder":
+        hierarchy = load_taxonomy(self.path, class_names)
+        n_labels = int(np.max(y)) + 1
+        if hierarchy.n_leaves < n_labels:
+            raise TreeseekError(f"taxonomy has {hierarchy.n_leaves} classes but labels go up to {n_labels - 1}")
+        self.hierarchy_ = hierarchy
+        self.shape_ = hierarchy.shape()
+        return self
+
+
+def make_builder(kind: str, threshold: float | str = "auto", covariance: str = "tied"):
+    """``visual``, ``ward``, ``flat`` or a path to a taxonomy file."""
+    if kind == "visual":
+        return VisualHierarchyBuilder(threshold=threshold, covariance=covariance)
+    if kind == "ward":
+        return WardHierarchyBuilder()
+    return TaxonomyHierarchyBuilder(kind)

@@ -1,0 +1,168 @@
+"""The fitted pipeline: PCA -> class Gaussians -> hierarchy, saved as a directory.
+
+A model directory holds ``model.json`` (parameters, class names, hierarchy,
+fit report) and one ``arrays-<sha256>.npz`` with the PCA and Gaussians. The
+array file is written first under a content-derived name, then ``model.json``
+is atomically replaced to point at it, so a crash at any moment leaves a
+loadable model. Nothing is pickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import TreeseekError
+from .features import check_features
+from .hierarchy import Hierarchy
+from .hierarchy.builders import make_builder
+from .persistence import atomic_write_bytes, atomic_write_json, load_npz, read_json
+from .search import HierarchicalIndex
+from .statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
+
+MODEL_FORMAT = "treeseek-model"
+MODEL_VERSION = 1
+
+
+class TreeseekModel:
+    """Hyper-parameters in ``__init__``; ``fit`` learns ``pca_``, ``gaussians_``, ``hierarchy_``.
+
+    ``hierarchy`` is ``visual`` (the paper's builder), ``ward``, or a taxonomy
+    file path. ``threshold`` is the visual builder's t: a number, ``auto`` or a
+    quantile ``qX`` of the class-pair Bhattacharyya coefficients.
+    """
+
+    def __init__(
+        self,
+        variance: float = 0.95,
+        max_components: int | None = None,
+        covariance: str = "tied",
+        hierarchy: str = "visual",
+        threshold: float | str = "auto",
+        alpha: float = 1.0,
+    ):
+        self.variance = variance
+        self.max_components = max_components
+        self.covariance = covariance
+        self.hierarchy = hierarchy
+        self.threshold = threshold
+        self.alpha = alpha
+
+    def get_params(self) -> dict:
+        return {name: getattr(self, name) for name in
+                ("variance", "max_components", "covariance", "hierarchy", "threshold", "alpha")}
+
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "TreeseekModel":
+        X = check_features(X, "training features")
+        y = np.asarray(y, dtype=np.int64)
+        if y.shape != (len(X),):
+            raise TreeseekError(f"training labels have shape {y.shape}, expected ({len(X)},)")
+        if self.covariance not in COVARIANCE_MODELS:
+            raise TreeseekError(f"covariance must be one of {', '.join(COVARIANCE_MODELS)}, got {self.covariance!r}")
+        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+        names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(n_classes)]
+        if y.min() < 0 or y.max() >= n_classes:
+            raise TreeseekError(f"training labels must lie in [0, {n_classes})")
+        empty = np.flatnonzero(np.bincount(y, minlength=n_classes) == 0)
+        if len(empty):
+            raise TreeseekError(f"class '{names[empty[0]]}' has no training samples")
+        self.pca_ = VariancePCA(self.variance, self.max_components).fit(X)
+        Z = self.pca_.transform(X)
+        self.gaussians_ = ClassGaussians(self.covariance).fit(Z, y, n_classes)
+        builder = make_builder(self.hierarchy, self.threshold, self.covariance).fit(Z, y, names)
+        self.hierarchy_: Hierarchy = builder.hierarchy_
+        self.class_names_ = names
+        self.fit_info_ = {
+            "n_train": int(len(X)),
+            "input_dim": int(X.shape[1]),
+            "pca_dim": int(self.pca_.n_components_),
+            "explained_variance": float(self.pca_.explained_variance_ratio_.sum()),
+            "tree_shape": [int(s) for s in getattr(builder, "shape_", self.hierarchy_.shape())],
+            "tree_height": self.hierarchy_.max_height,
+            "threshold": getattr(builder, "threshold_", None),
+            "train_leaf_accuracy": float(np.mean(self.gaussians_.assign(Z) == y)),
+        }
+        return self
+
+    # ------------------------------------------------------------------ usage
+    @property
+    def n_classes_(self) -> int:
+        return len(self.class_names_)
+
+    @property
+    def input_dim_(self) -> int:
+        return int(self.pca_.mean_.shape[0])
+
+    def check_dim(self, X: np.ndarray, source: str) -> np.ndarray:
+        X = check_features(X, source)
+        if X.shape[1] != self.input_dim_:
+            raise TreeseekError(f"{source}: features have {X.shape[1]} dimensions, the model expects {self.input_dim_}")
+        return X
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.pca_.transform(self.check_dim(X, "features"))
+
+    def assign(self, X: np.ndarray) -> np.ndarray:
+        """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4)."""
+        return self.gaussians_.assign(self.transform(X))
+
+    def make_index(self, method: str = "combined", alpha: float | None = None) -> HierarchicalIndex:
+        return HierarchicalIndex(self.hierarchy_, self.alpha if alpha is None else alpha, method)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {**self.pca_.to_arrays(), **self.gaussians_.to_arrays()}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        payload = buffer.getvalue()
+        arrays_name = f"arrays-{hashlib.sha256(payload).hexdigest()[:16]}.npz"
+        atomic_write_bytes(directory / arrays_name, payload)
+        atomic_write_json(directory / "model.json", {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "treeseek_version": __version__,
+            "params": self.get_params(),
+            "class_names": self.class_names_,
+            "hierarchy": self.hierarchy_.to_dict(),
+            "arrays": arrays_name,
+            "fit_info": self.fit_info_,
+        })
+        for stale in directory.glob("arrays-*.npz"):
+            if stale.name != arrays_name:
+                stale.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TreeseekModel":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise TreeseekError(f"model directory not found: {directory}")
+        meta = read_json(directory / "model.json", "model file")
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+            raise TreeseekError(f"{directory} is not a treeseek model directory")
+        if meta.get("version") != MODEL_VERSION:
+            raise TreeseekError(
+                f"{directory} was written in model format {meta.get('version')}; this treeseek reads {MODEL_VERSION}"
+            )
+        try:
+            model = cls(**meta["params"])
+            arrays_path = directory / meta["arrays"]
+            digest = hashlib.sha256(arrays_path.read_bytes()).hexdigest()[:16] if arrays_path.is_file() else None
+            if digest is not None and not meta["arrays"].endswith(f"{digest}.npz"):
+                raise TreeseekError(f"{arrays_path} is corrupt (checksum mismatch)")
+            arrays = load_npz(arrays_path, "model arrays")
+            model.pca_ = VariancePCA.from_arrays(arrays, model.variance, model.max_components)
+            model.gaussians_ = ClassGaussians.from_arrays(arrays, model.covariance)
+            model.hierarchy_ = Hierarchy.from_dict(meta["hierarchy"])
+            model.class_names_ = [str(n) for n in meta["class_names"]]
+            model.fit_info_ = meta.get("fit_info", {})
+        except (KeyError, TypeError) as exc:
+            raise TreeseekError(f"{directory}/model.json is incomplete: missing {exc}") from None
+        if model.hierarchy_.n_leaves != model.n_classes_ or model.gaussians_.n_classes_ != model.n_classes_:
+            raise TreeseekError(f"{directory}: hierarchy, Gaussians and class names disagree on the number of classes")
+        return model

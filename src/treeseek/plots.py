@@ -1,0 +1,62 @@
+"""Pictures of what people would rather see than read: trees and mAP@k curves."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: works on machines without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .hierarchy import Hierarchy  # noqa: E402
+from .persistence import atomic_write_bytes  # noqa: E402
+
+
+def _save(figure, path: str | Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_hierarchy(hierarchy: Hierarchy, path: str | Path, title: str = "") -> None:
+    """Elbow dendrogram: leaves top to bottom in tree order, nodes at x = their height."""
+    k = hierarchy.n_leaves
+    y = np.zeros(hierarchy.n_nodes)
+    y[hierarchy.leaf_order] = np.arange(k)
+    for node in sorted(range(k, hierarchy.n_nodes), key=lambda n: hierarchy.height[n]):
+        y[node] = np.mean([y[c] for c in hierarchy.children[node]])
+    figure, axes = plt.subplots(figsize=(7, max(3.0, 0.16 * k + 1)))
+    for node in range(k, hierarchy.n_nodes):
+        x = hierarchy.height[node]
+        ys = [y[c] for c in hierarchy.children[node]]
+        axes.plot([x, x], [min(ys), max(ys)], color="#345", linewidth=0.8)
+        for child in hierarchy.children[node]:
+            axes.plot([hierarchy.height[child], x], [y[child], y[child]], color="#345", linewidth=0.8)
+    if k <= 200:
+        axes.set_yticks(np.arange(k))
+        axes.set_yticklabels([hierarchy.names[leaf] for leaf in hierarchy.leaf_order], fontsize=7)
+    else:
+        axes.set_yticks([])
+    axes.invert_yaxis()
+    axes.set_xlabel("node height")
+    axes.set_title(title or f"{k} classes, shape {hierarchy.shape()}")
+    axes.spines[["top", "right"]].set_visible(False)
+    _save(figure, path)
+
+
+def plot_map_curves(curves: Mapping[str, np.ndarray], path: str | Path, title: str = "mAP@k") -> None:
+    """mAP@k for k = 1..len(curve), one line per method (the paper's Fig. 2)."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for method, curve in curves.items():
+        axes.plot(np.arange(1, len(curve) + 1), curve, label=method, linewidth=1.5)
+    axes.set_xlabel("k")
+    axes.set_ylabel("mAP@k")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    axes.set_title(title)
+    _save(figure, path)

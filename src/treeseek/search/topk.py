@@ -1,0 +1,33 @@
+"""Stable top-k selection: smallest keys first, exact ties broken by smaller id."""
+from __future__ import annotations
+
+import numpy as np
+
+MISSING_ID = np.iinfo(np.int64).max  # pads rows that have fewer than k candidates
+
+
+def smallest_k(keys: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k smallest ``keys`` in ascending order, with their ``ids``.
+
+    ``ids`` is one id per column (1-D) or per cell (2-D). Rows with fewer than
+    k columns are padded with +inf keys and ``MISSING_ID``.
+    """
+    keys = np.asarray(keys, dtype=np.float64)
+    ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), keys.shape)
+    n_rows, n_cols = keys.shape
+    if n_cols > k:
+        chosen = np.argpartition(keys, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(keys, chosen, axis=1).max(axis=1)
+        # argpartition picks arbitrarily among keys equal to the k-th: redo those rows by id.
+        for row in np.flatnonzero(np.count_nonzero(keys <= kth[:, None], axis=1) > k):
+            tied = np.flatnonzero(keys[row] <= kth[row])
+            chosen[row] = tied[np.lexsort((ids[row, tied], keys[row, tied]))[:k]]
+        keys = np.take_along_axis(keys, chosen, axis=1)
+        ids = np.take_along_axis(ids, chosen, axis=1)
+    order = np.lexsort((ids, keys), axis=1)
+    keys = np.take_along_axis(keys, order, axis=1)
+    ids = np.take_along_axis(ids, order, axis=1)
+    if n_cols < k:
+        keys = np.concatenate([keys, np.full((n_rows, k - n_cols), np.inf)], axis=1)
+        ids = np.concatenate([ids, np.full((n_rows, k - n_cols), MISSING_ID)], axis=1)
+    return keys, ids
