@@ -58,7 +58,7 @@ def ideal_values(matrix: np.ndarray, counts: np.ndarray, k: int, leave_one_out: 
     for c in range(matrix.shape[0]):
         available = counts.copy()
         if leave_one_out:
-            available[c] -= 1
+            available[c] = max(available[c] - 1, 0)  # classes absent from the set have no query
         order = np.argsort(-matrix[c], kind="stable")
         values = np.repeat(matrix[c, order], available[order])[:k]
         rows[c, : len(values)] = values

@@ -69,8 +69,9 @@ def _ratio(achieved: np.ndarray, ideal: np.ndarray) -> np.ndarray:
 
 def hierarchical_precision_curve(similarity: np.ndarray, ideal_similarity: np.ndarray, k: int) -> np.ndarray:
     """HP@1..HP@m per query (nq x m); ``ideal_similarity`` is sorted descending per query."""
-    achieved = np.cumsum(_cut(similarity, k), axis=1)
-    ideal = np.cumsum(_cut(ideal_similarity, k), axis=1)
+    m = min(k, similarity.shape[1])
+    achieved = np.cumsum(similarity[:, :m], axis=1)
+    ideal = np.cumsum(ideal_similarity[:, :m], axis=1)
     return _ratio(achieved, ideal)
 
 
@@ -84,7 +85,7 @@ def average_hierarchical_precision(similarity: np.ndarray, ideal_similarity: np.
 def ndcg_at_k(gain: np.ndarray, ideal_gain: np.ndarray, k: int) -> np.ndarray:
     top = _cut(gain, k).astype(np.float64)
     discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    return _ratio(top @ discount, _cut(ideal_gain, k).astype(np.float64) @ discount)
+    return _ratio(top @ discount, ideal_gain[:, : top.shape[1]].astype(np.float64) @ discount)
 
 
 def mistake_severity_at_k(lca_height: np.ndarray, relevant: np.ndarray, k: int) -> tuple[float, int]:

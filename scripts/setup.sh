@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install treeseek into it (with extras given as $1, e.g. "test").
+# Works on a fresh Debian with Python 3.11: installs python3-venv when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "error: treeseek needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            "$PYTHON" -m venv .venv
+        else
+            echo "error: python3 -m venv failed; install it with: sudo apt-get install python3-venv" >&2
+            exit 1
+        fi
+    fi
+fi
+extras=${1:-}
+target="."
+[ -n "$extras" ] && target=".[$extras]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
