@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from treeseek.evaluation import metrics as M
-from treeseek.evaluation.harness import stable_argsort
 
 
 def test_precision_and_average_precision_by_hand():
@@ -66,6 +65,15 @@ def test_map_curve_matches_pointwise_definition():
         assert np.allclose(curve[:, k - 1], M.average_precision_at_k(rel, R, k))
 
 
-def test_stable_argsort_breaks_ties_by_position():
-    keys = np.array([[0.3, 0.1, 0.3, 0.1], [0.4, 0.3, 0.2, 0.1]])
-    assert stable_argsort(keys).tolist() == [[1, 3, 0, 2], [3, 2, 1, 0]]
+def test_full_average_precision_from_keys_matches_stable_sort():
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 6, size=(40, 25)).astype(float)  # heavy ties
+    relevant = rng.random((40, 25)) < 0.3
+    relevant[0] = False
+    expected = []
+    for row in range(40):
+        order = np.argsort(keys[row], kind="stable")
+        rel = relevant[row, order][None, :]
+        expected.append(M.average_precision(rel, rel.sum(axis=1))[0])
+    got = M.average_precision_from_keys(keys, relevant)
+    assert np.isnan(got[0]) and np.allclose(got[1:], expected[1:])

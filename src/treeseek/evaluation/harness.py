@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import TreeseekError
 from ..features import FeatureSet, align_labels
 from ..hierarchy import Hierarchy
-from ..search import METHODS, ranking_keys
+from ..search import METHODS, ranking_keys, smallest_k
 from . import metrics as M
 
 MAHP_K = 250
@@ -36,16 +36,6 @@ class EvaluationResult:
             "map_curves": {m: [None if np.isnan(v) else float(v) for v in c] for m, c in self.curves.items()},
             "info": self.info,
         }
-
-
-def stable_argsort(keys: np.ndarray) -> np.ndarray:
-    """Row-wise argsort that breaks exact ties by column; fast when there are none."""
-    order = np.argsort(keys, axis=1)
-    ordered = np.take_along_axis(keys, order, axis=1)
-    tied = np.flatnonzero(np.any(ordered[:, 1:] == ordered[:, :-1], axis=1))
-    if len(tied):
-        order[tied] = np.argsort(keys[tied], axis=1, kind="stable")
-    return order
 
 
 def ideal_values(matrix: np.ndarray, counts: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
@@ -113,54 +103,54 @@ def evaluate_retrieval(
         ideal_sim = ideal_values(similarity, counts, k_h, leave_one_out)
         ideal_gain = ideal_values(gains, counts, k_h, leave_one_out)
 
+    k_max = min(n_db, max(*ks, CURVE_K, MAHP_K if taxonomy is not None else 1))
     batch = int(max(1, min(1024, 2e7 // max(1, len(db_x)))))
+    all_columns = np.arange(len(db_x))
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(methods) * len(query_x), desc="evaluate", unit="query", disable=not progress, leave=False)
     for method in methods:
-        sums: dict[str, list[np.ndarray]] = {}
+        parts: dict[str, list[np.ndarray]] = {}
         severity = {k: [0.0, 0] for k in ks}
-        curve_parts = []
         for start in range(0, len(query_x), batch):
-            rows = slice(start, min(start + batch, len(query_x)))
+            rows = np.arange(start, min(start + batch, len(query_x)))
+            qy = query_y[rows]
             keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_, alpha)
+            relevant_columns = db_y[None, :] == qy[:, None]
             if leave_one_out:
-                keys[np.arange(keys.shape[0]), np.arange(rows.start, rows.stop)] = np.inf
-            order = stable_argsort(keys)
-            if leave_one_out:
-                order = order[:, :-1]
-            ranked_y = db_y[order]
-            relevant = ranked_y == query_y[rows, None]
+                keys[np.arange(len(rows)), rows] = np.inf  # the query ranks last, then is cut off
+                relevant_columns[np.arange(len(rows)), rows] = False
+            _, top = smallest_k(keys, all_columns, k_max)
+            ranked_y = db_y[top]
+            relevant = ranked_y == qy[:, None]
             r = n_relevant[rows]
-            batch_values = {"map": M.average_precision(relevant, r)}
+            hits = M.precision_hits(relevant)
+            values = {"map": M.average_precision_from_keys(keys, relevant_columns)}
             for k in ks:
-                batch_values[f"precision@{k}"] = M.precision_at_k(relevant, k)
-                batch_values[f"map@{k}"] = M.average_precision_at_k(relevant, r, k)
-                batch_values[f"map_paper@{k}"] = M.average_precision_at_k(relevant, r, k, "paper")
-            curve_parts.append(M.average_precision_curve(relevant, r, CURVE_K))
+                values[f"precision@{k}"] = M.precision_at_k(relevant, k)
+                values[f"map@{k}"] = M.average_precision_at_k(relevant, r, k, hits=hits)
+                values[f"map_paper@{k}"] = M.average_precision_at_k(relevant, r, k, "paper", hits=hits)
+            values["_curve"] = M.average_precision_curve(relevant, r, CURVE_K, hits=hits)
             if taxonomy is not None:
-                head = ranked_y[:, :k_h]
-                qy = query_y[rows, None]
-                sim = similarity[qy, head]
-                gain = gains[qy, head]
+                sim = similarity[qy[:, None], ranked_y]
+                gain = gains[qy[:, None], ranked_y]
                 for k in sorted({*ks, MAHP_K}):
-                    batch_values[f"mahp@{k}"] = M.average_hierarchical_precision(sim, ideal_sim[query_y[rows]], k)
+                    values[f"mahp@{k}"] = M.average_hierarchical_precision(sim, ideal_sim[qy], k)
                 for k in ks:
-                    batch_values[f"ndcg@{k}"] = M.ndcg_at_k(gain, ideal_gain[query_y[rows]], k)
-                    total, count = M.mistake_severity_at_k(taxonomy.lca_heights[qy, head], relevant[:, :k_h], k)
+                    values[f"ndcg@{k}"] = M.ndcg_at_k(gain, ideal_gain[qy], k)
+                    total, count = M.mistake_severity_at_k(taxonomy.lca_heights[qy[:, None], ranked_y], relevant, k)
                     severity[k][0] += total
                     severity[k][1] += count
-            for name, values in batch_values.items():
-                sums.setdefault(name, []).append(values)
-            bar.update(rows.stop - rows.start)
-        method_metrics = {name: _nanmean(np.concatenate(parts)) for name, parts in sums.items()}
-        if taxonomy is not None:
-            for k in ks:
-                total, count = severity[k]
-                method_metrics[f"severity@{k}"] = total / count if count else float("nan")
+            for name, value in values.items():
+                parts.setdefault(name, []).append(value)
+            bar.update(len(rows))
+        curve = np.concatenate(parts.pop("_curve"))
+        method_metrics = {name: _nanmean(np.concatenate(chunks)) for name, chunks in parts.items()}
+        for k, (total, count) in severity.items() if taxonomy is not None else ():
+            method_metrics[f"severity@{k}"] = total / count if count else float("nan")
         results[method] = method_metrics
-        curves[method] = np.nanmean(np.concatenate(curve_parts), axis=0) if np.any(n_relevant > 0) else \
-            np.full(min(CURVE_K, n_db), np.nan)
+        with np.errstate(all="ignore"):
+            curves[method] = np.nanmean(curve, axis=0) if np.any(n_relevant > 0) else np.full(curve.shape[1], np.nan)
     bar.close()
     info = {
         "protocol": "leave-one-out" if leave_one_out else "query-database",

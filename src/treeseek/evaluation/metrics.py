@@ -37,17 +37,22 @@ def precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
     return top.sum(axis=1) / top.shape[1]
 
 
-def _precision_hits(relevant: np.ndarray) -> np.ndarray:
+def precision_hits(relevant: np.ndarray) -> np.ndarray:
     """sum over ranks of P(i) * rel(i), cumulated along the ranking."""
     rel = relevant.astype(np.float64)
     precision = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
     return np.cumsum(precision * rel, axis=1)
 
 
-def average_precision_at_k(relevant: np.ndarray, n_relevant: np.ndarray, k: int, normalization: str = "standard") -> np.ndarray:
-    """Per-query AP@k; NaN where the query has no relevant item."""
-    top = _cut(relevant, k)
-    total = _precision_hits(top)[:, -1]
+def average_precision_at_k(
+    relevant: np.ndarray, n_relevant: np.ndarray, k: int, normalization: str = "standard", hits: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-query AP@k; NaN where the query has no relevant item.
+
+    ``hits`` may pass ``precision_hits(relevant)`` when several k share one ranking.
+    """
+    hits = precision_hits(relevant) if hits is None else hits
+    total = hits[:, min(k, hits.shape[1]) - 1]
     n_relevant = np.asarray(n_relevant, dtype=np.float64)
     denominator = np.full_like(n_relevant, float(k)) if normalization == "paper" else np.minimum(k, n_relevant)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -56,10 +61,33 @@ def average_precision_at_k(relevant: np.ndarray, n_relevant: np.ndarray, k: int,
 
 def average_precision(relevant: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
     """Per-query AP over the full ranking; NaN where the query has no relevant item."""
-    total = _precision_hits(relevant)[:, -1]
+    total = precision_hits(relevant)[:, -1]
     n_relevant = np.asarray(n_relevant, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_relevant > 0, total / n_relevant, np.nan)
+
+
+def average_precision_from_keys(keys: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """AP of the ranking by ascending ``keys`` (ties by column) without building the ranking.
+
+    The rank of a relevant item is the number of keys below it, plus the equal
+    keys in earlier columns; a sort of the key values (no index) is enough.
+    ``relevant`` is an nq x n mask over the columns of ``keys``.
+    """
+    ordered = np.sort(keys, axis=1)
+    out = np.full(len(keys), np.nan)
+    for row in range(len(keys)):
+        columns = np.flatnonzero(relevant[row])
+        if len(columns) == 0:
+            continue
+        values = keys[row, columns]
+        below = np.searchsorted(ordered[row], values, side="left")
+        tied = np.searchsorted(ordered[row], values, side="right") - below > 1
+        for t in np.flatnonzero(tied):
+            below[t] += np.count_nonzero(keys[row, : columns[t]] == values[t])
+        ranks = np.sort(below) + 1
+        out[row] = np.mean(np.arange(1, len(ranks) + 1) / ranks)
+    return out
 
 
 def _ratio(achieved: np.ndarray, ideal: np.ndarray) -> np.ndarray:
@@ -94,9 +122,11 @@ def mistake_severity_at_k(lca_height: np.ndarray, relevant: np.ndarray, k: int) 
     return float(_cut(lca_height, k)[mistakes].sum()), int(mistakes.sum())
 
 
-def average_precision_curve(relevant: np.ndarray, n_relevant: np.ndarray, k_max: int) -> np.ndarray:
+def average_precision_curve(
+    relevant: np.ndarray, n_relevant: np.ndarray, k_max: int, hits: np.ndarray | None = None
+) -> np.ndarray:
     """Per-query AP@1..AP@m (standard normalisation), nq x m; NaN rows where R = 0."""
-    hits = _precision_hits(_cut(relevant, k_max))
+    hits = _cut(precision_hits(relevant) if hits is None else hits, k_max)
     ks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)
     n_relevant = np.asarray(n_relevant, dtype=np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):

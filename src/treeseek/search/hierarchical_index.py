@@ -1,12 +1,14 @@
 """Exact top-k of the hierarchy-aware distance without scoring the whole database.
 
 Items are kept grouped by leaf in depth-first order, so every subtree is one
-contiguous block. A query whose leaf is l looks at the block of l first, then
-at the rest of its parent's block, and so on up to the root: ring r holds the
-items whose LCA with the query is l's r-th ancestor a_r, so all of them share
-D_H = h(a_r)/H. Any item beyond ring r has D >= alpha * h(a_{r+1})/H, so once
-the k-th best D found is below that bound, no later ring can enter the top-k.
-Contiguous blocks are plain slices: no ID selector, no gather.
+contiguous block. A query whose leaf is l is scored against the block of l
+first, then against the block of l's parent, and so on up to the root. Every
+item outside the block of the r-th ancestor a_r has its LCA with the query at
+a_{r+1} or above, hence D >= alpha * h(a_{r+1})/H; once the k-th best D found
+is below that bound, no item outside can enter the top-k and the query stops.
+All queries that share an ancestor at a level are scored against its block in
+one matrix product, so a block is read once per level, not once per query.
+Blocks are plain slices: no ID selector, no gather of vectors.
 """
 from __future__ import annotations
 
@@ -82,43 +84,48 @@ class HierarchicalIndex:
             raise TreeseekError(f"queries have {queries.shape[1]} dimensions, the index holds {self._dim}")
         if k < 1:
             raise TreeseekError(f"k must be at least 1, got {k}")
-        out_keys = np.full((len(queries), k), np.inf)
-        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
-        scored = 0
-        for leaf in np.unique(query_leaves):
-            rows = np.flatnonzero(query_leaves == leaf)
-            keys, ids, n_scored = self._search_leaf(queries[rows], int(leaf), k)
-            out_keys[rows], out_ids[rows] = keys, np.where(ids == MISSING_ID, -1, ids)
-            scored += n_scored
-        self.scored_fraction_ = scored / max(1, len(queries) * self.ntotal)
-        return out_keys, out_ids
-
-    def _search_leaf(self, queries: np.ndarray, leaf: int, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if len(query_leaves) and (query_leaves.min() < 0 or query_leaves.max() >= self.hierarchy.n_leaves):
+            raise TreeseekError(f"query leaf ids must be in [0, {self.hierarchy.n_leaves})")
         tree = self.hierarchy
-        rings = [tree.root] if self._weight == 0 else tree.ancestors(leaf)
         best_keys = np.full((len(queries), k), np.inf)
         best_ids = np.full((len(queries), k), MISSING_ID, dtype=np.int64)
+        # path[q, r]: the r-th ancestor of the query's leaf, -1 past the root
+        paths = [tree.ancestors(leaf) for leaf in range(tree.n_leaves)] if self._weight else None
+        depth = max(len(p) for p in paths) if paths else 1
+        ancestor = np.full((tree.n_leaves, depth + 1), -1, dtype=np.int64)
+        for leaf in range(tree.n_leaves):
+            path = paths[leaf] if paths else [tree.root]
+            ancestor[leaf, : len(path)] = path
         active = np.arange(len(queries))
-        inner: tuple[int, int] | None = None  # item block of the previous ring's node
         scored = 0
-        for position, node in enumerate(rings):
-            start, end = self._item_block(node)
-            slices = [(start, end)] if inner is None else [(start, inner[0]), (inner[1], end)]
-            slices = [(a, b) for a, b in slices if b > a]
-            inner = (start, end)
-            if slices:
-                penalty = self._weight * (tree.height[node] / float(tree.max_height)) if tree.max_height else 0.0
-                ring_ids = np.concatenate([self._ids[a:b] for a, b in slices])
-                sims = np.concatenate([queries[active] @ self._vectors[a:b].T for a, b in slices], axis=1)
-                ring_keys = np.clip(1.0 - sims, 0.0, 2.0) + penalty
-                scored += ring_keys.size
-                merged_keys = np.concatenate([best_keys[active], ring_keys], axis=1)
-                merged_ids = np.concatenate([best_ids[active], np.broadcast_to(ring_ids, ring_keys.shape)], axis=1)
-                best_keys[active], best_ids[active] = smallest_k(merged_keys, merged_ids, k)
-            if position + 1 < len(rings):
-                next_node = rings[position + 1]
-                bound = self._weight * (tree.height[next_node] / float(tree.max_height))
-                active = active[~(best_keys[active, k - 1] < bound)]
-                if len(active) == 0:
-                    break
-        return best_keys, best_ids, scored
+        for level in range(depth):
+            nodes = ancestor[query_leaves[active], level]
+            active, nodes = active[nodes >= 0], nodes[nodes >= 0]
+            # Every query under the same ancestor reads that block once, in one product.
+            for node in np.unique(nodes):
+                rows = active[nodes == node]
+                scored += self._score_block(int(node), queries, query_leaves, rows, best_keys, best_ids, k)
+            following = ancestor[query_leaves[active], level + 1]
+            bound = np.where(following >= 0, self._weight * (tree.height[following] / float(max(tree.max_height, 1))), 0)
+            unfinished = (following >= 0) & ~(best_keys[active, k - 1] < bound)
+            active = active[unfinished]
+            if len(active) == 0:
+                break
+        self.scored_fraction_ = scored / max(1, len(queries) * self.ntotal)
+        return best_keys, np.where(best_ids == MISSING_ID, -1, best_ids)
+
+    def _score_block(self, node, queries, query_leaves, rows, best_keys, best_ids, k) -> int:
+        """Replace the candidates of ``rows`` by the top-k of the whole block of ``node``."""
+        start, end = self._item_block(node)
+        if end == start:
+            return 0
+        block_ids = self._ids[start:end]
+        lca = self.hierarchy.normalized_lca
+        chunk = max(1, int(2e7 // (end - start)))
+        for first in range(0, len(rows), chunk):
+            part = rows[first : first + chunk]
+            keys = np.clip(1.0 - queries[part] @ self._vectors[start:end].T, 0.0, 2.0)
+            if self._weight:
+                keys += self._weight * lca[np.ix_(query_leaves[part], self._leaves[start:end])]
+            best_keys[part], best_ids[part] = smallest_k(keys, block_ids, k)
+        return len(rows) * (end - start)
