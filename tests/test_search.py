@@ -3,7 +3,7 @@ import pytest
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
-from treeseek.search import HierarchicalIndex, full_sort_search, ranking_keys, smallest_k
+from treeseek.search import FlatIndex, HierarchicalIndex, full_sort_search, ranking_keys, smallest_k
 from treeseek.synthetic import planted_hierarchy
 
 
@@ -116,3 +116,17 @@ def test_smallest_k_breaks_ties_by_id():
             order = np.lexsort((ids, keys[row]))[:k]
             assert got_ids[row, : len(order)].tolist() == ids[order].tolist()
             assert got_keys[row, : len(order)].tolist() == keys[row, order].tolist()
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_flat_index_equals_full_sort(data, metric):
+    _, X, _, Q, _ = data
+    index = FlatIndex(metric)
+    index.add(X[:50])
+    index.add(X[50:])
+    keys = ranking_keys(metric, Q, X)
+    for k in (1, 10, len(X), len(X) + 3):
+        D, I = index.search(Q, k)
+        expected_d, expected_i = full_sort_search(keys, k)
+        assert np.array_equal(I[:, : len(X)], expected_i)
+        assert np.allclose(D[:, : len(X)], expected_d)

@@ -16,7 +16,7 @@ from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
 from .model import TreeseekModel
 from .persistence import atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
-from .search import METHODS, cosine_distances
+from .search import METHODS, FlatIndex, cosine_distances
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Hierarchy-aware image retrieval.")
@@ -65,6 +65,10 @@ def fit(
     threshold_text = "" if info["threshold"] is None else f", t = {info['threshold']:.3g}"
     typer.echo(f"  hierarchy ({hierarchy}{threshold_text}): groups per level {info['tree_shape']}, height {info['tree_height']}")
     typer.echo(f"  training leaf accuracy (Mahalanobis, {covariance}): {info['train_leaf_accuracy']:.1%}")
+    small = info["classes_with_fewer_samples_than_dims"]
+    if small and covariance != "tied":
+        typer.echo(f"  note: {small} classes have fewer samples than the {info['pca_dim']} PCA dimensions; their "
+                   f"{covariance} covariances rely on shrinkage (--covariance tied or --max-dim avoid this)")
 
 
 @app.command()
@@ -112,7 +116,7 @@ def search(
     query: Path = typer.Option(..., "--query", help="Query features (.npz; labels optional)."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
-    method: str = typer.Option("combined", help="combined, flat, hierarchy or cosine."),
+    method: str = typer.Option("combined", help="combined, flat, hierarchy, cosine or euclidean."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
 ) -> None:
@@ -127,9 +131,14 @@ def search(
     db_labels = align_labels(db, model.class_names_)
     db_leaves = db_labels if use_database_labels else model.assign(db_x)
     query_leaves = model.assign(query_x)
-    index = model.make_index(method, alpha)
-    index.add(db_x, db_leaves)
-    distances, rows = index.search(query_x, query_leaves, min(k, len(db_x)))
+    if method == "euclidean":
+        flat = FlatIndex("euclidean")
+        flat.add(db_x)
+        distances, rows = flat.search(query_x, min(k, len(db_x)))
+    else:
+        index = model.make_index(method, alpha)
+        index.add(db_x, db_leaves)
+        distances, rows = index.search(query_x, query_leaves, min(k, len(db_x)))
     tree, names, db_ids, query_ids = model.hierarchy_, model.class_names_, db.row_ids(), queries.row_ids()
     report = []
     for q in range(len(query_x)):
@@ -156,7 +165,8 @@ def search(
             typer.echo(f"  {e['rank']:>3}. id {e['id']!s:<12} {label:<20} D={e['distance']:.4f} "
                        f"(cos {e['cosine']:.4f} + D_H {e['hierarchy']:.3f})  LCA {e['lca']}")
     if json_out is not None:
-        atomic_write_json(json_out, {"method": method, "alpha": index.alpha, "queries": report})
+        used_alpha = model.alpha if alpha is None else alpha
+        atomic_write_json(json_out, {"method": method, "alpha": used_alpha, "queries": report})
 
 
 @app.command("hierarchy")

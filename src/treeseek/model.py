@@ -75,7 +75,9 @@ class TreeseekModel:
         self.gaussians_ = ClassGaussians(self.covariance).fit(Z, y, n_classes)
         builder = make_builder(self.hierarchy, self.threshold, self.covariance).fit(Z, y, names)
         self.hierarchy_: Hierarchy = builder.hierarchy_
-        self.class_names_ = names
+        # unnamed classes placed in a taxonomy by position take the taxonomy's names
+        self.class_names_ = names if class_names is not None else self.hierarchy_.names[:n_classes]
+        pca_dim = self.pca_.n_components_
         self.fit_info_ = {
             "n_train": int(len(X)),
             "input_dim": int(X.shape[1]),
@@ -85,6 +87,8 @@ class TreeseekModel:
             "tree_height": self.hierarchy_.max_height,
             "threshold": getattr(builder, "threshold_", None),
             "train_leaf_accuracy": float(np.mean(self.gaussians_.assign(Z) == y)),
+            # their covariances rest on shrinkage (or, with a single sample, on the pooled one)
+            "classes_with_fewer_samples_than_dims": int(np.sum(np.bincount(y, minlength=n_classes) < pca_dim)),
         }
         return self
 

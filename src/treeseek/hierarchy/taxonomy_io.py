@@ -19,7 +19,12 @@ from .tree import Hierarchy
 
 
 def load_taxonomy(path: str | Path, class_names: Sequence[str] | None = None) -> Hierarchy:
-    """Read a taxonomy in any supported format, aligned to ``class_names`` when given."""
+    """Read a taxonomy in any supported format, aligned to ``class_names`` when given.
+
+    Feature files without class names get the names "0" .. "K-1"; when none of
+    those is a taxonomy class and the counts agree, classes map to the
+    taxonomy's leaves by position.
+    """
     path = Path(path)
     if not path.is_file():
         raise TreeseekError(f"taxonomy file not found: {path}")
@@ -32,7 +37,15 @@ def load_taxonomy(path: str | Path, class_names: Sequence[str] | None = None) ->
         hierarchy = read_paths(path)
     if class_names is None:
         return hierarchy
-    return hierarchy.restrict(list(class_names))
+    class_names = list(class_names)
+    positional = class_names == [str(i) for i in range(len(class_names))]
+    if positional and not set(class_names) & set(hierarchy.names[: hierarchy.n_leaves]):
+        if hierarchy.n_leaves != len(class_names):
+            raise TreeseekError(
+                f"the features have {len(class_names)} unnamed classes but the taxonomy has {hierarchy.n_leaves}"
+            )
+        return hierarchy
+    return hierarchy.restrict(class_names)
 
 
 def read_parent_child(pairs_path: str | Path, names_path: str | Path) -> Hierarchy:
