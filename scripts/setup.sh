@@ -24,4 +24,7 @@ extras=${1:-}
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+# The CPU build of torch: small and quick to install; a plain 'torch' would pull a multi-GB CUDA build.
+.venv/bin/python -c 'import torch' 2>/dev/null || \
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"

