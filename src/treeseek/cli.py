@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import typer
 
+from .cli_images import run, search_images, train
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
@@ -111,19 +112,37 @@ def evaluate(
 
 @app.command()
 def search(
-    model_dir: Path = typer.Argument(..., help="Model directory from 'treeseek fit'."),
-    database: Path = typer.Argument(..., help="Database features (.npz; labels optional)."),
-    query: Path = typer.Option(..., "--query", help="Query features (.npz; labels optional)."),
+    target: Path = typer.Argument(..., help="An index directory from 'treeseek run', or a model directory."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Query images (index) or DB.npz (model)."),
+    query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz), with a model directory."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
     method: str = typer.Option("combined", help="combined, flat, hierarchy, cosine or euclidean."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
 ) -> None:
-    """Top-k database items for every query, with the parts of their distance."""
-    model = TreeseekModel.load(model_dir)
+    """Top-k for every query, with the parts of its distance and the LCA it shares with the query.
+
+    treeseek search INDEX image.jpg [...]            (images, against an index from 'treeseek run')
+    treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files)
+    """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
+    from .image_index import ImageIndex
+
+    if ImageIndex.is_index(target):
+        if method == "euclidean":
+            raise TreeseekError("image search ranks with combined, flat, hierarchy or cosine")
+        search_images(target, list(inputs or []), k, alpha, method, json_out, grid)
+        return
+    if not inputs or len(inputs) != 1 or query is None:
+        raise TreeseekError("with a model directory, give DB.npz and --query Q.npz")
+    _search_features(target, inputs[0], query, k, alpha, method, use_database_labels, json_out)
+
+
+def _search_features(model_dir, database, query, k, alpha, method, use_database_labels, json_out) -> None:
+    model = TreeseekModel.load(model_dir)
     db = load_features(database, require_labels=use_database_labels)
     queries = load_features(query, require_labels=False)
     db_x = model.check_dim(db.features, db.source)
@@ -213,6 +232,10 @@ def synthetic(
                       np.flatnonzero(mask))
     save_hierarchy(data.hierarchy, out / "taxonomy.json")
     typer.echo(f"wrote {out}/train.npz, test.npz ({len(data.class_names)} classes, {dim} dims) and taxonomy.json")
+
+
+app.command()(run)
+app.command()(train)
 
 
 def _plain(value):

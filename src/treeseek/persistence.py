@@ -19,6 +19,9 @@ import numpy as np
 
 from .errors import TreeseekError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: temporary files are created 0600, the final file follows the umask
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
@@ -31,6 +34,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -60,3 +60,22 @@ def plot_map_curves(curves: Mapping[str, np.ndarray], path: str | Path, title: s
     axes.legend()
     axes.set_title(title)
     _save(figure, path)
+
+
+def image_grid(query, query_caption: str, results, path: str | Path, thumb: int = 160) -> None:
+    """The query image first, then each (image or None, caption) result, in one row-wrapped figure."""
+    count = len(results) + 1
+    columns = min(count, 6)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.6 * rows), squeeze=False)
+    panels = [(query, query_caption)] + list(results)
+    for ax, (image, caption) in zip(axes.flat, panels):
+        if image is not None:
+            image = image.copy()
+            image.thumbnail((thumb, thumb))
+            ax.imshow(image)
+        ax.set_title(caption, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].set_title(query_caption, fontsize=9, color="#a00")
+    _save(figure, path)

@@ -1,0 +1,129 @@
+"""Command-line commands that start from images: run, search by image, extract, train."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+
+from .errors import TreeseekError
+from .images.datasets import ImageSet
+from .images.decoding import UnreadableImage, load_rgb
+from .persistence import atomic_write_json
+from .plots import image_grid
+from .search import cosine_distances
+
+
+def _split_files(text: Optional[str]) -> list[str]:
+    return [part.strip() for part in text.split(",")] if text else []
+
+
+def run(
+    source: Path = typer.Argument(..., help="Image folder (one subfolder per class), or a CIFAR / Fashion-MNIST directory."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    dataset: str = typer.Option("folder", help="folder, cifar or fashion-mnist."),
+    split_files: Optional[str] = typer.Option(None, help="TRAIN.txt,TEST.txt listing <class>/<file> lines "
+                                              "(default: train.txt/test.txt beside the folder, else a stratified 80/20 split)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name or a 'treeseek train' directory."),
+    weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
+    classes: Optional[int] = typer.Option(None, help="Use only the first N classes (alphabetical)."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most N images per class in each split."),
+    taxonomy: Optional[str] = typer.Option(None, help="Evaluation taxonomy for mAHP, nDCG and mistake severity."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """The main job: features, a model tuned on a validation split, an index, a report and pictures."""
+    from .pipeline import run_main_job
+
+    grid = {"max_components": [64], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]} \
+        if quick else None
+    report = run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class,
+                          taxonomy, grid, batch_size, progress)
+    typer.echo((out / "report.md").read_text())
+    del report
+
+
+def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[float], method: str,
+                  json_out: Optional[Path], grid_out: Optional[Path]) -> None:
+    """Top-k of an image index for each query image; prints parts of the distance and writes a grid."""
+    from .image_index import ImageIndex
+
+    if not images:
+        raise TreeseekError("give one or more query images after the index directory")
+    index = ImageIndex.load(index_dir)
+    backbone = index.backbone()
+    pictures = []
+    for path in images:
+        try:
+            pictures.append(load_rgb(path))
+        except UnreadableImage as exc:
+            raise TreeseekError(f"cannot read query image {exc}") from None
+    import torch
+
+    with torch.inference_mode():
+        queries = backbone.network.features(torch.from_numpy(np.stack([backbone.preprocess(p) for p in pictures])))
+    queries = queries.float().numpy()
+    model = index.model
+    query_leaves = model.assign(queries)
+    searcher = model.make_index(method, alpha)
+    searcher.add(np.asarray(index.vectors), index.leaves)
+    distances, rows = searcher.search(queries, query_leaves, min(k, len(index.vectors)))
+    tree, names = model.hierarchy_, model.class_names_
+    report = []
+    for q, path in enumerate(images):
+        hits = rows[q][rows[q] >= 0]
+        cos = cosine_distances(queries[q : q + 1], np.asarray(index.vectors[hits]))[0]
+        entries = []
+        typer.echo(f"query {path} (leaf {names[query_leaves[q]]})")
+        for rank, (row, d_cos) in enumerate(zip(hits, cos), start=1):
+            leaf = int(index.leaves[row])
+            entry = {"rank": rank, "id": str(index.ids[row]), "path": str(index.paths[row]),
+                     "class": names[int(index.labels[row])], "distance": float(distances[q, rank - 1]),
+                     "cosine": float(d_cos), "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]),
+                     "lca": tree.names[tree.lca(int(query_leaves[q]), leaf)]}
+            entries.append(entry)
+            typer.echo(f"  {rank:>3}. {entry['class']:<20} D={entry['distance']:.4f} (cos {entry['cosine']:.4f} + "
+                       f"D_H {entry['hierarchy']:.3f})  LCA {entry['lca']}  {entry['id']}")
+        report.append({"query": str(path), "leaf": names[query_leaves[q]], "results": entries})
+        target = grid_out or Path(f"{Path(path).stem}.results.png")
+        if len(images) > 1 and grid_out is not None:
+            target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
+        thumbs = []
+        for e in entries:
+            try:
+                thumbs.append((load_rgb(e["path"]), f"{e['class']}\nD={e['distance']:.3f}"))
+            except (UnreadableImage, OSError):
+                thumbs.append((None, f"{e['class']}\n(missing file)"))
+        image_grid(pictures[q], f"query\n{names[query_leaves[q]]}?", thumbs, target)
+        typer.echo(f"  grid: {target}")
+    if json_out is not None:
+        atomic_write_json(json_out, {"method": method, "queries": report})
+
+
+def train(
+    source: Path = typer.Argument(..., help="Image folder with one subfolder per class."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory (resumed when it exists)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone to fine-tune."),
+    weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
+    epochs: int = typer.Option(10, help="Epochs in total (a resumed run continues to this number)."),
+    lr: float = typer.Option(0.01, help="SGD learning rate."),
+    batch_size: int = typer.Option(32, help="Images per step."),
+    freeze_backbone: bool = typer.Option(False, help="Train only the classification head."),
+    classes: Optional[int] = typer.Option(None, help="Use only the first N classes."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most N images per class."),
+    device: str = typer.Option("auto", help="auto (a GPU when present), cpu or cuda."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations); usable as a backbone."""
+    from .pipeline import load_images
+    from .training.classifier import train_classifier
+
+    images: ImageSet = load_images(source, "folder", (), classes, per_class)
+    history = train_classifier(images, out, backbone, weights, epochs, lr, batch_size, freeze_backbone, device,
+                               progress)
+    for entry in history:
+        typer.echo(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, validation accuracy "
+                   f"{entry['val_accuracy']:.1%}")
+    typer.echo(f"checkpoint: {out} (use it as --backbone {out})")

@@ -1,0 +1,69 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from treeseek.backbones import load_backbone
+from treeseek.errors import TreeseekError
+from treeseek.extraction import extract_features
+from treeseek.images.datasets import image_folder
+
+ACCORDION = 401  # ImageNet class index
+
+
+def test_efficientnet_lite0_recognises_real_accordions(caltech_subset):
+    backbone = load_backbone("efficientnet_lite0")
+    data = image_folder(caltech_subset, classes=["accordion"])
+    batch = torch.from_numpy(np.stack([backbone.preprocess(data.image(i)) for i in range(len(data))]))
+    with torch.inference_mode():
+        logits = backbone.network(batch)
+        features = backbone.network.features(batch)
+    assert float((logits.argmax(1) == ACCORDION).float().mean()) >= 0.75
+    assert features.shape == (12, 1280) and torch.all(features >= 0)  # pooled ReLU6 outputs
+
+
+@pytest.mark.parametrize("name, minimum", [("resnet20", 0.7), ("resnet56", 0.7)])
+def test_cifar_resnets_classify_real_cifar_images(shared, cifar_test_subset, name, minimum):
+    backbone = load_backbone(name, shared / "models" / f"cifar10-{name}.safetensors")
+    data = image_folder(cifar_test_subset)
+    assert data.class_names[:3] == ["airplane", "automobile", "bird"]
+    batch = torch.from_numpy(np.stack([backbone.preprocess(data.image(i)) for i in range(len(data))]))
+    with torch.inference_mode():
+        predictions = backbone.network(batch).argmax(1).numpy()
+    assert np.mean(predictions == data.labels) >= minimum
+    features, _, _ = extract_features(backbone, data, batch_size=50, progress=False)
+    assert features.shape == (200, 64)
+
+
+def test_backbone_errors_say_what_to_do(tmp_path):
+    with pytest.raises(TreeseekError, match="unknown backbone"):
+        load_backbone("alexnet-9000")
+    with pytest.raises(TreeseekError, match="--weights"):
+        load_backbone("resnet20")
+    (tmp_path / "bad.safetensors").write_bytes(b"not tensors")
+    with pytest.raises(TreeseekError, match="safetensors"):
+        load_backbone("resnet20", tmp_path / "bad.safetensors")
+    with pytest.raises(TreeseekError, match="pip install|weights"):
+        load_backbone("torchvision:resnet18")
+
+
+def test_feature_cache_recomputes_only_changed_files(caltech_subset, tmp_path, capsys):
+    folder = tmp_path / "images"
+    for name in ("accordion", "anchor"):
+        (folder / name).mkdir(parents=True)
+        for source in sorted((caltech_subset / name).iterdir())[:3]:
+            (folder / name / source.name).write_bytes(source.read_bytes())
+    (folder / "anchor" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    backbone = load_backbone("efficientnet_lite0")
+    data = image_folder(folder)
+    first, kept, stats = extract_features(backbone, data, cache_dir=tmp_path / "cache", progress=False)
+    assert stats["computed"] == 6 and stats["skipped"] == 1 and not kept[3]
+    assert "broken.jpg" in capsys.readouterr().err
+    again, _, stats = extract_features(backbone, data, cache_dir=tmp_path / "cache", progress=False)
+    assert stats["computed"] == 0 and np.array_equal(first, again)
+    changed = folder / "accordion" / sorted(os.listdir(folder / "accordion"))[0]
+    changed.write_bytes((caltech_subset / "bass" / sorted(os.listdir(caltech_subset / "bass"))[0]).read_bytes())
+    third, _, stats = extract_features(backbone, data, cache_dir=tmp_path / "cache", progress=False)
+    assert stats["computed"] == 1
+    assert not np.allclose(third[0], first[0]) and np.array_equal(third[1:], first[1:])

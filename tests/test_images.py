@@ -1,0 +1,112 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from treeseek.errors import TreeseekError
+from treeseek.images.datasets import cifar, fashion_mnist, image_folder, stratified_split
+from treeseek.images.decoding import UnreadableImage, load_rgb
+
+
+def write_images(folder, count, color=(200, 30, 30), mode="RGB", suffix=".jpg"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = Image.new("RGB", (40 + i, 30), tuple(int(c) for c in color))
+        if mode != "RGB":
+            image = image.convert(mode)
+        image.save(folder / f"img{i}{suffix}")
+
+
+def test_every_mode_decodes_to_rgb(tmp_path):
+    Image.new("L", (8, 8), 77).save(tmp_path / "gray.png")
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
+    rgba = Image.new("RGBA", (8, 8), (0, 0, 255, 0))  # fully transparent: shows the white background
+    rgba.save(tmp_path / "alpha.png")
+    Image.new("RGB", (8, 8), (10, 20, 30)).convert("P").save(tmp_path / "palette.png")
+    assert load_rgb(tmp_path / "gray.png").getpixel((3, 3)) == (77, 77, 77)
+    cyan = load_rgb(tmp_path / "cmyk.jpg").getpixel((3, 3))
+    assert cyan[0] < 30 and cyan[1] > 220 and cyan[2] > 220  # full cyan ink is (0, 255, 255) on screen
+    assert load_rgb(tmp_path / "alpha.png").getpixel((3, 3)) == (255, 255, 255)
+    assert load_rgb(tmp_path / "palette.png").mode == "RGB"
+
+
+def test_corrupt_and_truncated_files_are_unreadable(tmp_path):
+    (tmp_path / "noise.jpg").write_bytes(np.random.default_rng(0).bytes(500))
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "whole.jpg", quality=95)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    for name in ("noise.jpg", "cut.jpg"):
+        with pytest.raises(UnreadableImage):
+            load_rgb(tmp_path / name)
+
+
+def test_image_folder_skips_non_images_and_empty_classes(tmp_path, capsys):
+    write_images(tmp_path / "b_cat", 3)
+    write_images(tmp_path / "a_dog", 2, mode="L", suffix=".png")
+    (tmp_path / "a_dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "c_empty").mkdir()
+    write_images(tmp_path / "BACKGROUND_Google", 2)
+    data = image_folder(tmp_path)
+    assert data.class_names == ["a_dog", "b_cat"]
+    assert data.labels.tolist() == [0, 0, 1, 1, 1]
+    assert "c_empty" in capsys.readouterr().err
+    (tmp_path / "train.txt").write_text("a_dog/img0.png\nb_cat/img0.jpg\nb_cat/img1.jpg\n")
+    (tmp_path / "test.txt").write_text("a_dog/img1.png\nb_cat/img2.jpg\n")
+    split = image_folder(tmp_path, {"train": tmp_path / "train.txt", "test": tmp_path / "test.txt"})
+    assert sorted(split.splits.tolist()) == ["test", "test", "train", "train", "train"]
+    with pytest.raises(TreeseekError):
+        image_folder(tmp_path / "missing")
+
+
+def test_stratified_split_takes_a_share_of_every_class():
+    labels = np.repeat(np.arange(4), [10, 5, 2, 1])
+    chosen = stratified_split(labels, 0.2, seed=1)
+    assert [int(chosen[labels == c].sum()) for c in range(4)] == [2, 1, 1, 0]
+
+
+def write_cifar(root, n=6):
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(range(n))}
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+
+
+def test_cifar_batches_load_without_running_code(tmp_path):
+    write_cifar(tmp_path / "cifar")
+    data = cifar(tmp_path / "cifar")
+    assert len(data) == 36 and data.items[0].shape == (32, 32, 3)
+    assert (data.splits == "test").sum() == 6 and data.class_names[3] == "c3"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (tmp_path / "cifar" / "test_batch").write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
+    with pytest.raises(TreeseekError, match="refusing"):
+        cifar(tmp_path / "cifar")
+
+
+def write_idx(path, array, compress):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def test_fashion_mnist_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n, compress in (("train", 7, True), ("t10k", 3, False)):
+        write_idx(tmp_path / (f"{prefix}-images-idx3-ubyte" + (".gz" if compress else "")),
+                  rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(tmp_path / (f"{prefix}-labels-idx1-ubyte" + (".gz" if compress else "")),
+                  np.arange(n) % 10, compress)
+    data = fashion_mnist(tmp_path)
+    assert len(data) == 10 and (data.splits == "test").sum() == 3
+    assert data.image(0).size == (28, 28) and data.image(0).mode == "RGB"
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09\x01")
+    with pytest.raises(TreeseekError, match="truncated"):
+        fashion_mnist(tmp_path)
