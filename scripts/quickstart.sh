@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
-# Set up treeseek and run the main job end to end: features -> model -> evaluation -> search.
-# Until the image pipeline lands, the features are synthetic with a planted class hierarchy;
-# pass a directory holding your own train.npz / test.npz (and optionally taxonomy.json) to use yours.
+# Set up treeseek and run the main job on real images: features -> tuned model -> index -> report,
+# then search the index with one image.
+#   bash scripts/quickstart.sh                 Fashion-MNIST from Debian's dataset-fashion-mnist package
+#   bash scripts/quickstart.sh IMAGE_FOLDER    your own folder with one subfolder per class
+# PER_CLASS (default 100) caps the images per class and split so that it finishes in minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 out=${OUT:-demo-output}
-data=${1:-}
+per_class=${PER_CLASS:-100}
 ts=.venv/bin/treeseek
-if [ -z "$data" ]; then
-    data="$out/data"
-    $ts synthetic "$data" --branching 4,4,5 --dim 128 --train-per-class 60 --test-per-class 20 --scale 4
+if [ $# -ge 1 ]; then
+    $ts run "$1" --out "$out" --per-class "$per_class"
+    query=$(find "$1" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort | head -n 1)
+else
+    fmnist=/usr/share/datasets/fashion-mnist
+    if [ ! -f "$fmnist/t10k-labels-idx1-ubyte.gz" ]; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    fi
+    $ts run "$fmnist" --dataset fashion-mnist --out "$out" --per-class "$per_class" \
+        --taxonomy taxonomies/fashion-mnist.paths.tsv
+    query="$out/query.png"
+    .venv/bin/python - "$fmnist" "$query" <<'PY'
+import sys
+from treeseek.images.datasets import fashion_mnist
+data = fashion_mnist(sys.argv[1])
+data.image(len(data) - 1).save(sys.argv[2])  # the last test image, never in the index
+PY
 fi
-taxonomy=()
-[ -f "$data/taxonomy.json" ] && taxonomy=(--taxonomy "$data/taxonomy.json")
-$ts fit "$data/train.npz" --out "$out/model" --threshold "${THRESHOLD:-0.05}"
-$ts evaluate "$out/model" "$data/test.npz" --database "$data/train.npz" "${taxonomy[@]}" \
-    --k 1,10,100 --json "$out/evaluation.json" --plot "$out/map_at_k.png" --no-progress
-$ts search "$out/model" "$data/train.npz" --query "$data/test.npz" -k 5 --json "$out/search.json" > "$out/search.txt"
-head -n 12 "$out/search.txt"
+$ts search "$out/index" "$query" -k 8 --grid "$out/query.results.png"
 echo
-echo "outputs in $out/: model/ (hierarchy.png, hierarchy.nwk), evaluation.json, map_at_k.png, search.txt, search.json"
+echo "outputs in $out/: report.md (+ .json), map_at_k.png, hierarchy.png, query.results.png, index/, model/, features/"

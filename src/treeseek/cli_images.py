@@ -90,12 +90,7 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
         target = grid_out or Path(f"{Path(path).stem}.results.png")
         if len(images) > 1 and grid_out is not None:
             target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
-        thumbs = []
-        for e in entries:
-            try:
-                thumbs.append((load_rgb(e["path"]), f"{e['class']}\nD={e['distance']:.3f}"))
-            except (UnreadableImage, OSError):
-                thumbs.append((None, f"{e['class']}\n(missing file)"))
+        thumbs = [(index.thumbnail(int(row)), f"{e['class']}\nD={e['distance']:.3f}") for row, e in zip(hits, entries)]
         image_grid(pictures[q], f"query\n{names[query_leaves[q]]}?", thumbs, target)
         typer.echo(f"  grid: {target}")
     if json_out is not None:

@@ -2,7 +2,8 @@
 
 Layout: ``manifest.json`` (format, version, backbone, items count), ``model/``
 (a ``TreeseekModel``), ``vectors.npy`` (float32 database features),
-``items.npz`` (ids, source paths, labels, leaves). The directory is written
+``items.npz`` (ids, source paths, labels, leaves), and ``pixels.npy`` for
+collections held in memory rather than in files. The directory is written
 beside the target and renamed into place, so a crash never leaves a half index.
 """
 from __future__ import annotations
@@ -25,16 +26,17 @@ INDEX_VERSION = 1
 
 class ImageIndex:
     def __init__(self, model: TreeseekModel, backbone_spec: dict, vectors: np.ndarray, ids: np.ndarray,
-                 paths: np.ndarray, labels: np.ndarray, leaves: np.ndarray):
+                 paths: np.ndarray, labels: np.ndarray, leaves: np.ndarray, pixels: np.ndarray | None = None):
         self.model, self.backbone_spec = model, backbone_spec
         self.vectors, self.ids, self.paths, self.labels, self.leaves = vectors, ids, paths, labels, leaves
+        self.pixels = pixels  # the images themselves, for collections that have no files (CIFAR, Fashion-MNIST)
         self._backbone: Backbone | None = None
 
     @classmethod
     def build(cls, model: TreeseekModel, backbone: Backbone, weights: str | None, vectors: np.ndarray,
-              ids: np.ndarray, paths: np.ndarray, labels: np.ndarray) -> "ImageIndex":
+              ids: np.ndarray, paths: np.ndarray, labels: np.ndarray, pixels: np.ndarray | None = None) -> "ImageIndex":
         spec = {**backbone.describe(), "weights": str(Path(weights).resolve()) if weights else None}
-        index = cls(model, spec, vectors.astype(np.float32), ids, paths, labels, model.assign(vectors))
+        index = cls(model, spec, vectors.astype(np.float32), ids, paths, labels, model.assign(vectors), pixels)
         index._backbone = backbone
         return index
 
@@ -46,6 +48,9 @@ class ImageIndex:
             self.model.save(staging / "model")
             with open(staging / "vectors.npy", "wb") as handle:
                 np.save(handle, self.vectors, allow_pickle=False)
+            if self.pixels is not None:
+                with open(staging / "pixels.npy", "wb") as handle:
+                    np.save(handle, self.pixels, allow_pickle=False)
             atomic_save_npz(staging / "items.npz", {"ids": self.ids.astype(str), "paths": self.paths.astype(str),
                                                     "labels": self.labels, "leaves": self.leaves})
             atomic_write_json(staging / "manifest.json", {
@@ -79,7 +84,10 @@ class ImageIndex:
         items = load_npz(directory / "items.npz", "index items")
         if vectors.shape != (meta["n_items"], meta["dim"]) or len(items["ids"]) != meta["n_items"]:
             raise TreeseekError(f"{directory}: vectors and items disagree with the manifest")
-        return cls(model, meta["backbone"], vectors, items["ids"], items["paths"], items["labels"], items["leaves"])
+        pixels_path = directory / "pixels.npy"
+        pixels = np.load(pixels_path, mmap_mode="r", allow_pickle=False) if pixels_path.is_file() else None
+        return cls(model, meta["backbone"], vectors, items["ids"], items["paths"], items["labels"], items["leaves"],
+                   pixels)
 
     @staticmethod
     def is_index(directory: str | Path) -> bool:
@@ -90,6 +98,17 @@ class ImageIndex:
             return json.loads(path.read_text()).get("format") == INDEX_FORMAT
         except (ValueError, OSError):
             return False
+
+    def thumbnail(self, row: int):
+        """The stored image of an item: its file, or its pixels; None when neither is there."""
+        from .images.decoding import UnreadableImage, array_to_image, load_rgb
+
+        if self.pixels is not None:
+            return array_to_image(np.asarray(self.pixels[row]))
+        try:
+            return load_rgb(str(self.paths[row])) if str(self.paths[row]) else None
+        except (UnreadableImage, OSError):
+            return None
 
     def backbone(self) -> Backbone:
         if self._backbone is None:

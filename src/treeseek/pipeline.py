@@ -16,7 +16,7 @@ from .extraction import extract_features
 from .features import FeatureSet, save_features
 from .hierarchy import load_taxonomy, save_hierarchy
 from .image_index import ImageIndex
-from .images.datasets import ImageSet, cifar, fashion_mnist, image_folder, stratified_split
+from .images.datasets import ImageSet, cifar, fashion_mnist, image_folder, split_folders, stratified_split
 from .model import TreeseekModel
 from .persistence import atomic_write_bytes, atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
@@ -40,7 +40,11 @@ def load_images(source: str | Path, kind: str = "folder", split_files: Sequence[
                 if (candidate / "train.txt").is_file() and (candidate / "test.txt").is_file():
                     splits = {"train": candidate / "train.txt", "test": candidate / "test.txt"}
                     break
-        images = image_folder(source, splits or None)
+        root = Path(source)
+        if not splits and (root / "train").is_dir() and (root / "test").is_dir():
+            images = split_folders(root)  # root/train/<class>/..., root/test/<class>/... (CIFAR-10 as files)
+        else:
+            images = image_folder(source, splits or None)
     elif kind == "cifar":
         images = cifar(source)
     elif kind == "fashion-mnist":
@@ -116,8 +120,11 @@ def run_main_job(
     model.save(out / "model")
     save_hierarchy(model.hierarchy_, out / "hierarchy.nwk")
     plot_hierarchy(model.hierarchy_, out / "hierarchy.png", f"learned visual hierarchy {model.fit_info_['tree_shape']}")
-    paths = np.array([item if isinstance(item, str) else "" for item in images.items])
-    index = ImageIndex.build(model, backbone, weights, features[train], ids[train], paths[train], images.labels[train])
+    in_files = bool(images.items) and isinstance(images.items[0], str)
+    paths = np.array([item if in_files else "" for item in images.items])
+    pixels = None if in_files else np.stack([images.items[i] for i in np.flatnonzero(train)])
+    index = ImageIndex.build(model, backbone, weights, features[train], ids[train], paths[train], images.labels[train],
+                             pixels)
     index.save(out / "index")
 
     result = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),

@@ -74,7 +74,8 @@ class VisualHierarchyBuilder:
     level), and Gaussians are re-estimated from the pooled training features.
     This repeats until no pair overlaps or one class is left; a root then joins
     what remains. Learned state: ``hierarchy_``, ``threshold_``, ``levels_``
-    (group of every class at each level), ``shape_`` and ``bc_`` (leaf level).
+    (group of every class at each level), ``shape_`` (number of groups at each
+    merge level, singletons included, ending with the root) and ``bc_`` (leaf level).
     """
 
     def __init__(self, threshold: float | str = "auto", covariance: str = "tied", max_levels: int = 64):
@@ -106,7 +107,10 @@ class VisualHierarchyBuilder:
             levels.append(group.copy())
         self.levels_ = levels
         self.hierarchy_ = Hierarchy.from_groups(levels, names)
-        self.shape_ = self.hierarchy_.shape()
+        # groups after each merge level (singletons included), then the root
+        self.shape_ = [n_classes] + [len(np.unique(level)) for level in levels]
+        if self.shape_[-1] > 1:
+            self.shape_.append(1)
         return self
 
 

@@ -131,6 +131,17 @@ def image_folder(
     return ImageSet(items, labels, names, splits.astype(str), str(root))
 
 
+def split_folders(root: str | Path, names: Sequence[str] = ("train", "test")) -> ImageSet:
+    """``root/<split>/<class>/<image>``: one image folder per split, with the same classes."""
+    parts = [image_folder(Path(root) / name) for name in names]
+    classes = parts[0].class_names
+    for name, part in zip(names, parts):
+        if part.class_names != classes:
+            raise TreeseekError(f"{root}/{name} has other classes than {root}/{names[0]}")
+    return ImageSet([item for part in parts for item in part.items], np.concatenate([p.labels for p in parts]),
+                    classes, np.concatenate([np.full(len(p), n) for n, p in zip(names, parts)]), str(root))
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """A mask choosing about ``fraction`` of each class (at least one item, never all of a class of 2+)."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,117 @@
+"""Real-data benchmark: retrieval quality of every method, and feature-extraction throughput.
+
+Caltech-101 (EfficientNet-Lite0 features):
+  .venv/bin/python benchmarks/bench_images.py caltech101 --json bench-output/caltech101.json
+CIFAR-10 (ResNet-56 features):
+  .venv/bin/python benchmarks/bench_images.py cifar10 --json bench-output/cifar10.json
+
+Both unpack their data from ../shared into bench-output/. The model is fitted on
+the training split, parameters are chosen on a validation split carved from it,
+queries are the test split and the database is the training split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from treeseek.backbones import load_backbone
+from treeseek.evaluation import evaluate_retrieval
+from treeseek.extraction import extract_features
+from treeseek.features import FeatureSet
+from treeseek.hierarchy import load_taxonomy
+from treeseek.model import TreeseekModel
+from treeseek.pipeline import load_images
+from treeseek.selection import select_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+KS = (1, 5, 10, 20, 50, 100)
+DATASETS = {
+    "caltech101": {"archive": "caltech101.tar", "folder": "caltech101/101_ObjectCategories",
+                   "backbone": "efficientnet_lite0", "weights": None, "taxonomy": "caltech101.paths.tsv"},
+    "cifar10": {"archive": "cifar10.tar.gz", "folder": "cifar10", "backbone": "resnet56",
+                "weights": SHARED / "models" / "cifar10-resnet56.safetensors", "taxonomy": "cifar10.paths.tsv"},
+}
+
+
+def forward_throughput(backbone, batch_size: int, repeats: int = 5) -> float:
+    """Images/s of the network alone on random input, at the batch size extraction used."""
+    x = torch.randn(batch_size, 3, backbone.input_size, backbone.input_size)
+    with torch.inference_mode():
+        backbone.network.features(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            backbone.network.features(x)
+    return batch_size * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    spec = DATASETS[args.dataset]
+    work = ROOT / "bench-output" / args.dataset
+    folder = work / spec["folder"]
+    if not folder.is_dir():
+        print(f"unpacking {spec['archive']} ...", flush=True)
+        with tarfile.open(SHARED / "data" / spec["archive"]) as tar:
+            tar.extractall(work, filter="data")
+    images = load_images(folder)
+    names = images.class_names
+    backbone = load_backbone(spec["backbone"], spec["weights"])
+    features, kept, stats = extract_features(backbone, images, args.batch_size, work / "cache")
+    images = images.subset(kept)
+    raw = forward_throughput(backbone, args.batch_size)
+    train, test = images.splits == "train", images.splits == "test"
+    X, y = features[train], images.labels[train]
+    queries, database = FeatureSet(features[test], images.labels[test], names), FeatureSet(X, y, names)
+    taxonomy = load_taxonomy(SHARED / "hierarchies" / spec["taxonomy"], names)
+
+    started = time.perf_counter()
+    selection = select_parameters(X, y, names)
+    chosen = selection.params
+    print(f"chosen on validation ({time.perf_counter() - started:.0f} s): {chosen}", flush=True)
+    rows, shapes = {}, {}
+    for label, hierarchy in (("visual", "visual"), ("WordNet taxonomy", str(SHARED / "hierarchies" / spec["taxonomy"])),
+                             ("Ward", "ward")):
+        model = TreeseekModel(**{**chosen, "hierarchy": hierarchy}).fit(X, y, names)
+        methods = ["cosine", "flat", "hierarchy", "combined"] if label == "visual" else ["combined"]
+        result = evaluate_retrieval(model, queries, database, methods=methods, ks=KS, taxonomy=taxonomy, progress=False)
+        for method in methods:
+            name = f"{method} ({label})" if method in ("combined", "hierarchy") else method
+            rows[name] = {**{f"map@{k}": result.metrics[method][f"map@{k}"] for k in KS},
+                          "mahp@250": result.metrics[method]["mahp@250"]}
+        shapes[label] = model.fit_info_["tree_shape"]
+        if label == "visual":
+            leaf_accuracy = result.info["query_leaf_accuracy"]
+            pca_dim = model.fit_info_["pca_dim"]
+    report = {
+        "dataset": args.dataset, "backbone": spec["backbone"], "train": int(train.sum()), "test": int(test.sum()),
+        "classes": len(names), "skipped": int((~kept).sum()),
+        "extraction": {"images_per_second": stats["images_per_second"], "computed": stats["computed"],
+                       "from_cache": stats["from_cache"], "raw_forward_images_per_second": raw,
+                       "batch_size": args.batch_size},
+        "chosen": chosen, "pca_dim": pca_dim, "query_leaf_accuracy": leaf_accuracy, "tree_shapes": shapes,
+        "metrics": rows,
+    }
+    header = "| method | " + " | ".join([f"mAP@{k}" for k in KS] + ["mAHP@250"]) + " |"
+    print(header)
+    print("|---|" + "---|" * (len(KS) + 1))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(f"{values[f'map@{k}']:.3f}" for k in KS) + f" | {values['mahp@250']:.3f} |")
+    print(json.dumps({k: v for k, v in report.items() if k != "metrics"}, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
