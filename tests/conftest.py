@@ -14,40 +14,33 @@ def shared() -> Path:
     return SHARED
 
 
-@pytest.fixture(scope="session")
-def caltech_subset(tmp_path_factory) -> Path:
-    """10 Caltech-101 classes x 12 images (plus the split files), unpacked from ../shared."""
-    archive = SHARED / "data" / "caltech101.tar"
+def unpack_subset(archive_name: str, target: Path, class_part: int, accept, per_class: int) -> None:
+    """Unpack at most ``per_class`` files of each class (path part ``class_part``) that ``accept`` admits."""
+    archive = SHARED / "data" / archive_name
     if not archive.is_file():
-        pytest.skip("../shared/data/caltech101.tar is not present")
-    root = tmp_path_factory.mktemp("caltech")
+        pytest.skip(f"../shared/data/{archive_name} is not present")
     counts: dict[str, int] = {}
+    members = []
     with tarfile.open(archive) as tar:
-        members = []
         for member in tar:
             parts = Path(member.name).parts
-            if len(parts) == 4 and parts[2] in CALTECH_CLASSES and member.isfile():
-                if counts.get(parts[2], 0) < 12:
-                    counts[parts[2]] = counts.get(parts[2], 0) + 1
-                    members.append(member)
-        tar.extractall(root, members=members, filter="data")
+            if len(parts) == 4 and member.isfile() and accept(parts) and counts.get(parts[class_part], 0) < per_class:
+                counts[parts[class_part]] = counts.get(parts[class_part], 0) + 1
+                members.append(member)
+        tar.extractall(target, members=members, filter="data")
+
+
+@pytest.fixture(scope="session")
+def caltech_subset(tmp_path_factory) -> Path:
+    """10 Caltech-101 classes x 12 images, unpacked from ../shared."""
+    root = tmp_path_factory.mktemp("caltech")
+    unpack_subset("caltech101.tar", root, 2, lambda parts: parts[2] in CALTECH_CLASSES, 12)
     return root / "caltech101" / "101_ObjectCategories"
 
 
 @pytest.fixture(scope="session")
 def cifar_test_subset(tmp_path_factory) -> Path:
     """20 CIFAR-10 test JPEGs per class, unpacked from ../shared."""
-    archive = SHARED / "data" / "cifar10.tar.gz"
-    if not archive.is_file():
-        pytest.skip("../shared/data/cifar10.tar.gz is not present")
     root = tmp_path_factory.mktemp("cifar")
-    counts: dict[str, int] = {}
-    with tarfile.open(archive) as tar:
-        members = []
-        for member in tar:
-            parts = Path(member.name).parts
-            if len(parts) == 4 and parts[1] == "test" and member.isfile() and counts.get(parts[2], 0) < 20:
-                counts[parts[2]] = counts.get(parts[2], 0) + 1
-                members.append(member)
-        tar.extractall(root, members=members, filter="data")
+    unpack_subset("cifar10.tar.gz", root, 2, lambda parts: parts[1] == "test", 20)
     return root / "cifar10" / "test"

@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import pytest
@@ -78,6 +77,8 @@ def test_cycle_and_multiple_roots_are_errors():
         Hierarchy([3, 3, 4, 4, 3, -1], ["a", "b", "c", "x", "y", "root"], 3)
     with pytest.raises(TreeseekError, match="exactly one root"):
         Hierarchy([2, -1, -1], ["a", "b", "r"], 2)
+    with pytest.raises(TreeseekError, match="cycle through 'x'|cycle through 'y'"):
+        Hierarchy([3, 3, 3, 4, 3], ["a", "b", "c", "x", "y"], 3)  # no root at all: x <-> y
 
 
 def test_restrict_reorders_and_prunes():

@@ -110,3 +110,17 @@ def test_fashion_mnist_idx_files(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09\x01")
     with pytest.raises(TreeseekError, match="truncated"):
         fashion_mnist(tmp_path)
+
+
+def test_train_and_test_folders_become_splits(tmp_path):
+    from treeseek.pipeline import load_images
+
+    for split, count in (("train", 3), ("test", 2)):
+        write_images(tmp_path / split / "cat", count)
+        write_images(tmp_path / split / "dog", count, color=(10, 10, 200))
+    data = load_images(tmp_path)
+    assert data.class_names == ["cat", "dog"]
+    assert (data.splits == "train").sum() == 6 and (data.splits == "test").sum() == 4
+    write_images(tmp_path / "test" / "eel", 1)
+    with pytest.raises(TreeseekError, match="other classes"):
+        load_images(tmp_path)

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -223,5 +224,6 @@ def test_bad_taxonomies_are_one_line_errors(workspace, tmp_path):
                          "--no-progress")
         assert result.returncode == 2
         assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+        assert re.search(message, result.stderr), result.stderr
     result = run_cli("fit", workspace / "train.npz", "--out", tmp_path / "m", "--hierarchy", cyclic)
     assert result.returncode == 2 and "error:" in result.stderr

@@ -1,7 +1,6 @@
 """Command-line interface. Bad input ends with one ``error:`` line and exit status 2."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional

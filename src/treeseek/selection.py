@@ -23,7 +23,7 @@ from .model import TreeseekModel
 from .statistics import ClassGaussians, VariancePCA
 
 DEFAULT_GRID = {
-    "max_components": [64, 128, 256],
+    "max_components": [64, 128, 256, None],  # None: as many as 95% of the variance needs
     "covariance": ["tied", "diag"],
     "edges_per_class": [0.25, 0.5, 1.0, 2.0],
     "alpha": [0.5, 1.0, 2.0, 3.0],
@@ -58,7 +58,8 @@ def select_parameters(
     n_classes = len(class_names)
     is_val = stratified_split(y, validation_fraction, seed)
     fit_x, fit_y, val_x, val_y = X[~is_val], y[~is_val], X[is_val], y[is_val]
-    caps = sorted({min(c, X.shape[1]) for c in grid["max_components"]})
+    caps = sorted({None if c is None else min(c, X.shape[1]) for c in grid["max_components"]},
+                  key=lambda c: X.shape[1] + 1 if c is None else c)
     results = []
     for cap in caps:
         pca = VariancePCA(0.95, cap).fit(fit_x)

@@ -275,6 +275,12 @@ def _validated(parent: np.ndarray, names: list[str], n_leaves: int) -> np.ndarra
     if np.any((parent < -1) | (parent >= n)):
         raise TreeseekError("hierarchy: a parent index is out of range")
     roots = np.flatnonzero(parent < 0)
+    if len(roots) == 0:  # every node has a parent: following parents must loop
+        seen, node = set(), 0
+        while node not in seen:
+            seen.add(node)
+            node = int(parent[node])
+        raise TreeseekError(f"hierarchy has a cycle through '{names[node]}'")
     if len(roots) != 1:
         shown = ", ".join(names[r] for r in roots[:5])
         raise TreeseekError(f"hierarchy must have exactly one root, found {len(roots)}: {shown}")
