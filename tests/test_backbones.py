@@ -67,3 +67,20 @@ def test_feature_cache_recomputes_only_changed_files(caltech_subset, tmp_path, c
     third, _, stats = extract_features(backbone, data, cache_dir=tmp_path / "cache", progress=False)
     assert stats["computed"] == 1
     assert not np.allclose(third[0], first[0]) and np.array_equal(third[1:], first[1:])
+
+
+def test_torchvision_architecture_by_name(tmp_path, caltech_subset, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")  # not installed in CI: the CPU torch build has no torchvision
+    network = torchvision.models.resnet18(weights=None).eval()
+    torch.save(network.state_dict(), tmp_path / "resnet18.pth")
+    backbone = load_backbone("torchvision:resnet18", tmp_path / "resnet18.pth")
+    data = image_folder(caltech_subset, classes=["accordion"])
+    features, _, _ = extract_features(backbone, data, progress=False)
+    x = torch.from_numpy(np.stack([backbone.preprocess(data.image(i)) for i in range(len(data))]))
+    with torch.inference_mode():
+        trunk = torch.nn.Sequential(*list(network.children())[:-1])  # everything before the classifier
+        expected = torch.flatten(trunk(x), 1).numpy()
+    assert features.shape == (12, 512) and np.allclose(features, expected, atol=1e-5)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # nothing cached: never download
+    with pytest.raises(TreeseekError, match="not in torchvision's cache"):
+        load_backbone("torchvision:resnet18")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,32 +110,54 @@ class _PooledFeatures(nn.Module):
 
 
 def _library_backbone(name: str, weights: str | Path | None) -> Backbone:
+    """A torchvision or timm classifier, with weights from a local file or the library's own cache.
+
+    Nothing is downloaded: without ``weights`` the pretrained file must already
+    be in torchvision's hub cache, or in the Hugging Face cache for timm.
+    """
     library, arch = name.split(":", 1)
     try:
         if library == "torchvision":
             import torchvision.models as models
-
-            network = models.get_model(arch, weights=None)
         else:
             import timm
-
-            network = timm.create_model(arch, pretrained=weights is None)
     except ImportError:
         raise TreeseekError(f"{library} is not installed: pip install {library}") from None
+    try:
+        if library == "torchvision":
+            network = models.get_model(arch, weights=None)
+            if weights is None:
+                weights = _torchvision_cached_weights(models, arch)
+        else:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the cache only, never the network
+            network = timm.create_model(arch, pretrained=weights is None)
+    except TreeseekError:
+        raise
     except Exception as exc:
-        hint = "" if weights else " (offline: pass --weights with a local state-dict file)"
-        raise TreeseekError(f"cannot build {name}: {exc}{hint}") from None
-    digest = "library-cache"
+        raise TreeseekError(f"cannot build {name} offline: {exc}; pass --weights with a local state-dict file") from None
+    digest = f"{library}-cache:{arch}"
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise TreeseekError(f"weights file not found: {path}; download the state dict of {arch} once and pass it")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
+            raise TreeseekError(f"weights file not found: {path}; save the state dict of {arch} once and pass it")
+        try:
+            network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise TreeseekError(f"{path} is not a state dict of {arch}: {exc}") from None
         digest = file_digest(path)
-    elif library == "torchvision":
-        raise TreeseekError(f"{name} needs --weights: a local state-dict file for {arch}")
     head_name = [n for n, m in network.named_modules() if isinstance(m, nn.Linear)][-1]
     feature_dim = dict(network.named_modules())[head_name].in_features
     return Backbone(name, _PooledFeatures(network, head_name).eval(), 224, 256, IMAGENET_MEAN, IMAGENET_STD,
                     feature_dim, digest)
+
+
+def _torchvision_cached_weights(models, arch: str) -> Path:
+    try:
+        url = models.get_model_weights(arch).DEFAULT.url
+    except Exception:
+        raise TreeseekError(f"torchvision has no pretrained weights for {arch}; pass --weights FILE") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file():
+        raise TreeseekError(f"torchvision:{arch} weights are not in torchvision's cache ({cached}); "
+                            f"download {url} once and pass it with --weights, or place it there")
+    return cached
