@@ -79,6 +79,9 @@ def test_harness_matches_naive_loops_in_both_protocols(planted):
         dn = d64 / np.linalg.norm(d64, axis=1, keepdims=True)
         mean_ap, mean_ahp = naive_metrics(1 - qn @ dn.T, db_y, queries.labels, similarity, db is None)
         assert result.metrics["cosine"]["map"] == pytest.approx(mean_ap, rel=1e-9)
+        partial = evaluate_retrieval(model, queries, db, methods=["cosine"], progress=False, full_ranking=False)
+        assert "map" not in partial.metrics["cosine"]
+        assert partial.metrics["cosine"]["map@10"] == result.metrics["cosine"]["map@10"]
         assert result.metrics["cosine"]["mahp@250"] == pytest.approx(mean_ahp, rel=1e-9)
 
 

@@ -74,7 +74,8 @@ def select_parameters(
                 model.class_names_ = list(class_names)
                 for alpha in grid["alpha"]:
                     result = evaluate_retrieval(model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y),
-                                                methods=["combined"], alpha=alpha, ks=(10,), progress=False)
+                                                methods=["combined"], alpha=alpha, ks=(10,), progress=False,
+                                                full_ranking=False)
                     results.append({
                         "max_components": cap, "pca_dim": int(pca.n_components_), "covariance": covariance,
                         "edges_per_class": edges, "threshold": spec, "threshold_value": builder.threshold_,

@@ -65,7 +65,9 @@ def evaluate_retrieval(
     taxonomy: Hierarchy | None = None,
     use_database_labels: bool = False,
     progress: bool = True,
+    full_ranking: bool = True,
 ) -> EvaluationResult:
+    """Score ``methods``; ``full_ranking=False`` skips mAP over the whole ranking (the costliest metric)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -125,7 +127,7 @@ def evaluate_retrieval(
             relevant = ranked_y == qy[:, None]
             r = n_relevant[rows]
             hits = M.precision_hits(relevant)
-            values = {"map": M.average_precision_from_keys(keys, relevant_columns)}
+            values = {"map": M.average_precision_from_keys(keys, relevant_columns)} if full_ranking else {}
             for k in ks:
                 values[f"precision@{k}"] = M.precision_at_k(relevant, k)
                 values[f"map@{k}"] = M.average_precision_at_k(relevant, r, k, hits=hits)
