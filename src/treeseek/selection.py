@@ -61,8 +61,12 @@ def select_parameters(
     caps = sorted({None if c is None else min(c, X.shape[1]) for c in grid["max_components"]},
                   key=lambda c: X.shape[1] + 1 if c is None else c)
     results = []
+    seen_dims = set()
     for cap in caps:
         pca = VariancePCA(0.95, cap).fit(fit_x)
+        if pca.n_components_ in seen_dims:  # a cap above the 95% size changes nothing
+            continue
+        seen_dims.add(pca.n_components_)
         z_fit = pca.transform(fit_x)
         for covariance in grid["covariance"]:
             gaussians = ClassGaussians(covariance).fit(z_fit, fit_y, n_classes)
