@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,9 @@ def test_main_job_writes_every_output(main_job):
     for name in ("report.md", "report.json", "selection.json", "map_at_k.png", "hierarchy.png", "hierarchy.nwk",
                  "features/train.npz", "features/test.npz", "model/model.json", "index/manifest.json"):
         assert (main_job / name).is_file(), name
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (main_job / "index").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     report = json.loads((main_job / "report.json").read_text())
     assert report["dataset"]["classes"] == 10
     assert report["dataset"]["train"] + report["dataset"]["test"] == 120

@@ -9,6 +9,7 @@ beside the target and renamed into place, so a crash never leaves a half index.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from .backbones import Backbone, load_backbone
 from .errors import TreeseekError
 from .model import TreeseekModel
-from .persistence import atomic_save_npz, atomic_write_json, load_npz, read_json
+from .persistence import atomic_save_npz, atomic_write_json, current_umask, load_npz, read_json
 
 INDEX_FORMAT = "treeseek-image-index"
 INDEX_VERSION = 1
@@ -44,6 +45,7 @@ class ImageIndex:
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; the index is not
         try:
             self.model.save(staging / "model")
             with open(staging / "vectors.npy", "wb") as handle:

@@ -43,6 +43,10 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync_directory(path.parent)
 
 
+def current_umask() -> int:
+    return _UMASK
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_file(path) as handle:
         handle.write(data)
