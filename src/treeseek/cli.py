@@ -16,7 +16,8 @@ from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
 from .model import TreeseekModel
 from .persistence import atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
-from .search import METHODS, FlatIndex, cosine_distances
+from .results import describe_results, format_entry, plain_value
+from .search import METHODS, FlatIndex
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Hierarchy-aware image retrieval.")
@@ -157,31 +158,15 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
         index = model.make_index(method, alpha)
         index.add(db_x, db_leaves)
         distances, rows = index.search(query_x, query_leaves, min(k, len(db_x)))
-    tree, names, db_ids, query_ids = model.hierarchy_, model.class_names_, db.row_ids(), queries.row_ids()
+    names, query_ids = model.class_names_, queries.row_ids()
+    described = describe_results(model, query_x, query_leaves, db_x, db_leaves, distances, rows, db.row_ids(),
+                                 db_labels)
     report = []
-    for q in range(len(query_x)):
-        hits = rows[q][rows[q] >= 0]
-        cos = cosine_distances(query_x[q : q + 1], db_x[hits])[0]
-        entries = []
-        for rank, (row, d_cos) in enumerate(zip(hits, cos), start=1):
-            leaf = int(db_leaves[row])
-            entries.append({
-                "rank": rank,
-                "id": _plain(db_ids[row]),
-                "class": names[db_labels[row]] if db_labels is not None else None,
-                "leaf": names[leaf],
-                "distance": float(distances[q, rank - 1]),
-                "cosine": float(d_cos),
-                "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]),
-                "lca": tree.names[tree.lca(int(query_leaves[q]), leaf)],
-            })
-        report.append({"query": _plain(query_ids[q]), "leaf": names[query_leaves[q]], "results": entries})
-    for item in report:
-        typer.echo(f"query {item['query']} (leaf {item['leaf']})")
-        for e in item["results"]:
-            label = e["class"] if e["class"] is not None else f"~{e['leaf']}"
-            typer.echo(f"  {e['rank']:>3}. id {e['id']!s:<12} {label:<20} D={e['distance']:.4f} "
-                       f"(cos {e['cosine']:.4f} + D_H {e['hierarchy']:.3f})  LCA {e['lca']}")
+    for q, entries in enumerate(described):
+        typer.echo(f"query {plain_value(query_ids[q])} (leaf {names[query_leaves[q]]})")
+        for entry in entries:
+            typer.echo(format_entry(entry))
+        report.append({"query": plain_value(query_ids[q]), "leaf": names[query_leaves[q]], "results": entries})
     if json_out is not None:
         used_alpha = model.alpha if alpha is None else alpha
         atomic_write_json(json_out, {"method": method, "alpha": used_alpha, "queries": report})
@@ -235,10 +220,6 @@ def synthetic(
 
 app.command()(run)
 app.command()(train)
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def main() -> None:

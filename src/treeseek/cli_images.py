@@ -12,7 +12,7 @@ from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
 from .persistence import atomic_write_json
 from .plots import image_grid
-from .search import cosine_distances
+from .results import describe_results, format_entry
 
 
 def _split_files(text: Optional[str]) -> list[str]:
@@ -39,10 +39,9 @@ def run(
 
     grid = {"max_components": [64], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]} \
         if quick else None
-    report = run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class,
-                          taxonomy, grid, batch_size, progress)
+    run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class, taxonomy,
+                 grid, batch_size, progress)
     typer.echo((out / "report.md").read_text())
-    del report
 
 
 def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[float], method: str,
@@ -70,27 +69,19 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
     searcher = model.make_index(method, alpha)
     searcher.add(np.asarray(index.vectors), index.leaves)
     distances, rows = searcher.search(queries, query_leaves, min(k, len(index.vectors)))
-    tree, names = model.hierarchy_, model.class_names_
+    names = model.class_names_
+    described = describe_results(model, queries, query_leaves, index.vectors, index.leaves, distances, rows,
+                                 index.ids, index.labels, index.paths)
     report = []
-    for q, path in enumerate(images):
-        hits = rows[q][rows[q] >= 0]
-        cos = cosine_distances(queries[q : q + 1], np.asarray(index.vectors[hits]))[0]
-        entries = []
+    for q, (path, entries) in enumerate(zip(images, described)):
         typer.echo(f"query {path} (leaf {names[query_leaves[q]]})")
-        for rank, (row, d_cos) in enumerate(zip(hits, cos), start=1):
-            leaf = int(index.leaves[row])
-            entry = {"rank": rank, "id": str(index.ids[row]), "path": str(index.paths[row]),
-                     "class": names[int(index.labels[row])], "distance": float(distances[q, rank - 1]),
-                     "cosine": float(d_cos), "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]),
-                     "lca": tree.names[tree.lca(int(query_leaves[q]), leaf)]}
-            entries.append(entry)
-            typer.echo(f"  {rank:>3}. {entry['class']:<20} D={entry['distance']:.4f} (cos {entry['cosine']:.4f} + "
-                       f"D_H {entry['hierarchy']:.3f})  LCA {entry['lca']}  {entry['id']}")
+        for entry in entries:
+            typer.echo(format_entry(entry))
         report.append({"query": str(path), "leaf": names[query_leaves[q]], "results": entries})
         target = grid_out or Path(f"{Path(path).stem}.results.png")
         if len(images) > 1 and grid_out is not None:
             target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
-        thumbs = [(index.thumbnail(int(row)), f"{e['class']}\nD={e['distance']:.3f}") for row, e in zip(hits, entries)]
+        thumbs = [(index.thumbnail(e["row"]), f"{e['class']}\nD={e['distance']:.3f}") for e in entries]
         image_grid(pictures[q], f"query\n{names[query_leaves[q]]}?", thumbs, target)
         typer.echo(f"  grid: {target}")
     if json_out is not None:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import TreeseekError
-from .decoding import IMAGE_SUFFIXES, UnreadableImage, array_to_image, load_rgb
+from .decoding import IMAGE_SUFFIXES, array_to_image, load_rgb
 
 DEFAULT_EXCLUDE = ("BACKGROUND_Google",)  # Caltech-101's clutter folder is not a class
 
@@ -53,26 +53,6 @@ class ImageSet:
 
     def split(self, name: str) -> "ImageSet":
         return self.subset(self.splits == name)
-
-    def drop_unreadable(self) -> "ImageSet":
-        """Decode every file once; drop those that fail, with one warning naming them."""
-        bad = []
-        for i, item in enumerate(self.items):
-            if isinstance(item, str):
-                try:
-                    load_rgb(item)
-                except UnreadableImage:
-                    bad.append(i)
-        if not bad:
-            return self
-        names = [self.items[i] for i in bad]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        print(f"warning: skipped {len(names)} unreadable image file(s): {shown}", file=sys.stderr)
-        keep = np.ones(len(self.items), dtype=bool)
-        keep[bad] = False
-        result = self.subset(keep)
-        result.skipped = self.skipped + names
-        return result
 
 
 def image_folder(

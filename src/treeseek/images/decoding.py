@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Iterable
-
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -40,13 +38,3 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     """An H x W (gray) or H x W x 3 uint8 array as an RGB image."""
     array = np.asarray(array, dtype=np.uint8)
     return Image.fromarray(array).convert("RGB")
-
-
-def find_unreadable(paths: Iterable[str | Path]) -> list[str]:
-    bad = []
-    for path in paths:
-        try:
-            load_rgb(path)
-        except UnreadableImage:
-            bad.append(str(path))
-    return bad
