@@ -26,6 +26,7 @@ def test_heights_lca_and_ancestors_by_hand():
     assert np.array_equal(tree.lca_heights, expected)
     assert np.allclose(tree.normalized_lca, expected / 3)
     assert tree.ancestors(1).tolist() == [1, 6, 5, 4]
+    assert tree.ancestor_table.tolist() == [[0, 5, 4, -1, -1], [1, 6, 5, 4, -1], [2, 6, 5, 4, -1], [3, 4, -1, -1, -1]]
     assert tree.lca(0, 2) == 5 and tree.lca(3, 3) == 3
     assert tree.labels_at_height(1).tolist() == [5, 6, 6, 4]
     assert tree.labels_at_height(2).tolist() == [5, 5, 5, 4]

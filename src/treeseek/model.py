@@ -20,7 +20,7 @@ from .errors import TreeseekError
 from .features import check_features
 from .hierarchy import Hierarchy
 from .hierarchy.builders import make_builder
-from .persistence import atomic_write_bytes, atomic_write_json, load_npz, read_json
+from .persistence import atomic_write_bytes, atomic_write_json, file_digest, load_npz, read_json
 from .search import HierarchicalIndex
 from .statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
 
@@ -156,7 +156,7 @@ class TreeseekModel:
         try:
             model = cls(**meta["params"])
             arrays_path = directory / meta["arrays"]
-            digest = hashlib.sha256(arrays_path.read_bytes()).hexdigest()[:16] if arrays_path.is_file() else None
+            digest = file_digest(arrays_path) if arrays_path.is_file() else None
             if digest is not None and not meta["arrays"].endswith(f"{digest}.npz"):
                 raise TreeseekError(f"{arrays_path} is corrupt (checksum mismatch)")
             arrays = load_npz(arrays_path, "model arrays")

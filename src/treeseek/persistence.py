@@ -8,6 +8,7 @@ loading a file can never execute code.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -59,6 +60,15 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
 def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     with atomic_file(path) as handle:
         np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """First 16 hex digits of the file's SHA-256, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:

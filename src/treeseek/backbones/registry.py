@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import TreeseekError
+from ..persistence import file_digest
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TF_LITE_MEAN, TF_LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # the Lite models' (x - 127) / 128
@@ -56,14 +57,6 @@ class Backbone:
 
     def cache_key(self) -> str:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:20]
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> Backbone:

@@ -118,16 +118,19 @@ def evaluate_retrieval(
             rows = np.arange(start, min(start + batch, len(query_x)))
             qy = query_y[rows]
             keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_, alpha)
-            relevant_columns = db_y[None, :] == qy[:, None]
             if leave_one_out:
                 keys[np.arange(len(rows)), rows] = np.inf  # the query ranks last, then is cut off
-                relevant_columns[np.arange(len(rows)), rows] = False
             _, top = smallest_k(keys, all_columns, k_max)
             ranked_y = db_y[top]
             relevant = ranked_y == qy[:, None]
             r = n_relevant[rows]
             hits = M.precision_hits(relevant)
-            values = {"map": M.average_precision_from_keys(keys, relevant_columns)} if full_ranking else {}
+            values = {}
+            if full_ranking:
+                relevant_columns = db_y[None, :] == qy[:, None]
+                if leave_one_out:
+                    relevant_columns[np.arange(len(rows)), rows] = False
+                values["map"] = M.average_precision_from_keys(keys, relevant_columns)
             for k in ks:
                 values[f"precision@{k}"] = M.precision_at_k(relevant, k)
                 values[f"map@{k}"] = M.average_precision_at_k(relevant, r, k, hits=hits)

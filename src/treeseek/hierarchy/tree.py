@@ -87,6 +87,15 @@ class Hierarchy:
             path.append(int(self.parent[path[-1]]))
         return np.asarray(path, dtype=np.int64)
 
+    @cached_property
+    def ancestor_table(self) -> np.ndarray:
+        """K x (depth + 1) array: row l lists ``ancestors(l)``, padded with -1 past the root."""
+        paths = [self.ancestors(leaf) for leaf in range(self.n_leaves)]
+        table = np.full((self.n_leaves, max(len(p) for p in paths) + 1), -1, dtype=np.int64)
+        for leaf, path in enumerate(paths):
+            table[leaf, : len(path)] = path
+        return table
+
     def lca(self, a: int, b: int) -> int:
         """Lowest common ancestor of two nodes."""
         seen = set(self.ancestors(a).tolist())

@@ -89,13 +89,13 @@ class HierarchicalIndex:
         tree = self.hierarchy
         best_keys = np.full((len(queries), k), np.inf)
         best_ids = np.full((len(queries), k), MISSING_ID, dtype=np.int64)
-        # path[q, r]: the r-th ancestor of the query's leaf, -1 past the root
-        paths = [tree.ancestors(leaf) for leaf in range(tree.n_leaves)] if self._weight else None
-        depth = max(len(p) for p in paths) if paths else 1
-        ancestor = np.full((tree.n_leaves, depth + 1), -1, dtype=np.int64)
-        for leaf in range(tree.n_leaves):
-            path = paths[leaf] if paths else [tree.root]
-            ancestor[leaf, : len(path)] = path
+        # ancestor[l, r]: the r-th ancestor of leaf l, -1 past the root; without a hierarchy term, the root only
+        if self._weight:
+            ancestor = tree.ancestor_table
+        else:
+            ancestor = np.full((tree.n_leaves, 2), -1, dtype=np.int64)
+            ancestor[:, 0] = tree.root
+        depth = ancestor.shape[1] - 1
         active = np.arange(len(queries))
         scored = 0
         for level in range(depth):

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from ..backbones.registry import Backbone, file_digest
+from ..backbones.registry import Backbone
 from ..errors import TreeseekError
-from ..persistence import atomic_write_bytes, atomic_write_json, read_json
+from ..persistence import atomic_write_bytes, atomic_write_json, file_digest, read_json
 
 CHECKPOINT_FORMAT = "treeseek-classifier"
 CHECKPOINT_VERSION = 1
