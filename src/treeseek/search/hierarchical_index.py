@@ -1,14 +1,17 @@
-"""Exact top-k of the hierarchy-aware distance without scoring the whole database.
+"""Top-k of the hierarchy-aware distance, searched level by level on contiguous subtree blocks.
 
-Items are kept grouped by leaf in depth-first order, so every subtree is one
-contiguous block. A query whose leaf is l is scored against the block of l
-first, then against the block of l's parent, and so on up to the root. Every
-item outside the block of the r-th ancestor a_r has its LCA with the query at
-a_{r+1} or above, hence D >= alpha * h(a_{r+1})/H; once the k-th best D found
-is below that bound, no item outside can enter the top-k and the query stops.
-All queries that share an ancestor at a level are scored against its block in
-one matrix product, so a block is read once per level, not once per query.
-Blocks are plain slices: no ID selector, no gather of vectors.
+Items sit in a ``Segment``: grouped by leaf in depth-first order, so every
+subtree is one slice. A query whose leaf is l is scored against the block of l
+first, then against the ring of its parent (the parent's block minus l's), and
+so on up to the root. Every item of the ring of the r-th ancestor a_r has its
+LCA with the query at a_r, so D = D_cos + alpha * h(a_r)/H there, and every
+item further out has D >= alpha * h(a_{r+1})/H. Once the k-th best D found is
+below that bound, no item further out can enter the top-k and the query stops.
+All queries that share an ancestor at a level are scored against its ring in
+one batch, so a block is read once per level, not once per query.
+
+With an exact backend the result equals a full stable sort of D; with an
+approximate one each ring is searched approximately.
 """
 from __future__ import annotations
 
@@ -16,21 +19,71 @@ import numpy as np
 
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
+from .backends import make_backend
 from .distances import hierarchy_weight, method_hierarchy, normalize_rows
+from .segment import Segment
 from .topk import MISSING_ID, smallest_k
+
+SEARCH_METHODS = ("combined", "flat", "hierarchy", "cosine")
+
+
+def hierarchical_topk(segment: Segment, backend, tree: Hierarchy, weight: float, queries: np.ndarray,
+                      query_leaves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(D, ids, pairs scored) for unit ``queries``; D is padded with inf and ids with ``MISSING_ID``."""
+    n_queries = len(queries)
+    best_keys = np.full((n_queries, k), np.inf)
+    best_ids = np.full((n_queries, k), MISSING_ID, dtype=np.int64)
+    if len(segment) == 0 or n_queries == 0:
+        return best_keys, best_ids, 0
+    # ancestor[l, r]: the r-th ancestor of leaf l, -1 past the root; without a hierarchy term, the root only
+    if weight:
+        ancestor = tree.ancestor_table
+    else:
+        ancestor = np.full((tree.n_leaves, 2), -1, dtype=np.int64)
+        ancestor[:, 0] = tree.root
+    scale = float(max(tree.max_height, 1))
+    active = np.arange(n_queries)
+    scored = 0
+    for level in range(ancestor.shape[1] - 1):
+        nodes = ancestor[query_leaves[active], level]
+        active, nodes = active[nodes >= 0], nodes[nodes >= 0]
+        for node in np.unique(nodes):
+            rows = active[nodes == node]
+            start, end = segment.block(tree, int(node))
+            if end == start:
+                continue
+            exclude = None
+            if level > 0:
+                inner = ancestor[query_leaves[rows], level - 1]
+                exclude = np.array([segment.block(tree, int(child)) for child in inner], dtype=np.int64)
+                scored += int(np.sum((end - start) - (exclude[:, 1] - exclude[:, 0])))
+            else:
+                scored += len(rows) * (end - start)
+            keys, ids = backend.ring_topk(queries[rows], start, end, exclude, k)
+            keys = keys + weight * (tree.height[node] / scale)
+            best_keys[rows], best_ids[rows] = smallest_k(np.hstack([best_keys[rows], keys]),
+                                                         np.hstack([best_ids[rows], ids]), k)
+        following = ancestor[query_leaves[active], level + 1]
+        bound = np.where(following >= 0, weight * (tree.height[following] / scale), 0.0)
+        active = active[(following >= 0) & ~(best_keys[active, k - 1] < bound)]
+        if len(active) == 0:
+            break
+    return best_keys, best_ids, scored
 
 
 class HierarchicalIndex:
-    """``add(vectors, leaves)`` then ``search(queries, query_leaves, k) -> (D, I)``.
+    """In-memory index: ``add(vectors, leaves)`` then ``search(queries, query_leaves, k) -> (D, I)``.
 
     ``method`` is ``combined``, ``flat``, ``hierarchy`` or ``cosine`` (see
-    ``treeseek.search.distances``). Results equal a full stable sort of D.
-    After a search, ``scored_fraction_`` is the share of (query, item) pairs
-    that were scored.
+    ``treeseek.search.distances``); ``backend`` is a name from
+    ``treeseek.search.backends``. With the default ``exact`` backend results
+    equal a full stable sort of D. After a search, ``scored_fraction_`` is the
+    share of (query, item) pairs that were scored.
     """
 
-    def __init__(self, hierarchy: Hierarchy, alpha: float = 1.0, method: str = "combined"):
-        if method not in ("combined", "flat", "hierarchy", "cosine"):
+    def __init__(self, hierarchy: Hierarchy, alpha: float = 1.0, method: str = "combined",
+                 backend: str = "exact", **backend_params):
+        if method not in SEARCH_METHODS:
             raise TreeseekError(f"method {method!r} cannot use a hierarchical index")
         if alpha < 0 or not np.isfinite(alpha):
             raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
@@ -38,11 +91,11 @@ class HierarchicalIndex:
         self.alpha = float(alpha)
         self.method = method
         self._weight = hierarchy_weight(method, alpha, self.hierarchy)
+        self._backend_spec = (backend, backend_params)
+        make_backend(backend, **backend_params)  # reject a bad name or parameter now, not at the first search
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._vectors = np.zeros((0, 0))
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._leaves = np.zeros(0, dtype=np.int64)
-        self._leaf_start = np.zeros(self.hierarchy.n_leaves + 1, dtype=np.int64)
+        self._segment: Segment | None = None
+        self._dim: int | None = None
         self.ntotal = 0
 
     def add(self, vectors: np.ndarray, leaves: np.ndarray, ids: np.ndarray | None = None) -> None:
@@ -50,7 +103,7 @@ class HierarchicalIndex:
         leaves = np.asarray(leaves, dtype=np.int64)
         if vectors.ndim != 2 or len(vectors) != len(leaves):
             raise TreeseekError("add() needs an N x d matrix and N leaves")
-        if self.ntotal and vectors.shape[1] != self._dim:
+        if self._dim is not None and vectors.shape[1] != self._dim:
             raise TreeseekError(f"vectors have {vectors.shape[1]} dimensions, the index holds {self._dim}")
         if len(leaves) and (leaves.min() < 0 or leaves.max() >= self.hierarchy.n_leaves):
             raise TreeseekError(f"leaf ids must be in [0, {self.hierarchy.n_leaves})")
@@ -62,17 +115,13 @@ class HierarchicalIndex:
     def _consolidate(self) -> None:
         if not self._parts:
             return
-        old = [(self._vectors, self._leaves, self._ids)] if len(self._ids) else []
-        vectors, leaves, ids = (np.concatenate(arrays) for arrays in zip(*(old + self._parts)))
+        if self._segment is not None:
+            self._parts.insert(0, (self._segment.vectors, self._segment.leaves, self._segment.ids))
+        vectors, leaves, ids = (np.concatenate(arrays) for arrays in zip(*self._parts))
         self._parts = []
-        order = np.lexsort((ids, self.hierarchy.leaf_rank[leaves]))
-        self._vectors, self._leaves, self._ids = vectors[order], leaves[order], ids[order]
-        counts = np.bincount(self.hierarchy.leaf_rank[self._leaves], minlength=self.hierarchy.n_leaves)
-        self._leaf_start = np.concatenate([[0], np.cumsum(counts)])
-
-    def _item_block(self, node: int) -> tuple[int, int]:
-        start, end = self.hierarchy.block[node]
-        return int(self._leaf_start[start]), int(self._leaf_start[end])
+        self._segment, _ = Segment.sorted_from(self.hierarchy, vectors, leaves, ids)
+        name, params = self._backend_spec
+        self._backend = make_backend(name, **params).build(self._segment)
 
     def search(self, queries: np.ndarray, query_leaves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self._consolidate()
@@ -80,52 +129,16 @@ class HierarchicalIndex:
         query_leaves = np.asarray(query_leaves, dtype=np.int64)
         if queries.ndim != 2 or len(queries) != len(query_leaves):
             raise TreeseekError("search() needs an nq x d matrix and nq leaves")
-        if self.ntotal and queries.shape[1] != self._dim:
+        if self._dim is not None and queries.shape[1] != self._dim:
             raise TreeseekError(f"queries have {queries.shape[1]} dimensions, the index holds {self._dim}")
         if k < 1:
             raise TreeseekError(f"k must be at least 1, got {k}")
         if len(query_leaves) and (query_leaves.min() < 0 or query_leaves.max() >= self.hierarchy.n_leaves):
             raise TreeseekError(f"query leaf ids must be in [0, {self.hierarchy.n_leaves})")
-        tree = self.hierarchy
-        best_keys = np.full((len(queries), k), np.inf)
-        best_ids = np.full((len(queries), k), MISSING_ID, dtype=np.int64)
-        # ancestor[l, r]: the r-th ancestor of leaf l, -1 past the root; without a hierarchy term, the root only
-        if self._weight:
-            ancestor = tree.ancestor_table
+        if self._segment is None:
+            keys, ids, scored = np.full((len(queries), k), np.inf), np.full((len(queries), k), MISSING_ID), 0
         else:
-            ancestor = np.full((tree.n_leaves, 2), -1, dtype=np.int64)
-            ancestor[:, 0] = tree.root
-        depth = ancestor.shape[1] - 1
-        active = np.arange(len(queries))
-        scored = 0
-        for level in range(depth):
-            nodes = ancestor[query_leaves[active], level]
-            active, nodes = active[nodes >= 0], nodes[nodes >= 0]
-            # Every query under the same ancestor reads that block once, in one product.
-            for node in np.unique(nodes):
-                rows = active[nodes == node]
-                scored += self._score_block(int(node), queries, query_leaves, rows, best_keys, best_ids, k)
-            following = ancestor[query_leaves[active], level + 1]
-            bound = np.where(following >= 0, self._weight * (tree.height[following] / float(max(tree.max_height, 1))), 0)
-            unfinished = (following >= 0) & ~(best_keys[active, k - 1] < bound)
-            active = active[unfinished]
-            if len(active) == 0:
-                break
+            keys, ids, scored = hierarchical_topk(self._segment, self._backend, self.hierarchy, self._weight,
+                                                  queries, query_leaves, k)
         self.scored_fraction_ = scored / max(1, len(queries) * self.ntotal)
-        return best_keys, np.where(best_ids == MISSING_ID, -1, best_ids)
-
-    def _score_block(self, node, queries, query_leaves, rows, best_keys, best_ids, k) -> int:
-        """Replace the candidates of ``rows`` by the top-k of the whole block of ``node``."""
-        start, end = self._item_block(node)
-        if end == start:
-            return 0
-        block_ids = self._ids[start:end]
-        lca = self.hierarchy.normalized_lca
-        chunk = max(1, int(2e7 // (end - start)))
-        for first in range(0, len(rows), chunk):
-            part = rows[first : first + chunk]
-            keys = np.clip(1.0 - queries[part] @ self._vectors[start:end].T, 0.0, 2.0)
-            if self._weight:
-                keys += self._weight * lca[np.ix_(query_leaves[part], self._leaves[start:end])]
-            best_keys[part], best_ids[part] = smallest_k(keys, block_ids, k)
-        return len(rows) * (end - start)
+        return keys, np.where(ids == MISSING_ID, -1, ids)
