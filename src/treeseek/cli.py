@@ -9,14 +9,16 @@ import numpy as np
 import typer
 
 from .cli_images import run, search_images, train
+from .cli_index import index_app
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
 from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
+from .index import TreeIndex, is_index
 from .model import TreeseekModel
 from .persistence import atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
-from .results import describe_results, format_entry, plain_value
+from .results import describe_index_results, describe_results, format_entry, plain_value
 from .search import METHODS, FlatIndex
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -112,9 +114,10 @@ def evaluate(
 
 @app.command()
 def search(
-    target: Path = typer.Argument(..., help="An index directory from 'treeseek run', or a model directory."),
+    target: Path = typer.Argument(..., help="An index directory ('treeseek run' / 'treeseek index create'), "
+                                  "or a model directory."),
     inputs: Optional[List[Path]] = typer.Argument(None, help="Query images (index) or DB.npz (model)."),
-    query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz), with a model directory."),
+    query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz)."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
     method: str = typer.Option("combined", help="combined, flat, hierarchy, cosine or euclidean."),
@@ -125,16 +128,20 @@ def search(
     """Top-k for every query, with the parts of its distance and the LCA it shares with the query.
 
     treeseek search INDEX image.jpg [...]            (images, against an index from 'treeseek run')
-    treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files)
+    treeseek search INDEX --query Q.npz              (feature files, against any index)
+    treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files, no index)
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
-    from .image_index import ImageIndex
-
-    if ImageIndex.is_index(target):
+    if is_index(target):
         if method == "euclidean":
-            raise TreeseekError("image search ranks with combined, flat, hierarchy or cosine")
-        search_images(target, list(inputs or []), k, alpha, method, json_out, grid)
+            raise TreeseekError("index search ranks with combined, flat, hierarchy or cosine")
+        if query is None:
+            search_images(target, list(inputs or []), k, alpha, method, json_out, grid)
+        elif inputs:
+            raise TreeseekError("give query images or --query Q.npz, not both")
+        else:
+            _search_index_features(target, query, k, alpha, method, json_out)
         return
     if not inputs or len(inputs) != 1 or query is None:
         raise TreeseekError("with a model directory, give DB.npz and --query Q.npz")
@@ -158,9 +165,23 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
         index = model.make_index(method, alpha)
         index.add(db_x, db_leaves)
         distances, rows = index.search(query_x, query_leaves, min(k, len(db_x)))
-    names, query_ids = model.class_names_, queries.row_ids()
     described = describe_results(model, query_x, query_leaves, db_x, db_leaves, distances, rows, db.row_ids(),
                                  db_labels)
+    _report(model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
+
+
+def _search_index_features(directory, query, k, alpha, method, json_out) -> None:
+    index = TreeIndex.open(directory)
+    queries = load_features(query, require_labels=False)
+    query_x = index.model.check_dim(queries.features, queries.source)
+    query_leaves = index.model.assign(query_x)
+    distances, ids = index.search(query_x, k, method, alpha, query_leaves)
+    described = describe_index_results(index, query_x, query_leaves, distances, ids)
+    _report(index.model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
+
+
+def _report(model, query_ids, query_leaves, described, method, alpha, json_out) -> None:
+    names = model.class_names_
     report = []
     for q, entries in enumerate(described):
         typer.echo(f"query {plain_value(query_ids[q])} (leaf {names[query_leaves[q]]})")
@@ -220,6 +241,7 @@ def synthetic(
 
 app.command()(run)
 app.command()(train)
+app.add_typer(index_app, name="index")
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
 from .errors import TreeseekError
@@ -12,7 +11,7 @@ from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
 from .persistence import atomic_write_json
 from .plots import image_grid
-from .results import describe_results, format_entry
+from .results import describe_index_results, format_entry
 
 
 def _split_files(text: Optional[str]) -> list[str]:
@@ -52,26 +51,18 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
     if not images:
         raise TreeseekError("give one or more query images after the index directory")
     index = ImageIndex.load(index_dir)
-    backbone = index.backbone()
     pictures = []
     for path in images:
         try:
             pictures.append(load_rgb(path))
         except UnreadableImage as exc:
             raise TreeseekError(f"cannot read query image {exc}") from None
-    import torch
-
-    with torch.inference_mode():
-        queries = backbone.network.features(torch.from_numpy(np.stack([backbone.preprocess(p) for p in pictures])))
-    queries = queries.float().numpy()
+    queries = index.embed(pictures)
     model = index.model
     query_leaves = model.assign(queries)
-    searcher = model.make_index(method, alpha)
-    searcher.add(np.asarray(index.vectors), index.leaves)
-    distances, rows = searcher.search(queries, query_leaves, min(k, len(index.vectors)))
+    distances, ids = index.index.search(queries, k, method, alpha, query_leaves)
     names = model.class_names_
-    described = describe_results(model, queries, query_leaves, index.vectors, index.leaves, distances, rows,
-                                 index.ids, index.labels, index.paths)
+    described = describe_index_results(index.index, queries, query_leaves, distances, ids)
     report = []
     for q, (path, entries) in enumerate(zip(images, described)):
         typer.echo(f"query {path} (leaf {names[query_leaves[q]]})")
@@ -81,7 +72,7 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
         target = grid_out or Path(f"{Path(path).stem}.results.png")
         if len(images) > 1 and grid_out is not None:
             target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
-        thumbs = [(index.thumbnail(e["row"]), f"{e['class']}\nD={e['distance']:.3f}") for e in entries]
+        thumbs = [(index.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}") for e in entries]
         image_grid(pictures[q], f"query\n{names[query_leaves[q]]}?", thumbs, target)
         typer.echo(f"  grid: {target}")
     if json_out is not None:

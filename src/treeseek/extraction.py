@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
+from .errors import TreeseekError
 from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage
 from .persistence import atomic_save_npz, load_npz
-from .errors import TreeseekError
 
 
 def fingerprint(item) -> str:

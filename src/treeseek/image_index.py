@@ -1,116 +1,84 @@
-"""A searchable directory built from images: backbone, fitted model, database vectors, items.
+"""A searchable index built from images: a ``TreeIndex`` that also knows its backbone.
 
-Layout: ``manifest.json`` (format, version, backbone, items count), ``model/``
-(a ``TreeseekModel``), ``vectors.npy`` (float32 database features),
-``items.npz`` (ids, source paths, labels, leaves), and ``pixels.npy`` for
-collections held in memory rather than in files. The directory is written
-beside the target and renamed into place, so a crash never leaves a half index.
+The backbone's name, weights path and weights digest are kept in the index
+manifest (``extra``), so queries are embedded by the very network that
+embedded the collection. Collections held in memory rather than in files
+(CIFAR, Fashion-MNIST) keep their pixels as an attachment, for thumbnails.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .backbones import Backbone, load_backbone
 from .errors import TreeseekError
+from .index import TreeIndex, is_index, read_manifest
 from .model import TreeseekModel
-from .persistence import atomic_save_npz, atomic_write_json, current_umask, load_npz, read_json
-
-INDEX_FORMAT = "treeseek-image-index"
-INDEX_VERSION = 1
 
 
 class ImageIndex:
-    def __init__(self, model: TreeseekModel, backbone_spec: dict, vectors: np.ndarray, ids: np.ndarray,
-                 paths: np.ndarray, labels: np.ndarray, leaves: np.ndarray, pixels: np.ndarray | None = None):
-        self.model, self.backbone_spec = model, backbone_spec
-        self.vectors, self.ids, self.paths, self.labels, self.leaves = vectors, ids, paths, labels, leaves
-        self.pixels = pixels  # the images themselves, for collections that have no files (CIFAR, Fashion-MNIST)
+    def __init__(self, index: TreeIndex, backbone_spec: dict):
+        self.index, self.backbone_spec = index, backbone_spec
         self._backbone: Backbone | None = None
 
-    @classmethod
-    def build(cls, model: TreeseekModel, backbone: Backbone, weights: str | None, vectors: np.ndarray,
-              ids: np.ndarray, paths: np.ndarray, labels: np.ndarray, pixels: np.ndarray | None = None) -> "ImageIndex":
-        spec = {**backbone.describe(), "weights": str(Path(weights).resolve()) if weights else None}
-        index = cls(model, spec, vectors.astype(np.float32), ids, paths, labels, model.assign(vectors), pixels)
-        index._backbone = backbone
-        return index
+    @property
+    def model(self) -> TreeseekModel:
+        return self.index.model
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; the index is not
-        try:
-            self.model.save(staging / "model")
-            with open(staging / "vectors.npy", "wb") as handle:
-                np.save(handle, self.vectors, allow_pickle=False)
-            if self.pixels is not None:
-                with open(staging / "pixels.npy", "wb") as handle:
-                    np.save(handle, self.pixels, allow_pickle=False)
-            atomic_save_npz(staging / "items.npz", {"ids": self.ids.astype(str), "paths": self.paths.astype(str),
-                                                    "labels": self.labels, "leaves": self.leaves})
-            atomic_write_json(staging / "manifest.json", {
-                "format": INDEX_FORMAT, "version": INDEX_VERSION, "backbone": self.backbone_spec,
-                "n_items": int(len(self.vectors)), "dim": int(self.vectors.shape[1]),
-            })
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                directory.rename(old)
-            staging.rename(directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    @classmethod
+    def build(cls, model: TreeseekModel, backbone: Backbone, weights: str | None, features: np.ndarray,
+              sources: np.ndarray, labels: np.ndarray, pixels: np.ndarray | None = None,
+              dtype: str = "float32", backend: str = "exact", **backend_params) -> "ImageIndex":
+        """Items get ids 0..N-1 in the given order (so row i of ``pixels`` is item i)."""
+        spec = {**backbone.describe(), "weights": str(Path(weights).resolve()) if weights else None}
+        index = TreeIndex(model, dtype, backend, **backend_params)
+        index.add(features, labels, [str(s) for s in sources])
+        if pixels is not None:
+            index.attachments_["pixels"] = np.asarray(pixels)
+        image_index = cls(index, spec)
+        image_index._backbone = backbone
+        return image_index
+
+    def save(self, directory: str | Path, progress: bool = False) -> None:
+        self.index.extra_["backbone"] = self.backbone_spec
+        self.index.save(directory, progress)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ImageIndex":
-        directory = Path(directory)
-        meta = read_json(directory / "manifest.json", "index manifest")
-        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-            raise TreeseekError(f"{directory} is not a treeseek image index")
-        if meta.get("version") != INDEX_VERSION:
-            raise TreeseekError(f"{directory} has index format {meta.get('version')}; this treeseek reads {INDEX_VERSION}")
-        model = TreeseekModel.load(directory / "model")
-        try:
-            vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise TreeseekError(f"{directory}/vectors.npy is corrupt: {exc}") from None
-        items = load_npz(directory / "items.npz", "index items")
-        if vectors.shape != (meta["n_items"], meta["dim"]) or len(items["ids"]) != meta["n_items"]:
-            raise TreeseekError(f"{directory}: vectors and items disagree with the manifest")
-        pixels_path = directory / "pixels.npy"
-        pixels = np.load(pixels_path, mmap_mode="r", allow_pickle=False) if pixels_path.is_file() else None
-        return cls(model, meta["backbone"], vectors, items["ids"], items["paths"], items["labels"], items["leaves"],
-                   pixels)
+        index = TreeIndex.open(directory)
+        if "backbone" not in index.extra_:
+            raise TreeseekError(f"{directory} is an index of feature vectors, not of images (it has no backbone)")
+        return cls(index, index.extra_["backbone"])
 
     @staticmethod
     def is_index(directory: str | Path) -> bool:
-        path = Path(directory) / "manifest.json"
-        if not path.is_file():
-            return False
-        try:
-            return json.loads(path.read_text()).get("format") == INDEX_FORMAT
-        except (ValueError, OSError):
-            return False
+        return is_index(directory)
 
-    def thumbnail(self, row: int):
-        """The stored image of an item: its file, or its pixels; None when neither is there."""
+    @staticmethod
+    def holds_images(directory: str | Path) -> bool:
+        return "backbone" in (read_manifest(Path(directory)).get("extra") or {})
+
+    def thumbnail(self, item_id: int, source: str):
+        """The stored image of an item: its pixels, or its file; None when neither is there."""
         from .images.decoding import UnreadableImage, array_to_image, load_rgb
 
-        if self.pixels is not None:
-            return array_to_image(np.asarray(self.pixels[row]))
+        pixels = self.index.attachments_.get("pixels")
+        if pixels is not None and 0 <= item_id < len(pixels):
+            return array_to_image(np.asarray(pixels[item_id]))
         try:
-            return load_rgb(str(self.paths[row])) if str(self.paths[row]) else None
+            return load_rgb(source) if source else None
         except (UnreadableImage, OSError):
             return None
+
+    def embed(self, pictures) -> np.ndarray:
+        """Backbone features of PIL images."""
+        import torch
+
+        backbone = self.backbone()
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.stack([backbone.preprocess(picture) for picture in pictures]))
+            return backbone.network.features(batch).float().numpy()
 
     def backbone(self) -> Backbone:
         if self._backbone is None:

@@ -121,10 +121,9 @@ def run_main_job(
     save_hierarchy(model.hierarchy_, out / "hierarchy.nwk")
     plot_hierarchy(model.hierarchy_, out / "hierarchy.png", f"learned visual hierarchy {model.fit_info_['tree_shape']}")
     in_files = bool(images.items) and isinstance(images.items[0], str)
-    paths = np.array([item if in_files else "" for item in images.items])
+    sources = np.array(images.items if in_files else ids, dtype=str)  # a file path, or the dataset's own key
     pixels = None if in_files else np.stack([images.items[i] for i in np.flatnonzero(train)])
-    index = ImageIndex.build(model, backbone, weights, features[train], ids[train], paths[train], images.labels[train],
-                             pixels)
+    index = ImageIndex.build(model, backbone, weights, features[train], sources[train], images.labels[train], pixels)
     index.save(out / "index")
 
     result = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),

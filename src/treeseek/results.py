@@ -20,7 +20,7 @@ def describe_results(model, queries, query_leaves, vectors, leaves, distances, r
                 "rank": rank,
                 "row": int(row),
                 "id": plain_value(ids[row]),
-                "class": names[int(labels[row])] if labels is not None else None,
+                "class": names[int(labels[row])] if labels is not None and labels[row] >= 0 else None,
                 "leaf": names[leaf],
                 "distance": float(distances[q, rank - 1]),
                 "cosine": float(d_cos),
@@ -38,6 +38,15 @@ def format_entry(entry: dict) -> str:
     label = entry["class"] if entry["class"] is not None else f"~{entry['leaf']}"
     return (f"  {entry['rank']:>3}. {label:<20} D={entry['distance']:.4f} (cos {entry['cosine']:.4f} + "
             f"D_H {entry['hierarchy']:.3f})  LCA {entry['lca']}  id {entry['id']}")
+
+
+def describe_index_results(index, queries, query_leaves, distances, ids):
+    """``describe_results`` for the ids a ``TreeIndex`` returned; each hit's ``path`` is its source."""
+    found = np.unique(ids[ids >= 0])
+    items = index.items(found)
+    rows = np.where(ids >= 0, np.searchsorted(found, np.maximum(ids, 0)), -1)
+    return describe_results(index.model, queries, query_leaves, items["vectors"], items["leaves"], distances, rows,
+                            found, items["labels"], items["sources"])
 
 
 def plain_value(value):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 

@@ -1,0 +1,144 @@
+"""``treeseek index ...``: create, grow, shrink, refit and check a persistent index of feature vectors."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+
+from .errors import TreeseekError
+from .features import align_labels, load_features
+from .index import DTYPES, TreeIndex
+from .model import TreeseekModel
+from .search import BACKENDS
+
+index_app = typer.Typer(no_args_is_help=True, help="Persistent indexes: create, add, remove, refit, verify.")
+
+PARAM_HELP = "Backend parameter NAME=VALUE (repeatable): nlist, nprobe (faiss-ivf); m, ef_construction, ef_search " \
+             "(faiss-hnsw); min_ann_items (both)."
+
+
+def parse_params(pairs: list[str] | None) -> dict:
+    params = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            params[name.strip()] = int(value)
+        except ValueError:
+            raise TreeseekError(f"--param takes NAME=INTEGER, got {pair!r}") from None
+    return params
+
+
+def _labelled_items(path: Path, model: TreeseekModel):
+    data = load_features(path, require_labels=False)
+    labels = align_labels(data, model.class_names_)
+    return data.features, labels, [str(item) for item in data.row_ids()]
+
+
+@index_app.command("create")
+def create(
+    features: Path = typer.Argument(..., help="Database features (.npz; labels and ids are kept when present)."),
+    model_dir: Path = typer.Option(..., "--model", help="Model directory from 'treeseek fit'."),
+    out: Path = typer.Option(..., "--out", help="Index directory to write."),
+    dtype: str = typer.Option("float32", help=f"Stored vector type: {' or '.join(DTYPES)}."),
+    backend: str = typer.Option("exact", help=f"Search backend: {', '.join(BACKENDS)}."),
+    param: Optional[List[str]] = typer.Option(None, help=PARAM_HELP),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Build an index from a feature file and a fitted model."""
+    model = TreeseekModel.load(model_dir)
+    index = TreeIndex(model, dtype, backend, **parse_params(param))
+    vectors, labels, sources = _labelled_items(features, model)
+    index.add(vectors, labels, sources, progress=progress)
+    index.save(out, progress)
+    typer.echo(f"{out}: {len(index)} items, {dtype}, backend {backend}")
+
+
+@index_app.command("add")
+def add(
+    directory: Path = typer.Argument(..., help="Index directory."),
+    features: Path = typer.Argument(..., help="Features of the new items (.npz)."),
+) -> None:
+    """Add items; each is placed at its leaf by Mahalanobis distance, without rebuilding anything."""
+    index = TreeIndex.open(directory)
+    vectors, labels, sources = _labelled_items(features, index.model)
+    ids = index.add(vectors, labels, sources)
+    index.save(directory)
+    typer.echo(f"added ids {ids[0]}..{ids[-1]}; {len(index)} items")
+
+
+@index_app.command("remove")
+def remove(
+    directory: Path = typer.Argument(..., help="Index directory."),
+    ids: List[int] = typer.Argument(..., help="Ids of the items to remove."),
+) -> None:
+    """Remove items by id; they never show up in a result again."""
+    index = TreeIndex.open(directory)
+    index.remove(np.asarray(ids))
+    index.save(directory)
+    typer.echo(f"removed {len(set(ids))}; {len(index)} items")
+
+
+@index_app.command("refit")
+def refit(
+    directory: Path = typer.Argument(..., help="Index directory."),
+    threshold: Optional[str] = typer.Option(None, help="New visual-builder t (default: keep)."),
+    alpha: Optional[float] = typer.Option(None, help="New default alpha (default: keep)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Fit the model again on the labelled items in the index, and re-place every item."""
+    index = TreeIndex.open(directory)
+    params = {name: value for name, value in (("threshold", threshold), ("alpha", alpha)) if value is not None}
+    if "threshold" in params:
+        try:
+            params["threshold"] = float(params["threshold"])
+        except ValueError:
+            pass
+    index.refit(progress, **params)
+    index.save(directory, progress)
+    typer.echo(f"refitted: tree shape {index.model.fit_info_['tree_shape']}; {len(index)} items")
+
+
+@index_app.command("compact")
+def compact(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
+    """Rewrite all segments as one, dropping removed items."""
+    index = TreeIndex.open(directory)
+    index.compact(progress=True)
+    index.save(directory, progress=True)
+    typer.echo(f"{len(index)} items in one segment")
+
+
+@index_app.command("backend")
+def set_backend(
+    directory: Path = typer.Argument(..., help="Index directory."),
+    backend: str = typer.Argument(..., help=f"One of {', '.join(BACKENDS)}."),
+    param: Optional[List[str]] = typer.Option(None, help=PARAM_HELP),
+) -> None:
+    """Switch the search backend (builds its structure, e.g. an HNSW graph)."""
+    index = TreeIndex.open(directory)
+    index.set_backend(backend, progress=True, **parse_params(param))
+    index.save(directory, progress=True)
+    typer.echo(f"backend {backend} {index.backend['params']}")
+
+
+@index_app.command("info")
+def info(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
+    """Items, segments, removed items, vector type, backend and tree of an index."""
+    index = TreeIndex.open(directory)
+    tree = index.model.hierarchy_
+    typer.echo(f"{directory}: {len(index)} items in {len(index.segments_)} segment(s), "
+               f"{len(index.removed_)} removed awaiting compaction")
+    typer.echo(f"vectors: {index.model.input_dim_}-d {index.dtype}; backend {index.backend['name']} "
+               f"{index.backend['params']}")
+    typer.echo(f"tree: {tree.n_leaves} leaves, height {tree.max_height}, shape {tree.shape()}")
+
+
+@index_app.command("verify")
+def verify(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
+    """Check every file's checksum, the vectors included."""
+    index = TreeIndex.open(directory)
+    index.verify(progress=True)
+    typer.echo(f"{directory}: every file matches its checksum")

@@ -1,0 +1,166 @@
+"""On-disk layout of an index directory, written so that a crash at any moment loses nothing.
+
+    manifest.json            the commit point: format, version, model, segments, removed ids
+    model-<token>/           the fitted TreeseekModel
+    segments/<token>/        one segment: vectors.npy (unit rows, float32 or float16, memory-mapped),
+                             ids.npy, leaves.npy, labels.npy, norms.npy, sources.bin + source_offsets.npy,
+                             and ann.faiss when the backend is approximate
+    removed-<token>.npy      ids removed since their segment was written
+    attachment-<name>-<token>.npy
+
+Every file is new: nothing that the current manifest names is ever rewritten.
+A save writes its new files (fsynced), then atomically replaces
+``manifest.json``, then deletes what the new manifest no longer names. A kill
+before the replace leaves the old manifest and all of its files intact;
+leftovers are swept by the next save. The manifest records each file's size
+and SHA-256: sizes are checked when an index is opened, checksums of
+everything but the vectors and the FAISS structure too (those two are checked
+when they are read in full, or by ``verify``).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TreeseekError
+from ..persistence import _fsync_directory, current_umask
+
+INDEX_FORMAT = "treeseek-index"
+INDEX_VERSION = 2
+SMALL_ARRAYS = ("ids", "leaves", "labels", "norms", "source_offsets")
+
+
+def new_token() -> str:
+    return secrets.token_hex(6)
+
+
+class _HashingWriter:
+    """A binary file that hashes and counts what passes through it."""
+
+    def __init__(self, handle):
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += len(view)
+        return self.handle.write(view)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def write_file(path: Path, writer) -> dict:
+    """Create ``path`` with ``writer(handle)``, fsync it, and return its size and checksum."""
+    with open(path, "xb") as raw:
+        hashing = _HashingWriter(raw)
+        writer(hashing)
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.chmod(path, 0o666 & ~current_umask())
+    return {"bytes": hashing.size, "sha256": hashing.digest.hexdigest()}
+
+
+def save_array(path: Path, array: np.ndarray, chunk_rows: int = 1 << 16) -> dict:
+    """``.npy`` written in row chunks, so a memory-mapped source is never loaded whole."""
+    array = np.asarray(array) if not isinstance(array, np.memmap) else array
+
+    def write(handle):
+        header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                  "shape": tuple(array.shape)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        for first in range(0, max(1, len(array)), chunk_rows):
+            handle.write(np.ascontiguousarray(array[first : first + chunk_rows]).tobytes())
+
+    return write_file(path, write)
+
+
+def write_directory(parent: Path, name: str, files: dict) -> dict:
+    """Write ``files`` (name -> array, bytes or None) into ``parent/name`` through a staging directory."""
+    staging = parent / f".tmp-{name}"
+    staging.mkdir(parents=True)
+    os.chmod(staging, 0o777 & ~current_umask())
+    info = {}
+    for file_name, content in files.items():
+        if content is None:
+            continue
+        if isinstance(content, (bytes, bytearray)):
+            info[file_name] = write_file(staging / file_name, lambda handle, data=content: handle.write(data))
+        else:
+            info[file_name] = save_array(staging / file_name, content)
+    _fsync_directory(staging)
+    os.rename(staging, parent / name)
+    _fsync_directory(parent)
+    return info
+
+
+def check_size(path: Path, expected: dict) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise TreeseekError(f"index file missing: {path}") from None
+    if size != expected["bytes"]:
+        raise TreeseekError(f"index file {path} is truncated or corrupt ({size} bytes, the manifest says "
+                            f"{expected['bytes']})")
+
+
+def read_checked(path: Path, expected: dict) -> bytes:
+    """The whole file, after checking its size and SHA-256 against the manifest."""
+    check_size(path, expected)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise TreeseekError(f"index file {path} is corrupt (checksum mismatch)")
+    return data
+
+
+def load_checked_array(path: Path, expected: dict) -> np.ndarray:
+    data = read_checked(path, expected)
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise TreeseekError(f"index file {path} is not a plain array: {exc}") from None
+
+
+def map_array(path: Path, expected: dict, shape: tuple, dtype) -> np.ndarray:
+    """Memory-map a large array after checking its size, header, shape and dtype."""
+    check_size(path, expected)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise TreeseekError(f"index file {path} is corrupt: {exc}") from None
+    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise TreeseekError(f"index file {path} holds {array.dtype} {array.shape}, the manifest says "
+                            f"{np.dtype(dtype)} {tuple(shape)}")
+    return array
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+OWN_PATTERNS = ("model-*", "removed-*", "attachment-*", ".tmp-*", "segments/*", "segments/.tmp-*",
+                "model", "vectors.npy", "items.npz", "pixels.npy")  # the last four: format 1, replaced in place
+
+
+def sweep(directory: Path, keep: set[str]) -> None:
+    """Delete what the manifest no longer names: old generations and the leftovers of killed saves.
+
+    Only names that treeseek itself creates are considered, so a stray file of the user's survives.
+    """
+    for path in {p for pattern in OWN_PATTERNS for p in directory.glob(pattern)}:
+        if path.relative_to(directory).as_posix() in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,116 @@
+"""A segment with everything an index keeps per item, and its files."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TreeseekError
+from ..hierarchy import Hierarchy
+from ..search import Segment, make_backend
+from ..search.distances import normalize_rows
+from .storage import SMALL_ARRAYS, load_checked_array, map_array, read_checked, write_directory
+
+ANN_FILE = "ann.faiss"
+
+
+@dataclass
+class StoredSegment:
+    segment: Segment
+    labels: np.ndarray          # class index per row, -1 when unknown
+    norms: np.ndarray           # length of the original feature vector: vectors * norms restores it
+    sources: list[str] | None   # path or key per row; None until first asked for (they are read lazily)
+    backend: object
+    name: str | None = None     # directory name under segments/, None until saved
+    files: dict = field(default_factory=dict)
+    _source_blob: bytes | None = None
+    _source_offsets: np.ndarray | None = None
+    _by_id: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, tree: Hierarchy, features: np.ndarray, leaves, ids, labels, sources, dtype, backend_spec,
+               progress: bool = False) -> "StoredSegment":
+        features = np.asarray(features, dtype=np.float64)
+        norms = np.linalg.norm(features, axis=1)
+        segment, order = Segment.sorted_from(tree, normalize_rows(features), leaves, ids, dtype=dtype)
+        sources = [sources[i] for i in order] if sources is not None else [""] * len(order)
+        stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], norms[order].astype(np.float32), sources,
+                     None)
+        stored.backend = make_backend(backend_spec["name"], **backend_spec["params"]).build(segment, progress)
+        return stored
+
+    def __len__(self) -> int:
+        return len(self.segment)
+
+    # ------------------------------------------------------------------ items
+    def source(self, row: int) -> str:
+        if self.sources is not None:
+            return self.sources[row]
+        start, end = self._source_offsets[row], self._source_offsets[row + 1]
+        return self._source_blob[start:end].decode("utf-8")
+
+    def all_sources(self) -> list[str]:
+        return [self.source(row) for row in range(len(self))]
+
+    def features(self, rows=slice(None)) -> np.ndarray:
+        """The original feature vectors (unit rows times their stored lengths)."""
+        return np.asarray(self.segment.vectors[rows], dtype=np.float64) * self.norms[rows, None].astype(np.float64)
+
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """Row of every id, -1 where this segment does not hold it."""
+        if self._by_id is None:
+            self._by_id = np.argsort(self.segment.ids, kind="stable")
+        if len(self._by_id) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        sorted_ids = self.segment.ids[self._by_id]
+        slot = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        return np.where(sorted_ids[slot] == ids, self._by_id[slot], -1)
+
+    # ------------------------------------------------------------ persistence
+    def write(self, segments_dir: Path, name: str) -> dict:
+        encoded = [source.encode("utf-8") for source in self.all_sources()]
+        offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+        backend = self.ready_backend()
+        ann = backend.to_bytes() if hasattr(backend, "to_bytes") else None
+        self.files = write_directory(segments_dir, name, {
+            "vectors.npy": self.segment.vectors, "ids.npy": self.segment.ids,
+            "leaves.npy": self.segment.leaves.astype(np.int32), "labels.npy": self.labels,
+            "norms.npy": self.norms, "source_offsets.npy": offsets, "sources.bin": b"".join(encoded),
+            ANN_FILE: ann,
+        })
+        self.name = name
+        return {"name": name, "n": len(self), "leaf_start": self.segment.leaf_start.tolist(), "files": self.files}
+
+    @classmethod
+    def read(cls, segments_dir: Path, entry: dict, tree: Hierarchy, dim: int, dtype, backend_spec) -> "StoredSegment":
+        try:
+            name, n, files = entry["name"], int(entry["n"]), entry["files"]
+            folder = segments_dir / name
+            arrays = {key: load_checked_array(folder / f"{key}.npy", files[f"{key}.npy"]) for key in SMALL_ARRAYS}
+            blob = read_checked(folder / "sources.bin", files["sources.bin"])
+            vectors = map_array(folder / "vectors.npy", files["vectors.npy"], (n, dim), dtype)
+            leaf_start = np.asarray(entry["leaf_start"], dtype=np.int64)
+        except (KeyError, TypeError) as exc:
+            raise TreeseekError(f"index manifest: a segment entry is incomplete ({exc})") from None
+        if any(len(arrays[key]) != n for key in ("ids", "leaves", "labels", "norms")) or \
+                len(arrays["source_offsets"]) != n + 1 or len(leaf_start) != tree.n_leaves + 1 or leaf_start[-1] != n:
+            raise TreeseekError(f"index segment {name} is inconsistent with the manifest")
+        segment = Segment(tree, vectors, arrays["ids"].astype(np.int64), arrays["leaves"].astype(np.int64), leaf_start)
+        stored = cls(segment, arrays["labels"], arrays["norms"], None, None, name, files, blob,
+                     arrays["source_offsets"])
+        backend = make_backend(backend_spec["name"], **backend_spec["params"])
+        if ANN_FILE in files:
+            backend.pending_file_ = (folder / ANN_FILE, files[ANN_FILE])  # read on first search
+        stored.backend = backend
+        return stored
+
+    def ready_backend(self):
+        """The backend, reading or building its structure the first time it is needed."""
+        pending = getattr(self.backend, "pending_file_", None)
+        if pending is not None:
+            self.backend.load_bytes(self.segment, read_checked(*pending))
+            self.backend.pending_file_ = None
+        elif getattr(self.backend, "segment_", None) is not self.segment:
+            self.backend.build(self.segment)
+        return self.backend

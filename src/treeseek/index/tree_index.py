@@ -1,0 +1,375 @@
+"""A persistent, updatable hierarchy-aware index: ``add``, ``remove``, ``search``, ``save``, ``open``.
+
+Items live in segments (see ``treeseek.search.segment``): what was saved
+stays memory-mapped and read-only, and what is added goes into one new
+in-memory segment that the next ``save`` writes beside the others. A removed
+id is masked in its segment at once and recorded in the manifest; ``compact``
+rewrites all segments as one without the removed items, and ``refit`` fits
+the model again on the stored items and rebuilds everything.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import TreeseekError
+from ..hierarchy import Hierarchy
+from ..model import TreeseekModel
+from ..persistence import atomic_write_json, read_json
+from ..search import hierarchical_topk, make_backend
+from ..search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from ..search.hierarchical_index import SEARCH_METHODS
+from ..search.topk import MISSING_ID, smallest_k
+from .storage import (
+    INDEX_FORMAT,
+    INDEX_VERSION,
+    OWN_PATTERNS,
+    check_size,
+    file_sha256,
+    load_checked_array,
+    map_array,
+    new_token,
+    save_array,
+    sweep,
+)
+from .stored_segment import StoredSegment
+
+DTYPES = ("float32", "float16")
+MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
+
+
+class TreeIndex:
+    """Hyper-parameters in ``__init__``: the fitted model, vector dtype and backend (+ its parameters)."""
+
+    def __init__(self, model: TreeseekModel, dtype: str = "float32", backend: str = "exact", **backend_params):
+        if not hasattr(model, "hierarchy_"):
+            raise TreeseekError("the index needs a fitted model")
+        if dtype not in DTYPES:
+            raise TreeseekError(f"dtype must be float32 or float16, got {dtype!r}")
+        make_backend(backend, **backend_params)
+        self.model = model
+        self.dtype = dtype
+        self.backend = {"name": backend, "params": dict(backend_params)}
+        self.segments_: list[StoredSegment] = []
+        self.removed_ = np.zeros(0, dtype=np.int64)  # removed ids still physically in a segment
+        self.next_id_ = 0
+        self.extra_: dict = {}           # JSON metadata that callers keep with the index (e.g. the backbone)
+        self.attachments_: dict = {}     # name -> array saved beside the index (e.g. thumbnails' pixels)
+        self._home: Path | None = None   # directory whose files the saved segments are
+        self._model_name: str | None = None
+        self._saved_removed: tuple | None = None
+        self._attachment_files: dict = {}
+
+    # ---------------------------------------------------------------- updates
+    def add(self, features: np.ndarray, labels=None, sources: Sequence[str] | None = None,
+            progress: bool = False) -> np.ndarray:
+        """Place new items at their leaves by Mahalanobis distance; returns their ids."""
+        features = self.model.check_dim(features, "added features")
+        n = len(features)
+        labels = self._label_indices(labels, n)
+        if sources is not None and len(sources) != n:
+            raise TreeseekError(f"got {len(sources)} sources for {n} items")
+        ids = np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64)
+        leaves = self.model.assign(features)
+        sources = [str(s) for s in sources] if sources is not None else [""] * n
+        pending = self.segments_[-1] if self.segments_ and self.segments_[-1].name is None else None
+        if pending is not None:  # one unsaved segment at most: merge into it
+            self.segments_.pop()
+            features = np.concatenate([pending.features(), features])
+            leaves = np.concatenate([pending.segment.leaves, leaves])
+            ids = np.concatenate([pending.segment.ids, ids])
+            labels = np.concatenate([pending.labels, labels])
+            sources = pending.all_sources() + sources
+        segment = StoredSegment.create(self.model.hierarchy_, features, leaves, ids, labels, sources,
+                                       np.dtype(self.dtype), self.backend, progress)
+        self.segments_.append(segment)
+        self.next_id_ += n
+        return np.arange(self.next_id_ - n, self.next_id_, dtype=np.int64)
+
+    def remove(self, ids) -> None:
+        """Remove items by id; an id that is not in the index is an error and nothing is removed."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        rows = [segment.find(ids) for segment in self.segments_]
+        found = np.zeros(len(ids), dtype=bool)
+        for segment, where in zip(self.segments_, rows):
+            hit = where >= 0
+            if segment.segment.alive is not None:
+                hit[hit] &= segment.segment.alive[where[hit]]
+            found |= hit
+        if not found.all():
+            raise TreeseekError(f"item {ids[~found][0]} is not in the index")
+        for segment, where in zip(self.segments_, rows):
+            where = where[where >= 0]
+            if len(where):
+                if segment.segment.alive is None:
+                    segment.segment.alive = np.ones(len(segment), dtype=bool)
+                segment.segment.alive[where] = False
+        self.removed_ = np.union1d(self.removed_, ids)
+
+    def compact(self, progress: bool = False) -> None:
+        """Rewrite all segments as one, without removed items (and rebuild the backend's structure)."""
+        self._rebuild(self.model, progress)
+
+    def refit(self, progress: bool = False, **params) -> None:
+        """Fit the model again on the stored items that have labels, then rebuild the index with it."""
+        features, labels, _, _ = self._gather()
+        known = labels >= 0
+        if not known.any():
+            raise TreeseekError("refit needs items with labels; this index has none")
+        present = np.unique(labels[known])
+        if len(present) != self.model.n_classes_:
+            missing = sorted(set(range(self.model.n_classes_)) - set(present.tolist()))
+            raise TreeseekError(f"refit needs items of every class; '{self.model.class_names_[missing[0]]}' has none")
+        model = TreeseekModel(**{**self.model.get_params(), **params})
+        model.fit(features[known], labels[known], self.model.class_names_)
+        self._rebuild(model, progress)
+
+    def set_backend(self, backend: str, progress: bool = False, **backend_params) -> None:
+        make_backend(backend, **backend_params)
+        self.backend = {"name": backend, "params": dict(backend_params)}
+        self._rebuild(self.model, progress)
+
+    def _gather(self):
+        parts = [(s.features(), s.labels, s.segment.ids, s.all_sources(), s.segment.alive) for s in self.segments_]
+        keep = [np.ones(len(p[0]), bool) if p[4] is None else p[4] for p in parts]
+        features = np.concatenate([p[0][k] for p, k in zip(parts, keep)]) if parts else np.zeros((0, 1))
+        labels = np.concatenate([p[1][k] for p, k in zip(parts, keep)]) if parts else np.zeros(0, np.int32)
+        ids = np.concatenate([p[2][k] for p, k in zip(parts, keep)]) if parts else np.zeros(0, np.int64)
+        sources = [src for p, k in zip(parts, keep) for src, kept in zip(p[3], k) if kept]
+        return features, labels, ids, sources
+
+    def _rebuild(self, model: TreeseekModel, progress: bool) -> None:
+        features, labels, ids, sources = self._gather()
+        leaves = model.assign(features) if len(features) else np.zeros(0, np.int64)
+        segment = StoredSegment.create(model.hierarchy_, features, leaves, ids, labels, sources,
+                                       np.dtype(self.dtype), self.backend, progress)
+        if model is not self.model:
+            self.model, self._model_name = model, None
+        self.segments_ = [segment] if len(segment) else []
+        self.removed_ = np.zeros(0, dtype=np.int64)
+
+    def _label_indices(self, labels, n: int) -> np.ndarray:
+        if labels is None:
+            return np.full(n, -1, dtype=np.int32)
+        labels = np.asarray(labels)
+        if labels.shape != (n,):
+            raise TreeseekError(f"got {labels.shape[0] if labels.ndim else 1} labels for {n} items")
+        names = self.model.class_names_
+        if labels.dtype.kind in "US":
+            lookup = {name: i for i, name in enumerate(names)}
+            unknown = [str(label) for label in labels if str(label) not in lookup]
+            if unknown:
+                raise TreeseekError(f"unknown class label '{unknown[0]}'")
+            return np.array([lookup[str(label)] for label in labels], dtype=np.int32)
+        if labels.dtype.kind not in "iu" or (n and (labels.min() < -1 or labels.max() >= len(names))):
+            raise TreeseekError(f"labels must be class names or indices in [0, {len(names)}) (-1 for unknown)")
+        return labels.astype(np.int32)
+
+    # ----------------------------------------------------------------- search
+    def __len__(self) -> int:
+        return sum(segment.segment.n_alive for segment in self.segments_)
+
+    def search(self, queries: np.ndarray, k: int = 10, method: str = "combined", alpha: float | None = None,
+               query_leaves: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ``(distances, ids)`` of every query row; rows with fewer hits are padded with inf and -1."""
+        if method not in SEARCH_METHODS:
+            raise TreeseekError(f"method must be one of {', '.join(SEARCH_METHODS)}, got {method!r}")
+        if k < 1:
+            raise TreeseekError(f"k must be at least 1, got {k}")
+        alpha = self.model.alpha if alpha is None else float(alpha)
+        if alpha < 0 or not np.isfinite(alpha):
+            raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+        queries = self.model.check_dim(queries, "queries")
+        leaves = self.model.assign(queries) if query_leaves is None else np.asarray(query_leaves, dtype=np.int64)
+        tree = self._method_tree(method)
+        weight = hierarchy_weight(method, alpha, tree)
+        unit = normalize_rows(queries)
+        best_keys = np.full((len(unit), k), np.inf)
+        best_ids = np.full((len(unit), k), MISSING_ID, dtype=np.int64)
+        for stored in self.segments_:
+            keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)
+            best_keys, best_ids = smallest_k(np.hstack([best_keys, keys]), np.hstack([best_ids, ids]), k)
+        return best_keys, np.where(best_ids == MISSING_ID, -1, best_ids)
+
+    def _method_tree(self, method: str) -> Hierarchy:
+        cache = self.__dict__.setdefault("_trees", {})
+        key = (method, id(self.model))
+        if key not in cache:
+            cache[key] = method_hierarchy(method, self.model.hierarchy_)
+        return cache[key]
+
+    def items(self, ids) -> dict:
+        """Unit vector, leaf, label and source of each id (all must be in the index)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        out = {"vectors": np.zeros((len(ids), self.model.input_dim_)), "leaves": np.zeros(len(ids), np.int64),
+               "labels": np.zeros(len(ids), np.int64), "sources": [""] * len(ids)}
+        found = np.zeros(len(ids), dtype=bool)
+        for stored in self.segments_:
+            rows = stored.find(ids)
+            for i in np.flatnonzero(rows >= 0):
+                row = int(rows[i])
+                out["vectors"][i] = stored.segment.vectors[row]
+                out["leaves"][i], out["labels"][i] = stored.segment.leaves[row], stored.labels[row]
+                out["sources"][i] = stored.source(row)
+            found |= rows >= 0
+        if not found.all():
+            raise TreeseekError(f"item {ids[~found][0]} is not in the index")
+        return out
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | Path, progress: bool = False) -> None:
+        """Write new files, then switch the manifest to them in one atomic rename."""
+        directory = Path(directory)
+        _check_target(directory)
+        if len(self.segments_) > MAX_SEGMENTS:
+            self.compact(progress)
+        (directory / "segments").mkdir(parents=True, exist_ok=True)
+        with _exclusive_lock(directory):
+            same_home = self._home is not None and self._home.resolve() == directory.resolve()
+            if not same_home:
+                self._model_name = None
+                self._saved_removed = None
+                self._attachment_files = {}
+            if self._model_name is None:
+                name = f"model-{new_token()}"
+                self.model.save(directory / name)
+                self._model_name = name
+            entries = []
+            for stored in tqdm(self.segments_, desc="writing segments", disable=not progress):
+                if stored.name is None or not same_home:
+                    stored.write(directory / "segments", new_token())
+                entries.append({"name": stored.name, "n": len(stored),
+                                "leaf_start": stored.segment.leaf_start.tolist(), "files": stored.files})
+            removed = self._write_once(directory, "removed", self.removed_, "_saved_removed")
+            attachments = {}
+            for key, array in self.attachments_.items():
+                known = self._attachment_files.get(key)
+                if known is None or known[1] is not array:
+                    name = f"attachment-{key}-{new_token()}.npy"
+                    known = (name, array, {**save_array(directory / name, array), "dtype": str(array.dtype),
+                                           "shape": list(array.shape)})
+                    self._attachment_files[key] = known
+                attachments[key] = {"file": known[0], **known[2]}
+            manifest = {
+                "format": INDEX_FORMAT, "version": INDEX_VERSION, "treeseek_version": __version__,
+                "dim": self.model.input_dim_, "dtype": self.dtype, "backend": self.backend,
+                "model": self._model_name, "next_id": int(self.next_id_), "n_items": len(self),
+                "segments": entries, "removed": removed, "attachments": attachments, "extra": self.extra_,
+            }
+            atomic_write_json(directory / "manifest.json", manifest)
+            self._home = directory
+            keep = {self._model_name, *(f"segments/{e['name']}" for e in entries),
+                    *(a["file"] for a in attachments.values())}
+            if removed:
+                keep.add(removed["file"])
+            sweep(directory, keep)
+
+    def _write_once(self, directory: Path, stem: str, array: np.ndarray, memo: str):
+        if not len(array):
+            return None
+        known = getattr(self, memo)
+        if known is None or not np.array_equal(known[1], array):
+            name = f"{stem}-{new_token()}.npy"
+            known = (name, array.copy(), save_array(directory / name, array))
+            setattr(self, memo, known)
+        return {"file": known[0], **known[2]}
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "TreeIndex":
+        """Read the manifest, the model and the small per-item arrays; the vectors stay on disk, memory-mapped."""
+        directory = Path(directory)
+        meta = read_manifest(directory)
+        try:
+            model = TreeseekModel.load(directory / meta["model"])
+            if model.input_dim_ != meta["dim"]:
+                raise TreeseekError(f"{directory}: the model expects {model.input_dim_} dimensions, the index "
+                                    f"holds {meta['dim']}")
+            index = cls(model, meta["dtype"], meta["backend"]["name"], **meta["backend"]["params"])
+            index.segments_ = [StoredSegment.read(directory / "segments", entry, model.hierarchy_, meta["dim"],
+                                                  np.dtype(meta["dtype"]), index.backend)
+                               for entry in meta["segments"]]
+            index.next_id_ = int(meta["next_id"])
+            index.extra_ = dict(meta.get("extra") or {})
+            if meta.get("removed"):
+                removed = load_checked_array(directory / meta["removed"]["file"], meta["removed"])
+                index._saved_removed = (meta["removed"]["file"], removed.copy(), meta["removed"])
+                index.removed_ = np.zeros(0, dtype=np.int64)
+                index.remove(removed)
+            for key, entry in (meta.get("attachments") or {}).items():
+                array = map_array(directory / entry["file"], entry, tuple(entry["shape"]), entry["dtype"])
+                index.attachments_[key] = array
+                index._attachment_files[key] = (entry["file"], array,
+                                                {name: entry[name] for name in ("bytes", "sha256", "dtype", "shape")})
+        except (KeyError, TypeError) as exc:
+            raise TreeseekError(f"{directory}/manifest.json is incomplete: missing {exc}") from None
+        index._home, index._model_name = directory, meta["model"]
+        return index
+
+    def verify(self, progress: bool = False) -> None:
+        """Check the checksum of every saved file, the vectors and FAISS structures included."""
+        if self._home is None:
+            raise TreeseekError("this index has not been saved")
+        for stored in tqdm([s for s in self.segments_ if s.name], desc="verifying", disable=not progress):
+            for file_name, expected in stored.files.items():
+                path = self._home / "segments" / stored.name / file_name
+                check_size(path, expected)
+                if file_sha256(path) != expected["sha256"]:
+                    raise TreeseekError(f"index file {path} is corrupt (checksum mismatch)")
+
+
+def read_manifest(directory: Path) -> dict:
+    if not directory.is_dir():
+        raise TreeseekError(f"index directory not found: {directory}")
+    meta = read_json(directory / "manifest.json", "index manifest")
+    if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
+        raise TreeseekError(f"{directory} is not a treeseek index")
+    if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
+        raise TreeseekError(f"{directory} was written in index format {meta.get('version')} by treeseek "
+                            f"{meta.get('treeseek_version', '0.1')}; this treeseek reads format {INDEX_VERSION}. "
+                            f"Build it again (treeseek run, or treeseek index create)")
+    return meta
+
+
+def is_index(directory: str | Path) -> bool:
+    try:
+        read_json(Path(directory) / "manifest.json", "index manifest")["format"]
+    except (TreeseekError, KeyError, TypeError, OSError):
+        return False
+    return True
+
+
+def _check_target(directory: Path) -> None:
+    """Refuse to write into a directory that holds something other than a treeseek index."""
+    if not directory.exists():
+        return
+    if not (directory / "manifest.json").is_file():
+        # what a killed first save leaves behind is ours to sweep; anything else is the user's
+        foreign = [p.name for p in directory.iterdir() if not any(p.match(pattern) for pattern in OWN_PATTERNS)
+                   and p.name not in (".lock", "segments")]
+        if foreign:
+            raise TreeseekError(f"{directory} exists and is not a treeseek index; choose an empty or new directory")
+    else:
+        meta = read_json(directory / "manifest.json", "index manifest")
+        if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
+            raise TreeseekError(f"{directory} holds a manifest.json that is not a treeseek index's; refusing to "
+                                f"overwrite it")
+
+
+@contextlib.contextmanager
+def _exclusive_lock(directory: Path):
+    """One writer at a time: a second save into the same directory fails instead of interleaving."""
+    with open(directory / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TreeseekError(f"another process is writing {directory}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,67 @@
+"""``treeseek index ...`` and ``treeseek search INDEX --query``, run as a user runs them."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from treeseek.features import save_features
+from treeseek.model import TreeseekModel
+from treeseek.synthetic import planted_hierarchy
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index-cli")
+    data = planted_hierarchy((3, 3), dim=16, samples_per_class=30, scale=4.0, seed=8)
+    names = np.array(data.class_names)
+    save_features(root / "db.npz", data.features[:200], data.labels[:200], data.class_names,
+                  np.array([f"db{i}" for i in range(200)]))
+    save_features(root / "more.npz", data.features[200:], data.labels[200:], data.class_names,
+                  np.array([f"more{i}" for i in range(len(data.features) - 200)]))
+    save_features(root / "q.npz", data.features[::50], None, None)
+    TreeseekModel(threshold=0.05).fit(data.features, data.labels, names).save(root / "model")
+    return root
+
+
+def test_index_lifecycle_from_the_command_line(workspace):
+    ix = workspace / "ix"
+    assert cli("index", "create", workspace / "db.npz", "--model", workspace / "model", "--out", ix,
+               "--no-progress").returncode == 0
+    found = cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--json", workspace / "r.json")
+    assert found.returncode == 0, found.stderr
+    first = json.loads((workspace / "r.json").read_text())["queries"][0]["results"][0]
+    assert first["path"] == "db0" and first["distance"] == pytest.approx(0.0, abs=1e-6)
+    assert cli("index", "remove", ix, 0).returncode == 0
+    assert cli("index", "add", ix, workspace / "more.npz").returncode == 0
+    cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--json", workspace / "r.json")
+    results = json.loads((workspace / "r.json").read_text())["queries"]
+    assert results[0]["results"][0]["path"] != "db0"
+    assert results[-1]["results"][0]["path"].startswith("more")  # the last query is one of the added items
+    info = cli("index", "info", ix).stdout
+    assert "269 items in 2 segment(s), 1 removed" in info
+    assert cli("index", "backend", ix, "faiss-hnsw", "--param", "m=8").returncode == 0
+    assert "269 items in 1 segment(s), 0 removed" in cli("index", "info", ix).stdout
+    assert cli("index", "verify", ix).returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("index", "remove", "{ix}", "99999"), "item 99999 is not in the index"),
+    (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--backend", "annoy"), "unknown backend"),
+    (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--param", "m"), "NAME=INTEGER"),
+    (("index", "info", "{tmp}/nowhere"), "index directory not found"),
+    (("search", "{ix}", "--query", "{tmp}/q.npz", "--method", "euclidean"), "ranks with combined"),
+])
+def test_bad_index_commands_get_one_line(workspace, tmp_path, args, message):
+    ix = workspace / "ix2"
+    if not ix.exists():
+        cli("index", "create", workspace / "db.npz", "--model", workspace / "model", "--out", ix, "--no-progress")
+    fields = {"ix": ix, "db": workspace / "db.npz", "model": workspace / "model", "tmp": workspace}
+    result = cli(*(arg.format(**fields) for arg in args))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
