@@ -9,7 +9,6 @@ import numpy as np
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from ..search import Segment, make_backend
-from ..search.distances import normalize_rows
 from .storage import SMALL_ARRAYS, load_checked_array, map_array, read_checked, write_directory
 
 ANN_FILE = "ann.faiss"
@@ -29,16 +28,23 @@ class StoredSegment:
     _by_id: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, tree: Hierarchy, features: np.ndarray, leaves, ids, labels, sources, dtype, backend_spec,
-               progress: bool = False) -> "StoredSegment":
-        features = np.asarray(features, dtype=np.float64)
-        norms = np.linalg.norm(features, axis=1)
-        segment, order = Segment.sorted_from(tree, normalize_rows(features), leaves, ids, dtype=dtype)
-        sources = [sources[i] for i in order] if sources is not None else [""] * len(order)
-        stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], norms[order].astype(np.float32), sources,
-                     None)
+    def create(cls, tree: Hierarchy, unit: np.ndarray, norms: np.ndarray, leaves, ids, labels, sources: list[str],
+               backend_spec: dict, progress: bool = False) -> "StoredSegment":
+        """A segment of unit vectors (already in the storage dtype) and the lengths they had."""
+        segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
+        stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
+                     [sources[i] for i in order], None)
         stored.backend = make_backend(backend_spec["name"], **backend_spec["params"]).build(segment, progress)
         return stored
+
+    def live(self) -> dict:
+        """Every per-item array of the items not removed, in row order."""
+        keep = slice(None) if self.segment.alive is None else self.segment.alive
+        sources = self.all_sources()
+        return {"unit": np.asarray(self.segment.vectors)[keep], "norms": self.norms[keep],
+                "ids": self.segment.ids[keep], "labels": self.labels[keep], "leaves": self.segment.leaves[keep],
+                "sources": sources if self.segment.alive is None else
+                [src for src, kept in zip(sources, self.segment.alive) if kept]}
 
     def __len__(self) -> int:
         return len(self.segment)
@@ -51,11 +57,9 @@ class StoredSegment:
         return self._source_blob[start:end].decode("utf-8")
 
     def all_sources(self) -> list[str]:
+        if self.sources is None and not self._source_blob:
+            return [""] * len(self)
         return [self.source(row) for row in range(len(self))]
-
-    def features(self, rows=slice(None)) -> np.ndarray:
-        """The original feature vectors (unit rows times their stored lengths)."""
-        return np.asarray(self.segment.vectors[rows], dtype=np.float64) * self.norms[rows, None].astype(np.float64)
 
     def find(self, ids: np.ndarray) -> np.ndarray:
         """Row of every id, -1 where this segment does not hold it."""
@@ -69,8 +73,9 @@ class StoredSegment:
 
     # ------------------------------------------------------------ persistence
     def write(self, segments_dir: Path, name: str) -> dict:
-        encoded = [source.encode("utf-8") for source in self.all_sources()]
-        offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+        sources = self.all_sources()
+        encoded = [source.encode("utf-8") for source in sources] if any(sources) else []
+        offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded] or np.zeros(len(self)))]).astype(np.int64)
         backend = self.ready_backend()
         ann = backend.to_bytes() if hasattr(backend, "to_bytes") else None
         self.files = write_directory(segments_dir, name, {

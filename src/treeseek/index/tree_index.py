@@ -42,6 +42,7 @@ from .stored_segment import StoredSegment
 
 DTYPES = ("float32", "float16")
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
+ADD_CHUNK = 65536  # rows placed at once: bounds the float64 copies made while adding
 
 
 class TreeIndex:
@@ -65,35 +66,54 @@ class TreeIndex:
         self._model_name: str | None = None
         self._saved_removed: tuple | None = None
         self._attachment_files: dict = {}
+        self._pending: list[dict] = []   # added since the last flush, not yet sorted into a segment
 
     # ---------------------------------------------------------------- updates
     def add(self, features: np.ndarray, labels=None, sources: Sequence[str] | None = None,
             progress: bool = False) -> np.ndarray:
-        """Place new items at their leaves by Mahalanobis distance; returns their ids."""
+        """Place new items at their leaves by Mahalanobis distance; returns their ids.
+
+        Large collections can be added in batches: they are gathered and sorted
+        into one segment when the index is next searched or saved.
+        """
         features = self.model.check_dim(features, "added features")
         n = len(features)
         labels = self._label_indices(labels, n)
         if sources is not None and len(sources) != n:
             raise TreeseekError(f"got {len(sources)} sources for {n} items")
-        ids = np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64)
-        leaves = self.model.assign(features)
-        sources = [str(s) for s in sources] if sources is not None else [""] * n
-        pending = self.segments_[-1] if self.segments_ and self.segments_[-1].name is None else None
-        if pending is not None:  # one unsaved segment at most: merge into it
-            self.segments_.pop()
-            features = np.concatenate([pending.features(), features])
-            leaves = np.concatenate([pending.segment.leaves, leaves])
-            ids = np.concatenate([pending.segment.ids, ids])
-            labels = np.concatenate([pending.labels, labels])
-            sources = pending.all_sources() + sources
-        segment = StoredSegment.create(self.model.hierarchy_, features, leaves, ids, labels, sources,
-                                       np.dtype(self.dtype), self.backend, progress)
-        self.segments_.append(segment)
+        part = {"unit": np.empty(features.shape, dtype=self.dtype), "norms": np.empty(n, dtype=np.float32),
+                "leaves": np.empty(n, dtype=np.int64), "labels": labels,
+                "ids": np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64),
+                "sources": [str(s) for s in sources] if sources is not None else [""] * n}
+        for first in tqdm(range(0, n, ADD_CHUNK), desc="placing items", disable=not progress):
+            chunk = np.asarray(features[first : first + ADD_CHUNK], dtype=np.float64)
+            part["leaves"][first : first + len(chunk)] = self.model.assign(chunk)
+            part["norms"][first : first + len(chunk)] = np.linalg.norm(chunk, axis=1)
+            part["unit"][first : first + len(chunk)] = normalize_rows(chunk)
+        self._pending.append(part)
         self.next_id_ += n
-        return np.arange(self.next_id_ - n, self.next_id_, dtype=np.int64)
+        return part["ids"]
+
+    def _flush(self, progress: bool = False) -> None:
+        """Sort what was added since the last save into the one unsaved segment."""
+        if not self._pending:
+            return
+        parts = self._pending
+        if self.segments_ and self.segments_[-1].name is None:
+            parts = [self.segments_.pop().live(), *parts]
+        self.segments_.append(self._segment_from(parts, self.model, progress))
+        self._pending = []
+
+    def _segment_from(self, parts: list[dict], model: TreeseekModel, progress: bool) -> StoredSegment:
+        joined = {key: np.concatenate([part[key] for part in parts]) for key in ("unit", "norms", "leaves", "ids",
+                                                                                "labels")}
+        sources = [source for part in parts for source in part["sources"]]
+        return StoredSegment.create(model.hierarchy_, joined["unit"], joined["norms"], joined["leaves"],
+                                    joined["ids"], joined["labels"], sources, self.backend, progress)
 
     def remove(self, ids) -> None:
         """Remove items by id; an id that is not in the index is an error and nothing is removed."""
+        self._flush()
         ids = np.unique(np.asarray(ids, dtype=np.int64))
         rows = [segment.find(ids) for segment in self.segments_]
         found = np.zeros(len(ids), dtype=bool)
@@ -117,41 +137,38 @@ class TreeIndex:
         self._rebuild(self.model, progress)
 
     def refit(self, progress: bool = False, **params) -> None:
-        """Fit the model again on the stored items that have labels, then rebuild the index with it."""
-        features, labels, _, _ = self._gather()
+        """Fit the model again on the stored items that have labels, then re-place every item with it."""
+        self._flush()
+        parts = [segment.live() for segment in self.segments_]
+        labels = np.concatenate([part["labels"] for part in parts]) if parts else np.zeros(0, np.int32)
         known = labels >= 0
         if not known.any():
             raise TreeseekError("refit needs items with labels; this index has none")
-        present = np.unique(labels[known])
-        if len(present) != self.model.n_classes_:
-            missing = sorted(set(range(self.model.n_classes_)) - set(present.tolist()))
+        missing = sorted(set(range(self.model.n_classes_)) - set(np.unique(labels[known]).tolist()))
+        if missing:
             raise TreeseekError(f"refit needs items of every class; '{self.model.class_names_[missing[0]]}' has none")
+        features = np.concatenate([_restored(part)[part["labels"] >= 0] for part in parts])
         model = TreeseekModel(**{**self.model.get_params(), **params})
-        model.fit(features[known], labels[known], self.model.class_names_)
-        self._rebuild(model, progress)
+        model.fit(features, labels[known], self.model.class_names_)
+        for part in parts:
+            part["leaves"] = np.concatenate([model.assign(_restored(part, rows))
+                                             for rows in _chunks(len(part["ids"]))] or [np.zeros(0, np.int64)])
+        self._replace_all(parts, model, progress)
 
     def set_backend(self, backend: str, progress: bool = False, **backend_params) -> None:
         make_backend(backend, **backend_params)
         self.backend = {"name": backend, "params": dict(backend_params)}
         self._rebuild(self.model, progress)
 
-    def _gather(self):
-        parts = [(s.features(), s.labels, s.segment.ids, s.all_sources(), s.segment.alive) for s in self.segments_]
-        keep = [np.ones(len(p[0]), bool) if p[4] is None else p[4] for p in parts]
-        features = np.concatenate([p[0][k] for p, k in zip(parts, keep)]) if parts else np.zeros((0, 1))
-        labels = np.concatenate([p[1][k] for p, k in zip(parts, keep)]) if parts else np.zeros(0, np.int32)
-        ids = np.concatenate([p[2][k] for p, k in zip(parts, keep)]) if parts else np.zeros(0, np.int64)
-        sources = [src for p, k in zip(parts, keep) for src, kept in zip(p[3], k) if kept]
-        return features, labels, ids, sources
-
     def _rebuild(self, model: TreeseekModel, progress: bool) -> None:
-        features, labels, ids, sources = self._gather()
-        leaves = model.assign(features) if len(features) else np.zeros(0, np.int64)
-        segment = StoredSegment.create(model.hierarchy_, features, leaves, ids, labels, sources,
-                                       np.dtype(self.dtype), self.backend, progress)
+        self._flush()
+        self._replace_all([segment.live() for segment in self.segments_], model, progress)
+
+    def _replace_all(self, parts: list[dict], model: TreeseekModel, progress: bool) -> None:
+        segment = self._segment_from(parts, model, progress) if parts else None
         if model is not self.model:
             self.model, self._model_name = model, None
-        self.segments_ = [segment] if len(segment) else []
+        self.segments_ = [segment] if segment is not None and len(segment) else []
         self.removed_ = np.zeros(0, dtype=np.int64)
 
     def _label_indices(self, labels, n: int) -> np.ndarray:
@@ -173,7 +190,7 @@ class TreeIndex:
 
     # ----------------------------------------------------------------- search
     def __len__(self) -> int:
-        return sum(segment.segment.n_alive for segment in self.segments_)
+        return sum(segment.segment.n_alive for segment in self.segments_) + sum(len(p["ids"]) for p in self._pending)
 
     def search(self, queries: np.ndarray, k: int = 10, method: str = "combined", alpha: float | None = None,
                query_leaves: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +202,7 @@ class TreeIndex:
         alpha = self.model.alpha if alpha is None else float(alpha)
         if alpha < 0 or not np.isfinite(alpha):
             raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+        self._flush()
         queries = self.model.check_dim(queries, "queries")
         leaves = self.model.assign(queries) if query_leaves is None else np.asarray(query_leaves, dtype=np.int64)
         tree = self._method_tree(method)
@@ -206,6 +224,7 @@ class TreeIndex:
 
     def items(self, ids) -> dict:
         """Unit vector, leaf, label and source of each id (all must be in the index)."""
+        self._flush()
         ids = np.asarray(ids, dtype=np.int64).ravel()
         out = {"vectors": np.zeros((len(ids), self.model.input_dim_)), "leaves": np.zeros(len(ids), np.int64),
                "labels": np.zeros(len(ids), np.int64), "sources": [""] * len(ids)}
@@ -227,6 +246,7 @@ class TreeIndex:
         """Write new files, then switch the manifest to them in one atomic rename."""
         directory = Path(directory)
         _check_target(directory)
+        self._flush(progress)
         if len(self.segments_) > MAX_SEGMENTS:
             self.compact(progress)
         (directory / "segments").mkdir(parents=True, exist_ok=True)
@@ -321,6 +341,15 @@ class TreeIndex:
                 check_size(path, expected)
                 if file_sha256(path) != expected["sha256"]:
                     raise TreeseekError(f"index file {path} is corrupt (checksum mismatch)")
+
+
+def _chunks(n: int):
+    return [slice(first, first + ADD_CHUNK) for first in range(0, n, ADD_CHUNK)]
+
+
+def _restored(part: dict, rows=slice(None)) -> np.ndarray:
+    """The original feature vectors of a part: unit rows times their lengths."""
+    return np.asarray(part["unit"][rows], dtype=np.float64) * part["norms"][rows, None].astype(np.float64)
 
 
 def read_manifest(directory: Path) -> dict:
