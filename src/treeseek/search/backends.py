@@ -109,6 +109,7 @@ class FaissANNBackend:
 
     def build(self, segment: Segment, progress: bool = False) -> "FaissANNBackend":
         self.segment_ = segment
+        self._exact = ExactBackend().build(segment)  # for rings too small to be worth a filtered walk
         n, dim = segment.vectors.shape
         if n < self.params["min_ann_items"]:
             return self  # every ring of this segment is small enough to scan exactly
@@ -134,18 +135,21 @@ class FaissANNBackend:
         return self
 
     def ring_topk(self, queries, start, end, exclude, k):
-        queries32 = np.ascontiguousarray(queries, dtype=np.float32)
         m = len(queries)
+        ring = np.full(m, end - start) if exclude is None else (end - start) - (exclude[:, 1] - exclude[:, 0])
+        large = (ring >= self.params["min_ann_items"]) & (ring >= MIN_SELECTIVITY * len(self.segment_))
+        if self.index_ is None or not large.any():
+            return self._exact.ring_topk(queries, start, end, exclude, k)
         best_keys, best_ids = np.full((m, k), np.inf), np.full((m, k), MISSING_ID, dtype=np.int64)
-        for rows, pieces in _ring_groups(start, end, exclude, m):
-            ring = sum(hi - lo for lo, hi in pieces)
-            if self.index_ is None or ring < self.params["min_ann_items"] or ring < MIN_SELECTIVITY * len(self.segment_):
-                for lo, hi in pieces:
-                    keys, ids = _flat_knn(self.segment_, queries32[rows], lo, hi, k)
-                    merged = smallest_k(np.hstack([best_keys[rows], keys]), np.hstack([best_ids[rows], ids]), k)
-                    best_keys[rows], best_ids[rows] = merged
-                continue
-            best_keys[rows], best_ids[rows] = self._ann_search(queries32[rows], pieces, ring, k)
+        small = np.flatnonzero(~large)
+        if len(small):
+            best_keys[small], best_ids[small] = self._exact.ring_topk(
+                queries[small], start, end, None if exclude is None else exclude[small], k)
+        large = np.flatnonzero(large)
+        queries32 = np.ascontiguousarray(queries[large], dtype=np.float32)
+        for rows, pieces in _ring_groups(start, end, None if exclude is None else exclude[large], len(large)):
+            size = sum(hi - lo for lo, hi in pieces)
+            best_keys[large[rows]], best_ids[large[rows]] = self._ann_search(queries32[rows], pieces, size, k)
         return best_keys, best_ids
 
     def _ann_search(self, queries32, pieces, ring, k):
@@ -182,6 +186,7 @@ class FaissANNBackend:
 
     def load_bytes(self, segment: Segment, payload: bytes) -> "FaissANNBackend":
         self.segment_ = segment
+        self._exact = ExactBackend().build(segment)
         try:
             self.index_ = self.faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
         except RuntimeError as exc:
