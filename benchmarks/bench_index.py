@@ -33,17 +33,20 @@ from treeseek.synthetic import planted_hierarchy
 
 CONFIGS = {
     "100k": {"n": 100_000, "dim": 1280, "dtype": "float32", "queries": 1000, "brute_queries": 1000,
-             "backends": {"exact": {}, "faiss-flat": {}, "faiss-ivf": {"nprobe": 16}, "faiss-hnsw": {"m": 32}}},
+             "backends": {"exact": {}, "faiss-flat": {}, "faiss-ivf": {"nprobe": [16, 64]},
+                          "faiss-hnsw": {"m": 32, "ef_search": [128, 512]}}},
     "1M": {"n": 1_000_000, "dim": 256, "dtype": "float32", "queries": 1000, "brute_queries": 300,
-           "backends": {"exact": {}, "faiss-flat": {}, "faiss-ivf": {"nlist": 1024, "nprobe": 16},
-                        "faiss-hnsw": {"m": 16}}},
+           "backends": {"exact": {}, "faiss-flat": {}, "faiss-ivf": {"nlist": 1024, "nprobe": [16, 64]},
+                        "faiss-hnsw": {"m": 32, "ef_search": [128, 512]}}},
     "10M": {"n": 10_000_000, "dim": 128, "dtype": "float16", "queries": 1000, "brute_queries": 100,
-            "backends": {"exact": {}, "faiss-ivf": {"nlist": 1024, "nprobe": 16}}},
+            "backends": {"exact": {}, "faiss-ivf": {"nlist": 1024, "nprobe": [16, 64]}}},
     "small": {"n": 30_000, "dim": 128, "dtype": "float32", "queries": 100, "brute_queries": 100,
-              "backends": {"exact": {}, "faiss-flat": {}, "faiss-ivf": {"nprobe": 16}, "faiss-hnsw": {"m": 16}}},
+              "backends": {"exact": {}, "faiss-flat": {}, "faiss-ivf": {"nprobe": [16, 64]},
+                        "faiss-hnsw": {"m": 32, "ef_search": [128, 512]}}},
 }
 K = 100
 ALPHA = 1.0
+# A list as a parameter value is a sweep of a search-time setting: the structure is built once.
 
 
 class PlantedStream:
@@ -152,10 +155,14 @@ def run_config(name: str, workdir: Path) -> dict:
         print(f"  {name} brute force {method}: {nb / t_brute:.1f} q/s", file=sys.stderr, flush=True)
     rows = []
     for backend_name, params in config["backends"].items():  # each structure is built once, for both methods
+        sweep = {key: value for key, value in params.items() if isinstance(value, list)}
+        fixed = {key: value for key, value in params.items() if key not in sweep}
         before = rss_mb()
-        backend, t_build = timed(make_backend(backend_name, **params).build, segment)
+        backend, t_build = timed(make_backend(backend_name, **fixed).build, segment)
         structure_mb = rss_mb() - before
-        for method, m in methods.items():
+        settings = [{}] if not sweep else [{key: value} for key, values in sweep.items() for value in values]
+        for setting, (method, m) in ((s, mm) for s in settings for mm in methods.items()):
+            backend.params.update(setting)
             (_, ids, _), t_search = timed(hierarchical_topk, segment, backend, m["tree"], m["weight"], unit,
                                           query_leaves, K)
             qps = len(Q) / t_search
@@ -163,7 +170,7 @@ def run_config(name: str, workdir: Path) -> dict:
                 m["exact_ids"], m["exact_qps"] = ids, qps
                 assert np.array_equal(ids[:nb], m["brute_ids"]), "the exact index must equal the brute-force scan"
             rows.append({
-                "method": method, "backend": backend_name, "params": backend.params,
+                "method": method, "backend": backend_name, "params": dict(backend.params),
                 "build_seconds": round(t_build, 1), "structure_mb": round(max(structure_mb, 0.0)),
                 "rss_mb": round(rss_mb() - base_rss), "queries_per_second": round(qps, 1),
                 "recall@100": round(recall(ids, m["exact_ids"]), 4),
@@ -183,8 +190,10 @@ def markdown(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         for row in result["rows"]:
+            setting = {k: v for k, v in row["params"].items() if k in ("nprobe", "ef_search")}
+            label = row["backend"] + "".join(f" {k}={v}" for k, v in setting.items())
             lines.append(f"| {result['size']} | {result['dim']} | {result['dtype']} | {row['method']} | "
-                         f"{row['backend']} | {row['build_seconds']} | {row['rss_mb']} | "
+                         f"{label} | {row['build_seconds']} | {row['rss_mb']} | "
                          f"{row['queries_per_second']} | {row['recall@100']} | {row['speedup_vs_brute_force']} | "
                          f"{row['throughput_vs_exact']} |")
     lines += ["", "| N | open s | RSS after open MB | on disk GB | exact index build s | tree |", "|---|---|---|---|---|---|"]

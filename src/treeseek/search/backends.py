@@ -97,7 +97,7 @@ class FaissANNBackend:
         self.faiss = _import_faiss()
         if kind not in ("ivf", "hnsw"):
             raise TreeseekError(f"unknown FAISS index kind {kind!r}")
-        defaults = {"ivf": {"nlist": None, "nprobe": 32}, "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 128}}
+        defaults = {"ivf": {"nlist": None, "nprobe": 32}, "hnsw": {"m": 32, "ef_construction": 100, "ef_search": 128}}
         unknown = set(params) - set(defaults[kind])
         if unknown:
             raise TreeseekError(f"faiss-{kind} has no parameter {sorted(unknown)[0]!r} "
