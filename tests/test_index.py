@@ -269,3 +269,16 @@ def test_bad_items_are_refused_before_anything_changes(planted, model):
     assert len(index) == 50 and index.next_id_ == 50
     with pytest.raises(TreeseekError, match="dtype"):
         TreeIndex(model, "float64")
+
+
+def test_a_reader_outlived_by_a_compaction_gets_a_clear_error(planted, model, tmp_path):
+    writer = TreeIndex(model, "float32", "faiss-hnsw", min_ann_items=100)
+    writer.add(planted.features)
+    writer.save(tmp_path / "ix")
+    reader = TreeIndex.open(tmp_path / "ix")  # its FAISS structure is read on the first search
+    writer.remove([0])
+    writer.compact()
+    writer.save(tmp_path / "ix")
+    with pytest.raises(TreeseekError, match="open the index again"):
+        reader.search(planted.features[:2], 3)
+    assert len(TreeIndex.open(tmp_path / "ix").search(planted.features[:2], 3)[1]) == 2

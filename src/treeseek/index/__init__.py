@@ -1,4 +1,5 @@
 """Persistent, updatable indexes: segments on disk, a crash-safe manifest, any search backend."""
-from .tree_index import DTYPES, TreeIndex, is_index, read_manifest
+from .storage import is_index, read_manifest
+from .tree_index import DTYPES, TreeIndex
 
 __all__ = ["DTYPES", "TreeIndex", "is_index", "read_manifest"]

@@ -19,6 +19,8 @@ when they are read in full, or by ``verify``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TreeseekError
-from ..persistence import _fsync_directory, current_umask
+from ..persistence import _fsync_directory, current_umask, read_json
 
 INDEX_FORMAT = "treeseek-index"
 INDEX_VERSION = 2
@@ -164,3 +166,55 @@ def sweep(directory: Path, keep: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def read_manifest(directory: Path) -> dict:
+    if not directory.is_dir():
+        raise TreeseekError(f"index directory not found: {directory}")
+    meta = read_json(directory / "manifest.json", "index manifest")
+    if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
+        raise TreeseekError(f"{directory} is not a treeseek index")
+    if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
+        raise TreeseekError(f"{directory} was written in index format {meta.get('version')} by treeseek "
+                            f"{meta.get('treeseek_version', '0.1')}; this treeseek reads format {INDEX_VERSION}. "
+                            f"Build it again (treeseek run, or treeseek index create)")
+    return meta
+
+
+def is_index(directory: str | Path) -> bool:
+    try:
+        read_json(Path(directory) / "manifest.json", "index manifest")["format"]
+    except (TreeseekError, KeyError, TypeError, OSError):
+        return False
+    return True
+
+
+def check_target(directory: Path) -> None:
+    """Refuse to write into a directory that holds something other than a treeseek index."""
+    if not directory.exists():
+        return
+    if not (directory / "manifest.json").is_file():
+        # what a killed first save leaves behind is ours to sweep; anything else is the user's
+        foreign = [p.name for p in directory.iterdir() if not any(p.match(pattern) for pattern in OWN_PATTERNS)
+                   and p.name not in (".lock", "segments")]
+        if foreign:
+            raise TreeseekError(f"{directory} exists and is not a treeseek index; choose an empty or new directory")
+    else:
+        meta = read_json(directory / "manifest.json", "index manifest")
+        if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
+            raise TreeseekError(f"{directory} holds a manifest.json that is not a treeseek index's; refusing to "
+                                f"overwrite it")
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path):
+    """One writer at a time: a second save into the same directory fails instead of interleaving."""
+    with open(directory / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TreeseekError(f"another process is writing {directory}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -114,6 +114,8 @@ class StoredSegment:
         """The backend, reading or building its structure the first time it is needed."""
         pending = getattr(self.backend, "pending_file_", None)
         if pending is not None:
+            if not pending[0].exists():
+                raise TreeseekError(f"{pending[0]} was removed by a later save of this index; open the index again")
             self.backend.load_bytes(self.segment, read_checked(*pending))
             self.backend.pending_file_ = None
         elif getattr(self.backend, "segment_", None) is not self.segment:

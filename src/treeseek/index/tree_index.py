@@ -9,8 +9,6 @@ the model again on the stored items and rebuilds everything.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +19,7 @@ from .. import __version__
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from ..model import TreeseekModel
-from ..persistence import atomic_write_json, read_json
+from ..persistence import atomic_write_json
 from ..search import hierarchical_topk, make_backend
 from ..search.distances import hierarchy_weight, method_hierarchy, normalize_rows
 from ..search.hierarchical_index import SEARCH_METHODS
@@ -29,12 +27,14 @@ from ..search.topk import MISSING_ID, smallest_k
 from .storage import (
     INDEX_FORMAT,
     INDEX_VERSION,
-    OWN_PATTERNS,
     check_size,
+    check_target,
+    exclusive_lock,
     file_sha256,
     load_checked_array,
     map_array,
     new_token,
+    read_manifest,
     save_array,
     sweep,
 )
@@ -245,12 +245,12 @@ class TreeIndex:
     def save(self, directory: str | Path, progress: bool = False) -> None:
         """Write new files, then switch the manifest to them in one atomic rename."""
         directory = Path(directory)
-        _check_target(directory)
+        check_target(directory)
         self._flush(progress)
         if len(self.segments_) > MAX_SEGMENTS:
             self.compact(progress)
         (directory / "segments").mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(directory):
+        with exclusive_lock(directory):
             same_home = self._home is not None and self._home.resolve() == directory.resolve()
             if not same_home:
                 self._model_name = None
@@ -350,55 +350,3 @@ def _chunks(n: int):
 def _restored(part: dict, rows=slice(None)) -> np.ndarray:
     """The original feature vectors of a part: unit rows times their lengths."""
     return np.asarray(part["unit"][rows], dtype=np.float64) * part["norms"][rows, None].astype(np.float64)
-
-
-def read_manifest(directory: Path) -> dict:
-    if not directory.is_dir():
-        raise TreeseekError(f"index directory not found: {directory}")
-    meta = read_json(directory / "manifest.json", "index manifest")
-    if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
-        raise TreeseekError(f"{directory} is not a treeseek index")
-    if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
-        raise TreeseekError(f"{directory} was written in index format {meta.get('version')} by treeseek "
-                            f"{meta.get('treeseek_version', '0.1')}; this treeseek reads format {INDEX_VERSION}. "
-                            f"Build it again (treeseek run, or treeseek index create)")
-    return meta
-
-
-def is_index(directory: str | Path) -> bool:
-    try:
-        read_json(Path(directory) / "manifest.json", "index manifest")["format"]
-    except (TreeseekError, KeyError, TypeError, OSError):
-        return False
-    return True
-
-
-def _check_target(directory: Path) -> None:
-    """Refuse to write into a directory that holds something other than a treeseek index."""
-    if not directory.exists():
-        return
-    if not (directory / "manifest.json").is_file():
-        # what a killed first save leaves behind is ours to sweep; anything else is the user's
-        foreign = [p.name for p in directory.iterdir() if not any(p.match(pattern) for pattern in OWN_PATTERNS)
-                   and p.name not in (".lock", "segments")]
-        if foreign:
-            raise TreeseekError(f"{directory} exists and is not a treeseek index; choose an empty or new directory")
-    else:
-        meta = read_json(directory / "manifest.json", "index manifest")
-        if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
-            raise TreeseekError(f"{directory} holds a manifest.json that is not a treeseek index's; refusing to "
-                                f"overwrite it")
-
-
-@contextlib.contextmanager
-def _exclusive_lock(directory: Path):
-    """One writer at a time: a second save into the same directory fails instead of interleaving."""
-    with open(directory / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TreeseekError(f"another process is writing {directory}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -44,9 +44,8 @@ class ExactBackend:
 
     def ring_topk(self, queries, start, end, exclude, k):
         segment = self.segment_
-        m = len(queries)
-        best_keys, best_ids = np.full((m, k), np.inf), np.full((m, k), MISSING_ID, dtype=np.int64)
-        step = max(1, min(ITEM_CHUNK, KEYS_PER_CHUNK // max(1, m)))
+        best = None
+        step = max(1, min(ITEM_CHUNK, KEYS_PER_CHUNK // max(1, len(queries))))
         for lo in range(start, end, step):
             hi = min(end, lo + step)
             block = np.asarray(segment.vectors[lo:hi], dtype=np.float64)
@@ -56,8 +55,12 @@ class ExactBackend:
                 keys[(columns >= exclude[:, :1]) & (columns < exclude[:, 1:])] = np.inf
             if segment.alive is not None:
                 keys[:, ~segment.alive[lo:hi]] = np.inf
-            ids = np.broadcast_to(segment.ids[lo:hi], keys.shape)
-            best_keys, best_ids = smallest_k(np.hstack([best_keys, keys]), np.hstack([best_ids, ids]), k)
+            if best is None:
+                best = smallest_k(keys, segment.ids[lo:hi], k)
+            else:
+                ids = np.broadcast_to(segment.ids[lo:hi], keys.shape)
+                best = smallest_k(np.hstack([best[0], keys]), np.hstack([best[1], ids]), k)
+        best_keys, best_ids = best
         best_ids[np.isinf(best_keys)] = MISSING_ID
         return best_keys, best_ids
 
@@ -122,8 +125,9 @@ class FaissANNBackend:
                 else faiss.IndexHNSWFlat(dim, m, metric)
             index.hnsw.efConstruction = int(self.params["ef_construction"])
         else:
-            # 4 sqrt(n) lists, with the 39 training points per list that k-means wants
-            nlist = int(self.params["nlist"] or max(1, min(4 * int(math.sqrt(n)), n // 39)))
+            # 4 sqrt(n) lists, with the 39 training points per list that k-means wants; beyond 4096 lists
+            # training and assignment cost more than the shorter lists save
+            nlist = int(self.params["nlist"] or max(1, min(4 * int(math.sqrt(n)), n // 39, 4096)))
             self.params["nlist"] = nlist
             quantizer = faiss.IndexFlatIP(dim)
             index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, metric) \

@@ -61,8 +61,11 @@ def hierarchical_topk(segment: Segment, backend, tree: Hierarchy, weight: float,
                 scored += len(rows) * (end - start)
             keys, ids = backend.ring_topk(queries[rows], start, end, exclude, k)
             keys = keys + weight * (tree.height[node] / scale)
-            best_keys[rows], best_ids[rows] = smallest_k(np.hstack([best_keys[rows], keys]),
-                                                         np.hstack([best_ids[rows], ids]), k)
+            if level == 0:  # nothing found yet: the ring's top-k is the best so far
+                best_keys[rows], best_ids[rows] = keys, ids
+            else:
+                best_keys[rows], best_ids[rows] = smallest_k(np.hstack([best_keys[rows], keys]),
+                                                             np.hstack([best_ids[rows], ids]), k)
         following = ancestor[query_leaves[active], level + 1]
         bound = np.where(following >= 0, weight * (tree.height[following] / scale), 0.0)
         active = active[(following >= 0) & ~(best_keys[active, k - 1] < bound)]

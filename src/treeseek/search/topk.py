@@ -13,20 +13,24 @@ def smallest_k(keys: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, n
     k columns are padded with +inf keys and ``MISSING_ID``.
     """
     keys = np.asarray(keys, dtype=np.float64)
-    ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), keys.shape)
+    ids = np.asarray(ids, dtype=np.int64)
     n_rows, n_cols = keys.shape
+    rows = np.arange(n_rows)[:, None]
+    column_ids = ids.ndim == 1  # one id per column: index it by column, never materialise the full matrix
     if n_cols > k:
         chosen = np.argpartition(keys, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(keys, chosen, axis=1).max(axis=1)
+        kth = keys[rows, chosen].max(axis=1)
         # argpartition picks arbitrarily among keys equal to the k-th: redo those rows by id.
         for row in np.flatnonzero(np.count_nonzero(keys <= kth[:, None], axis=1) > k):
             tied = np.flatnonzero(keys[row] <= kth[row])
-            chosen[row] = tied[np.lexsort((ids[row, tied], keys[row, tied]))[:k]]
-        keys = np.take_along_axis(keys, chosen, axis=1)
-        ids = np.take_along_axis(ids, chosen, axis=1)
+            row_ids = ids[tied] if column_ids else ids[row, tied]
+            chosen[row] = tied[np.lexsort((row_ids, keys[row, tied]))[:k]]
+        keys = keys[rows, chosen]
+        ids = ids[chosen] if column_ids else ids[rows, chosen]
+    elif column_ids:
+        ids = np.broadcast_to(ids, keys.shape)
     order = np.lexsort((ids, keys), axis=1)
-    keys = np.take_along_axis(keys, order, axis=1)
-    ids = np.take_along_axis(ids, order, axis=1)
+    keys, ids = keys[rows, order], ids[rows, order]
     if n_cols < k:
         keys = np.concatenate([keys, np.full((n_rows, k - n_cols), np.inf)], axis=1)
         ids = np.concatenate([ids, np.full((n_rows, k - n_cols), MISSING_ID)], axis=1)
