@@ -105,6 +105,18 @@ def test_removed_items_never_come_back(planted, model, tmp_path):
         index.remove([removed[0]])
 
 
+def test_items_removed_before_their_first_save_stay_removed(planted, model, tmp_path):
+    index = TreeIndex(model)
+    index.add(planted.features[:100])
+    index.remove([5])  # from the unsaved segment
+    index.add(planted.features[100:200])  # merged with it, without item 5
+    index.remove([150])
+    index.save(tmp_path / "ix")
+    reopened = TreeIndex.open(tmp_path / "ix")
+    assert len(reopened) == 198
+    assert not np.isin([5, 150], reopened.search(planted.features[:5], 200)[1]).any()
+
+
 def test_added_items_are_found(planted, model, tmp_path):
     index = TreeIndex(model)
     index.add(planted.features[:500])

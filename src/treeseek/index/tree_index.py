@@ -100,7 +100,10 @@ class TreeIndex:
             return
         parts = self._pending
         if self.segments_ and self.segments_[-1].name is None:
-            parts = [self.segments_.pop().live(), *parts]
+            unsaved = self.segments_.pop()
+            if unsaved.segment.alive is not None:  # its removed items are dropped for good, not recorded
+                self.removed_ = np.setdiff1d(self.removed_, unsaved.segment.ids[~unsaved.segment.alive])
+            parts = [unsaved.live(), *parts]
         self.segments_.append(self._segment_from(parts, self.model, progress))
         self._pending = []
 
