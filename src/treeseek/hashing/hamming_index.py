@@ -1,0 +1,57 @@
+"""Hamming search over packed codes with FAISS binary indexes: ``add`` then ``search(queries, k)``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TreeseekError
+
+
+class HammingIndex:
+    """``kind`` is ``flat`` (exact; ties broken by smaller id, like a stable full sort) or ``hnsw``
+    (sub-linear, approximate, for large collections)."""
+
+    def __init__(self, bits: int, kind: str = "flat", m: int = 16, ef_search: int = 128):
+        import faiss
+
+        if bits % 8 or bits <= 0:
+            raise TreeseekError(f"bits must be a positive multiple of 8, got {bits}")
+        if kind not in ("flat", "hnsw"):
+            raise TreeseekError(f"kind must be flat or hnsw, got {kind!r}")
+        self.bits, self.kind, self.ef_search = bits, kind, ef_search
+        self.index_ = faiss.IndexBinaryFlat(bits) if kind == "flat" else faiss.IndexBinaryHNSW(bits, m)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index_.ntotal)
+
+    def add(self, codes: np.ndarray) -> None:
+        self.index_.add(self._check(codes, "codes"))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, ids), nearest first; rows with fewer than k items are padded with -1."""
+        queries = self._check(queries, "queries")
+        if k < 1:
+            raise TreeseekError(f"k must be at least 1, got {k}")
+        if self.kind == "hnsw":
+            self.index_.hnsw.efSearch = max(self.ef_search, k)
+            distances, ids = self.index_.search(queries, k)
+            return distances, ids
+        distances, ids = self.index_.search(queries, k)
+        # FAISS orders equal distances arbitrarily: gather every item up to the k-th distance, order by (d, id).
+        kth = np.where(ids[:, -1] < 0, self.bits, distances[:, -1]).astype(np.int64)
+        for first in range(0, len(queries), 64):
+            rows = np.arange(first, min(first + 64, len(queries)))
+            limits, found_d, found_i = self.index_.range_search(queries[rows], int(kth[rows].max()) + 1)
+            for offset, row in enumerate(rows):
+                d, i = found_d[limits[offset] : limits[offset + 1]], found_i[limits[offset] : limits[offset + 1]]
+                keep = d <= kth[row]
+                order = np.lexsort((i[keep], d[keep]))[:k]
+                distances[row], ids[row] = np.iinfo(np.int32).max, -1
+                distances[row, : len(order)], ids[row, : len(order)] = d[keep][order], i[keep][order]
+        return distances, ids
+
+    def _check(self, codes, what):
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if codes.ndim != 2 or codes.shape[1] * 8 != self.bits:
+            raise TreeseekError(f"{what} must be n x {self.bits // 8} packed bytes, got shape {codes.shape}")
+        return codes

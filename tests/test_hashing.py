@@ -1,0 +1,121 @@
+"""Binary codes: packing, exact Hamming search, and hierarchy-preserving codes on a planted hierarchy."""
+import numpy as np
+import pytest
+
+from treeseek.errors import TreeseekError
+from treeseek.evaluation.harness import ideal_values
+from treeseek.evaluation.metrics import average_hierarchical_precision
+from treeseek.hashing import (
+    HammingIndex,
+    HPDHHasher,
+    ITQHasher,
+    SignPCAHasher,
+    hamming_distances,
+    hierarchy_level_labels,
+    pack_codes,
+    unpack_codes,
+)
+from treeseek.synthetic import planted_hierarchy
+
+
+def test_codes_pack_and_unpack_losslessly():
+    rng = np.random.default_rng(0)
+    signs = rng.choice([-1, 1], size=(50, 48)).astype(np.int8)
+    assert np.array_equal(unpack_codes(pack_codes(signs)), signs)
+    packed = rng.integers(0, 256, (50, 6), dtype=np.uint8)
+    assert np.array_equal(pack_codes(unpack_codes(packed)), packed)
+    assert np.array_equal(pack_codes(np.array([[0.3, -2, 0, 1, -1, 5, 0.1, -0.1]])), [[0b10010110]])
+    with pytest.raises(TreeseekError, match="multiple of 8"):
+        pack_codes(signs[:, :12])
+
+
+def test_popcount_reference_matches_bit_comparison():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 256, (7, 4), dtype=np.uint8), rng.integers(0, 256, (9, 4), dtype=np.uint8)
+    expected = (unpack_codes(a)[:, None, :] != unpack_codes(b)[None, :, :]).sum(axis=2)
+    assert np.array_equal(hamming_distances(a, b), expected)
+
+
+@pytest.mark.parametrize("k", [1, 10, 100, 2005])
+def test_exact_hamming_search_equals_a_popcount_full_sort(k):
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (2000, 2), dtype=np.uint8)  # 16 bits: many exact ties
+    queries = rng.integers(0, 256, (30, 2), dtype=np.uint8)
+    index = HammingIndex(16)
+    index.add(codes)
+    distances, ids = index.search(queries, k)
+    reference = hamming_distances(queries, codes)
+    expected = np.argsort(reference, axis=1, kind="stable")[:, :k]  # ties by smaller id
+    n = min(k, len(codes))
+    assert np.array_equal(ids[:, :n], expected)
+    assert np.array_equal(distances[:, :n], np.take_along_axis(reference, expected, axis=1))
+    assert (ids[:, n:] == -1).all()
+
+
+def test_hnsw_hamming_search_returns_true_distances_in_order():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
+    index = HammingIndex(64, "hnsw")
+    index.add(codes)
+    distances, ids = index.search(codes[:20], 10)
+    assert (ids[:, 0] == np.arange(20)).all() and (distances[:, 0] == 0).all()
+    assert np.array_equal(distances, np.take_along_axis(hamming_distances(codes[:20], codes), ids, axis=1))
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def planted():
+    data = planted_hierarchy((3, 4, 4), 64, 50, scale=2.5, seed=1)
+    test = np.arange(len(data.labels)) % 5 == 0
+    return data, test
+
+
+def mahp(data, test, hasher, k=250):
+    train_codes, test_codes = hasher.encode(data.features[~test]), hasher.encode(data.features[test])
+    y_train, y_test = data.labels[~test], data.labels[test]
+    order = np.argsort(hamming_distances(test_codes, train_codes), axis=1, kind="stable")[:, :k]
+    similarity = 1 - data.hierarchy.normalized_lca
+    ideal = ideal_values(similarity, np.bincount(y_train, minlength=len(data.class_names)), k, False)[y_test]
+    return average_hierarchical_precision(similarity[y_test[:, None], y_train[order]], ideal, k).mean()
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits):
+    data, test = planted
+    levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
+    assert [len(np.unique(level)) for level in levels] == [48, 12, 3]
+    hpdh = HPDHHasher(bits, epochs=30).fit(data.features[~test], levels)
+    single = HPDHHasher(bits, epochs=30).fit(data.features[~test], levels[:1])
+    itq = ITQHasher(bits).fit(data.features[~test])
+    assert mahp(data, test, hpdh) > mahp(data, test, single) + 0.02
+    assert mahp(data, test, single) > mahp(data, test, itq)
+
+
+def test_training_is_deterministic_under_a_seed(planted):
+    data, test = planted
+    levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
+    first = HPDHHasher(16, epochs=3, seed=5).fit(data.features[~test], levels).encode(data.features[test])
+    again = HPDHHasher(16, epochs=3, seed=5).fit(data.features[~test], levels).encode(data.features[test])
+    other = HPDHHasher(16, epochs=3, seed=6).fit(data.features[~test], levels).encode(data.features[test])
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_itq_rotation_lowers_the_quantisation_loss(planted):
+    data, _ = planted
+    pca, itq = SignPCAHasher(16).fit(data.features), ITQHasher(16).fit(data.features)
+
+    def loss(hasher):
+        projected = hasher.transform(data.features)
+        return np.sum((np.sign(projected) - projected) ** 2)
+
+    assert loss(itq) < loss(pca)
+
+
+def test_bad_hashing_input_is_refused(planted):
+    data, test = planted
+    with pytest.raises(TreeseekError, match="multiple of 8"):
+        HPDHHasher(12).fit(data.features, [data.labels])
+    with pytest.raises(TreeseekError, match="one label per row"):
+        HPDHHasher(16).fit(data.features, [data.labels[:5]])
+    with pytest.raises(TreeseekError, match="packed bytes"):
+        HammingIndex(64).add(np.zeros((3, 4), dtype=np.uint8))
