@@ -36,19 +36,29 @@ class HammingIndex:
             self.index_.hnsw.efSearch = max(self.ef_search, k)
             distances, ids = self.index_.search(queries, k)
             return distances, ids
-        distances, ids = self.index_.search(queries, k)
-        # FAISS orders equal distances arbitrarily: gather every item up to the k-th distance, order by (d, id).
-        kth = np.where(ids[:, -1] < 0, self.bits, distances[:, -1]).astype(np.int64)
-        for first in range(0, len(queries), 64):
-            rows = np.arange(first, min(first + 64, len(queries)))
+        # FAISS orders equal distances arbitrarily. Ask for 4k neighbours: where the last of them is farther
+        # than the k-th, every tie of the k-th is among them and sorting them by (distance, id) is exact.
+        wide = min(self.ntotal, 4 * k) or k
+        distances, ids = self.index_.search(queries, wide)
+        kth = distances[:, min(k, wide) - 1].astype(np.int64)
+        if self.ntotal < k:
+            kth[:] = self.bits
+        order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), distances), axis=1)
+        distances, ids = np.take_along_axis(distances, order, 1), np.take_along_axis(ids, order, 1)
+        unsure = np.flatnonzero((wide < self.ntotal) & (distances[:, -1] <= kth))
+        out_d = np.full((len(queries), k), np.iinfo(np.int32).max, dtype=distances.dtype)
+        out_i = np.full((len(queries), k), -1, dtype=np.int64)
+        n = min(k, wide)
+        out_d[:, :n], out_i[:, :n] = distances[:, :n], ids[:, :n]
+        for first in range(0, len(unsure), 64):  # rows whose ties run past 4k: every item up to the k-th
+            rows = unsure[first : first + 64]
             limits, found_d, found_i = self.index_.range_search(queries[rows], int(kth[rows].max()) + 1)
             for offset, row in enumerate(rows):
                 d, i = found_d[limits[offset] : limits[offset + 1]], found_i[limits[offset] : limits[offset + 1]]
                 keep = d <= kth[row]
-                order = np.lexsort((i[keep], d[keep]))[:k]
-                distances[row], ids[row] = np.iinfo(np.int32).max, -1
-                distances[row, : len(order)], ids[row, : len(order)] = d[keep][order], i[keep][order]
-        return distances, ids
+                best = np.lexsort((i[keep], d[keep]))[:k]
+                out_d[row, : len(best)], out_i[row, : len(best)] = d[keep][best], i[keep][best]
+        return out_d, out_i
 
     def _check(self, codes, what):
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
