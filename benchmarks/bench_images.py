@@ -54,6 +54,21 @@ def forward_throughput(backbone, batch_size: int, repeats: int = 3, trials: int 
     return best
 
 
+def dataset_features(dataset: str, batch_size: int = 64):
+    """Unpack a ../shared archive into bench-output/ once, then features through the extraction cache."""
+    spec = DATASETS[dataset]
+    work = ROOT / "bench-output" / dataset
+    folder = work / spec["folder"]
+    if not folder.is_dir():
+        print(f"unpacking {spec['archive']} ...", flush=True)
+        with tarfile.open(SHARED / "data" / spec["archive"]) as tar:
+            tar.extractall(work, filter="data")
+    images = load_images(folder)
+    backbone = load_backbone(spec["backbone"], spec["weights"])
+    features, kept, stats = extract_features(backbone, images, batch_size, work / "cache")
+    return images.subset(kept), features, kept, stats, backbone
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))
@@ -61,17 +76,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     spec = DATASETS[args.dataset]
-    work = ROOT / "bench-output" / args.dataset
-    folder = work / spec["folder"]
-    if not folder.is_dir():
-        print(f"unpacking {spec['archive']} ...", flush=True)
-        with tarfile.open(SHARED / "data" / spec["archive"]) as tar:
-            tar.extractall(work, filter="data")
-    images = load_images(folder)
+    images, features, kept, stats, backbone = dataset_features(args.dataset, args.batch_size)
     names = images.class_names
-    backbone = load_backbone(spec["backbone"], spec["weights"])
-    features, kept, stats = extract_features(backbone, images, args.batch_size, work / "cache")
-    images = images.subset(kept)
     # Throughput on a fixed sample without the cache: decoding + preprocessing + forward, against forward alone.
     sample = images.subset(np.arange(len(images)) < 8 * args.batch_size)
     _, _, sample_stats = extract_features(backbone, sample, args.batch_size, None, progress=False)

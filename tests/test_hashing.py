@@ -119,3 +119,25 @@ def test_bad_hashing_input_is_refused(planted):
         HPDHHasher(16).fit(data.features, [data.labels[:5]])
     with pytest.raises(TreeseekError, match="packed bytes"):
         HammingIndex(64).add(np.zeros((3, 4), dtype=np.uint8))
+
+
+def test_code_evaluation_matches_per_query_loops(planted):
+    from treeseek.evaluation.metrics import average_precision, ndcg_at_k
+    from treeseek.hashing.evaluation import evaluate_codes
+
+    data, test = planted
+    hasher = SignPCAHasher(16).fit(data.features[~test])
+    q_codes, db_codes = hasher.encode(data.features[test]), hasher.encode(data.features[~test])
+    y_q, y_db, tree = data.labels[test], data.labels[~test], data.hierarchy
+    result = evaluate_codes(q_codes, db_codes, y_q, y_db, tree, chunk=7)
+    aps, ndcgs = [], []
+    ideal_gain = np.sort(tree.shared_levels[:, y_db], axis=1)[:, ::-1]
+    for q in range(len(y_q)):
+        order = np.argsort(hamming_distances(q_codes[q : q + 1], db_codes)[0], kind="stable")
+        relevant = y_db[order] == y_q[q]
+        aps.append(average_precision(relevant[None, :], np.array([relevant.sum()]))[0])
+        gain = tree.shared_levels[y_q[q], y_db[order]][None, :]
+        ndcgs.append(np.mean([ndcg_at_k(gain, ideal_gain[y_q[q]][None, :], k)[0] for k in range(1, 101)]))
+    assert result["map"] == pytest.approx(np.mean(aps))
+    assert result["ndcg@1-100"] == pytest.approx(np.mean(ndcgs))
+    assert 0 < result["mahp@250"] <= 1

@@ -1,0 +1,50 @@
+"""HPDH's protocol: mAP over the full ranking, mAHP@250, and nDCG averaged over k = 1..100.
+
+nDCG's gain is the number of hierarchy levels a result shares with the query
+(``Hierarchy.shared_levels``); mAHP's similarity is 1 - height(LCA)/H. Rankings
+break equal distances by database order, as everywhere in treeseek.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..evaluation import metrics as M
+from ..evaluation.harness import ideal_values
+from ..hierarchy import Hierarchy
+from .codes import hamming_distances
+
+
+def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int, query_labels: np.ndarray,
+                       db_labels: np.ndarray, tree: Hierarchy, k_hp: int = 250, k_ndcg: int = 100,
+                       chunk: int = 256) -> dict:
+    """``distances(rows)`` gives the query-rows x database distance matrix; returns the three means."""
+    query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
+    counts = np.bincount(db_labels, minlength=tree.n_leaves)
+    similarity, gains = 1.0 - tree.normalized_lca, tree.shared_levels.astype(np.float64)
+    ideal_sim = ideal_values(similarity, counts, k_hp, False)
+    ideal_gain = ideal_values(gains, counts, k_ndcg, False)
+    ap, ahp, ndcg = [], [], []
+    for first in range(0, n_queries, chunk):
+        rows = slice(first, min(first + chunk, n_queries))
+        labels = query_labels[rows]
+        order = np.argsort(distances(rows), axis=1, kind="stable")
+        ranked = db_labels[order]
+        relevant = ranked == labels[:, None]
+        hits = np.cumsum(relevant, axis=1)
+        n_relevant = relevant.sum(axis=1)
+        precision_at_hits = np.where(relevant, hits / np.arange(1, relevant.shape[1] + 1), 0.0).sum(axis=1)
+        ap.append(np.where(n_relevant > 0, precision_at_hits / np.maximum(n_relevant, 1), np.nan))
+        ahp.append(M.average_hierarchical_precision(similarity[labels[:, None], ranked[:, :k_hp]],
+                                                    ideal_sim[labels], k_hp))
+        gain = gains[labels[:, None], ranked[:, :k_ndcg]]
+        ndcg.append(np.mean([M.ndcg_at_k(gain, ideal_gain[labels], k) for k in range(1, k_ndcg + 1)], axis=0))
+    return {"map": float(np.nanmean(np.concatenate(ap))), f"mahp@{k_hp}": float(np.mean(np.concatenate(ahp))),
+            f"ndcg@1-{k_ndcg}": float(np.mean(np.concatenate(ndcg)))}
+
+
+def evaluate_codes(query_codes, db_codes, query_labels, db_labels, tree: Hierarchy, **kwargs) -> dict:
+    """The protocol on packed codes ranked by Hamming distance."""
+    return evaluate_distances(lambda rows: hamming_distances(query_codes[rows], db_codes).astype(np.int16),
+                              len(query_codes), query_labels, db_labels, tree, **kwargs)
