@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 from bench_images import DATASETS, SHARED, dataset_features
 
 from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hierarchy_level_labels
