@@ -141,3 +141,48 @@ def test_code_evaluation_matches_per_query_loops(planted):
     assert result["map"] == pytest.approx(np.mean(aps))
     assert result["ndcg@1-100"] == pytest.approx(np.mean(ndcgs))
     assert 0 < result["mahp@250"] <= 1
+
+
+def test_hashers_survive_a_save_and_load(planted, tmp_path):
+    from treeseek.hashing.storage import load_hasher, save_hasher
+
+    data, test = planted
+    levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
+    for hasher in (HPDHHasher(16, epochs=2).fit(data.features[~test], levels), ITQHasher(24).fit(data.features)):
+        save_hasher(hasher, tmp_path / "h", data.class_names, data.hierarchy, {"note": 1})
+        loaded, names, tree, info = load_hasher(tmp_path / "h")
+        assert type(loaded) is type(hasher) and names == data.class_names and tree == data.hierarchy
+        assert np.array_equal(loaded.encode(data.features), hasher.encode(data.features)) and info == {"note": 1}
+
+
+def test_hash_commands_from_the_shell(planted, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from treeseek.features import save_features
+
+    data, test = planted
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "treeseek.cli", "hash", *map(str, args)], capture_output=True,
+                              text=True)
+
+    save_features(tmp_path / "train.npz", data.features[~test], data.labels[~test], data.class_names)
+    save_features(tmp_path / "test.npz", data.features[test], data.labels[test], data.class_names)
+    trained = cli("train", tmp_path / "train.npz", "--out", tmp_path / "h", "--bits", "16", "--epochs", "3",
+                  "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    assert cli("encode", tmp_path / "h", tmp_path / "test.npz", "--out", tmp_path / "c.npz").returncode == 0
+    assert np.load(tmp_path / "c.npz")["codes"].shape == (test.sum(), 2)
+    assert cli("search", tmp_path / "h", tmp_path / "train.npz", "--query", tmp_path / "test.npz", "-k", "4",
+               "--json", tmp_path / "r.json").returncode == 0
+    hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
+    assert len(hits) == 4 and [h["hamming"] for h in hits] == sorted(h["hamming"] for h in hits)
+    evaluated = cli("evaluate", tmp_path / "h", tmp_path / "test.npz", "--database", tmp_path / "train.npz")
+    assert set(json.loads(evaluated.stdout)) == {"map", "mahp@250", "ndcg@1-100"}
+    bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--bits", "12", "--method", "itq")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "\n" not in bad.stderr.strip()
+    save_features(tmp_path / "narrow.npz", data.features[:5, :10], data.labels[:5], data.class_names)
+    narrow = cli("encode", tmp_path / "h", tmp_path / "narrow.npz", "--out", tmp_path / "n.npz")
+    assert narrow.returncode == 2 and "dimensions" in narrow.stderr

@@ -8,6 +8,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from .cli_hash import hash_app
 from .cli_images import run, search_images, train
 from .cli_index import index_app
 from .errors import TreeseekError
@@ -242,6 +243,7 @@ def synthetic(
 app.command()(run)
 app.command()(train)
 app.add_typer(index_app, name="index")
+app.add_typer(hash_app, name="hash")
 
 
 def main() -> None:
