@@ -67,7 +67,7 @@ class HPDHHasher:
             total = 0.0
             for batch in np.array_split(generator.permutation(len(X)), max(1, len(X) // self.batch_size)):
                 u = layer(inputs[batch])
-                loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * torch.cdist(u, c) ** 2, y[batch])
+                loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * _squared_distances(u, c), y[batch])
                            for s, c, y in zip(scales, centres, targets))
                 loss = loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) \
                     / (len(batch) * self.bits)
@@ -105,6 +105,11 @@ class HPDHHasher:
 
     def encode(self, X: np.ndarray) -> np.ndarray:
         return pack_codes(self.transform(X))
+
+
+def _squared_distances(u, centres):
+    """||u_i - c_k||^2 without a square root, whose gradient at 0 would be NaN."""
+    return (u * u).sum(1, keepdim=True) - 2 * u @ centres.T + (centres * centres).sum(1)
 
 
 def _parent_map(fine: np.ndarray, coarse: np.ndarray) -> np.ndarray:
