@@ -27,8 +27,9 @@ import numpy as np
 from treeseek.hierarchy import save_hierarchy
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
-from treeseek.search import hierarchical_topk, make_backend, smallest_k
+from treeseek.search import hierarchical_topk, make_backend
 from treeseek.search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from treeseek.search.topk import merge_smallest_k
 from treeseek.synthetic import planted_hierarchy
 
 CONFIGS = {
@@ -94,8 +95,7 @@ def brute_force(segment, tree, weight, unit_queries, query_leaves, k, item_chunk
             keys = np.clip(1.0 - unit_queries[rows] @ X.T, 0.0, 2.0)
             if weight:
                 keys += weight * lca[np.ix_(query_leaves[rows], leaves)]
-            best_d[rows], best_i[rows] = smallest_k(np.hstack([best_d[rows], keys]),
-                                                    np.hstack([best_i[rows], np.broadcast_to(ids, keys.shape)]), k)
+            best_d[rows], best_i[rows] = merge_smallest_k(best_d[rows], best_i[rows], keys, ids, k)
     return best_d, best_i
 
 

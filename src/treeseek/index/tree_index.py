@@ -23,7 +23,7 @@ from ..persistence import atomic_write_json
 from ..search import hierarchical_topk, make_backend
 from ..search.distances import hierarchy_weight, method_hierarchy, normalize_rows
 from ..search.hierarchical_index import SEARCH_METHODS
-from ..search.topk import MISSING_ID, smallest_k
+from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .storage import (
     INDEX_FORMAT,
     INDEX_VERSION,
@@ -211,11 +211,10 @@ class TreeIndex:
         tree = self._method_tree(method)
         weight = hierarchy_weight(method, alpha, tree)
         unit = normalize_rows(queries)
-        best_keys = np.full((len(unit), k), np.inf)
-        best_ids = np.full((len(unit), k), MISSING_ID, dtype=np.int64)
+        best_keys, best_ids = no_candidates(len(unit), k)
         for stored in self.segments_:
             keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)
-            best_keys, best_ids = smallest_k(np.hstack([best_keys, keys]), np.hstack([best_ids, ids]), k)
+            best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
         return best_keys, np.where(best_ids == MISSING_ID, -1, best_ids)
 
     def _method_tree(self, method: str) -> Hierarchy:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import TreeseekError
 from .segment import Segment
-from .topk import MISSING_ID, smallest_k
+from .topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 ITEM_CHUNK = 65536       # rows converted and scanned at once
@@ -33,7 +33,6 @@ class ExactBackend:
     """Full scan of a ring in float64; ties broken by id, so results equal a stable full sort."""
 
     name = "exact"
-    approximate = False
 
     def __init__(self):
         self.params = {}
@@ -55,11 +54,8 @@ class ExactBackend:
                 keys[(columns >= exclude[:, :1]) & (columns < exclude[:, 1:])] = np.inf
             if segment.alive is not None:
                 keys[:, ~segment.alive[lo:hi]] = np.inf
-            if best is None:
-                best = smallest_k(keys, segment.ids[lo:hi], k)
-            else:
-                ids = np.broadcast_to(segment.ids[lo:hi], keys.shape)
-                best = smallest_k(np.hstack([best[0], keys]), np.hstack([best[1], ids]), k)
+            best = smallest_k(keys, segment.ids[lo:hi], k) if best is None else \
+                merge_smallest_k(*best, keys, segment.ids[lo:hi], k)
         best_keys, best_ids = best
         best_ids[np.isinf(best_keys)] = MISSING_ID
         return best_keys, best_ids
@@ -69,7 +65,6 @@ class FaissFlatBackend:
     """FAISS brute force (``faiss.knn``) on the slices of a ring: exact up to float32 rounding."""
 
     name = "faiss-flat"
-    approximate = False
 
     def __init__(self):
         self.params = {}
@@ -81,20 +76,16 @@ class FaissFlatBackend:
 
     def ring_topk(self, queries, start, end, exclude, k):
         queries32 = np.ascontiguousarray(queries, dtype=np.float32)
-        m = len(queries)
-        best_keys, best_ids = np.full((m, k), np.inf), np.full((m, k), MISSING_ID, dtype=np.int64)
-        for rows, pieces in _ring_groups(start, end, exclude, m):
+        best_keys, best_ids = no_candidates(len(queries), k)
+        for rows, pieces in _ring_groups(start, end, exclude, len(queries)):
             for lo, hi in pieces:
                 keys, ids = _flat_knn(self.segment_, queries32[rows], lo, hi, k)
-                merged = smallest_k(np.hstack([best_keys[rows], keys]), np.hstack([best_ids[rows], ids]), k)
-                best_keys[rows], best_ids[rows] = merged
+                best_keys[rows], best_ids[rows] = merge_smallest_k(best_keys[rows], best_ids[rows], keys, ids, k)
         return best_keys, best_ids
 
 
 class FaissANNBackend:
     """IVF or HNSW over the whole segment; a ring is searched through an ID selector."""
-
-    approximate = True
 
     def __init__(self, kind: str, min_ann_items: int = 20000, **params):
         self.faiss = _import_faiss()
@@ -144,7 +135,7 @@ class FaissANNBackend:
         large = (ring >= self.params["min_ann_items"]) & (ring >= MIN_SELECTIVITY * len(self.segment_))
         if self.index_ is None or not large.any():
             return self._exact.ring_topk(queries, start, end, exclude, k)
-        best_keys, best_ids = np.full((m, k), np.inf), np.full((m, k), MISSING_ID, dtype=np.int64)
+        best_keys, best_ids = no_candidates(m, k)
         small = np.flatnonzero(~large)
         if len(small):
             best_keys[small], best_ids[small] = self._exact.ring_topk(
@@ -234,8 +225,7 @@ def _flat_knn(segment: Segment, queries32, lo, hi, k):
     """Exact top-k of one slice with FAISS, asking for extra neighbours to cover removed items."""
     import faiss
 
-    m = len(queries32)
-    best_keys, best_ids = np.full((m, k), np.inf), np.full((m, k), MISSING_ID, dtype=np.int64)
+    best_keys, best_ids = no_candidates(len(queries32), k)
     for first in range(lo, hi, ITEM_CHUNK):
         last = min(hi, first + ITEM_CHUNK)
         wanted = min(last - first, k + segment.dead_between(first, last))
@@ -245,8 +235,7 @@ def _flat_knn(segment: Segment, queries32, lo, hi, k):
         keys = np.clip(1.0 - similarities.astype(np.float64), 0.0, 2.0)
         if segment.alive is not None:
             keys[~segment.alive[positions]] = np.inf
-        ids = segment.ids[positions]
-        best_keys, best_ids = smallest_k(np.hstack([best_keys, keys]), np.hstack([best_ids, ids]), k)
+        best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, segment.ids[positions], k)
     best_ids[np.isinf(best_keys)] = MISSING_ID
     return best_keys, best_ids
 

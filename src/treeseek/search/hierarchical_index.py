@@ -22,7 +22,7 @@ from ..hierarchy import Hierarchy
 from .backends import make_backend
 from .distances import hierarchy_weight, method_hierarchy, normalize_rows
 from .segment import Segment
-from .topk import MISSING_ID, smallest_k
+from .topk import MISSING_ID, merge_smallest_k, no_candidates
 
 SEARCH_METHODS = ("combined", "flat", "hierarchy", "cosine")
 
@@ -31,8 +31,7 @@ def hierarchical_topk(segment: Segment, backend, tree: Hierarchy, weight: float,
                       query_leaves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(D, ids, pairs scored) for unit ``queries``; D is padded with inf and ids with ``MISSING_ID``."""
     n_queries = len(queries)
-    best_keys = np.full((n_queries, k), np.inf)
-    best_ids = np.full((n_queries, k), MISSING_ID, dtype=np.int64)
+    best_keys, best_ids = no_candidates(n_queries, k)
     if len(segment) == 0 or n_queries == 0:
         return best_keys, best_ids, 0
     # ancestor[l, r]: the r-th ancestor of leaf l, -1 past the root; without a hierarchy term, the root only
@@ -64,8 +63,7 @@ def hierarchical_topk(segment: Segment, backend, tree: Hierarchy, weight: float,
             if level == 0:  # nothing found yet: the ring's top-k is the best so far
                 best_keys[rows], best_ids[rows] = keys, ids
             else:
-                best_keys[rows], best_ids[rows] = smallest_k(np.hstack([best_keys[rows], keys]),
-                                                             np.hstack([best_ids[rows], ids]), k)
+                best_keys[rows], best_ids[rows] = merge_smallest_k(best_keys[rows], best_ids[rows], keys, ids, k)
         following = ancestor[query_leaves[active], level + 1]
         bound = np.where(following >= 0, weight * (tree.height[following] / scale), 0.0)
         active = active[(following >= 0) & ~(best_keys[active, k - 1] < bound)]
@@ -139,7 +137,7 @@ class HierarchicalIndex:
         if len(query_leaves) and (query_leaves.min() < 0 or query_leaves.max() >= self.hierarchy.n_leaves):
             raise TreeseekError(f"query leaf ids must be in [0, {self.hierarchy.n_leaves})")
         if self._segment is None:
-            keys, ids, scored = np.full((len(queries), k), np.inf), np.full((len(queries), k), MISSING_ID), 0
+            (keys, ids), scored = no_candidates(len(queries), k), 0
         else:
             keys, ids, scored = hierarchical_topk(self._segment, self._backend, self.hierarchy, self._weight,
                                                   queries, query_leaves, k)

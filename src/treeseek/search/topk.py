@@ -35,3 +35,15 @@ def smallest_k(keys: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, n
         keys = np.concatenate([keys, np.full((n_rows, k - n_cols), np.inf)], axis=1)
         ids = np.concatenate([ids, np.full((n_rows, k - n_cols), MISSING_ID)], axis=1)
     return keys, ids
+
+
+def no_candidates(n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k of nothing: +inf keys and ``MISSING_ID``, to merge real candidates into."""
+    return np.full((n_rows, k), np.inf), np.full((n_rows, k), MISSING_ID, dtype=np.int64)
+
+
+def merge_smallest_k(best_keys: np.ndarray, best_ids: np.ndarray, keys: np.ndarray, ids: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest of a running top-k and new candidates (``ids`` one per column or per cell)."""
+    ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), keys.shape)
+    return smallest_k(np.hstack([best_keys, keys]), np.hstack([best_ids, ids]), k)
