@@ -8,8 +8,6 @@ loadable model. Nothing is pickled.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +18,7 @@ from .errors import TreeseekError
 from .features import check_features
 from .hierarchy import Hierarchy
 from .hierarchy.builders import make_builder
-from .persistence import atomic_write_bytes, atomic_write_json, file_digest, load_npz, read_json
+from .persistence import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
 from .search import HierarchicalIndex
 from .statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
 
@@ -121,12 +119,7 @@ class TreeseekModel:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {**self.pca_.to_arrays(), **self.gaussians_.to_arrays()}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        payload = buffer.getvalue()
-        arrays_name = f"arrays-{hashlib.sha256(payload).hexdigest()[:16]}.npz"
-        atomic_write_bytes(directory / arrays_name, payload)
+        arrays_name = save_named_arrays(directory, {**self.pca_.to_arrays(), **self.gaussians_.to_arrays()})
         atomic_write_json(directory / "model.json", {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
@@ -137,9 +130,7 @@ class TreeseekModel:
             "arrays": arrays_name,
             "fit_info": self.fit_info_,
         })
-        for stale in directory.glob("arrays-*.npz"):
-            if stale.name != arrays_name:
-                stale.unlink(missing_ok=True)
+        drop_other_arrays(directory, arrays_name)
 
     @classmethod
     def load(cls, directory: str | Path) -> "TreeseekModel":
@@ -155,11 +146,7 @@ class TreeseekModel:
             )
         try:
             model = cls(**meta["params"])
-            arrays_path = directory / meta["arrays"]
-            digest = file_digest(arrays_path) if arrays_path.is_file() else None
-            if digest is not None and not meta["arrays"].endswith(f"{digest}.npz"):
-                raise TreeseekError(f"{arrays_path} is corrupt (checksum mismatch)")
-            arrays = load_npz(arrays_path, "model arrays")
+            arrays = load_named_arrays(directory, meta["arrays"], "model arrays")
             model.pca_ = VariancePCA.from_arrays(arrays, model.variance, model.max_components)
             model.gaussians_ = ClassGaussians.from_arrays(arrays, model.covariance)
             model.hierarchy_ = Hierarchy.from_dict(meta["hierarchy"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -69,6 +70,34 @@ def file_digest(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def save_named_arrays(directory: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> str:
+    """Write ``arrays`` as ``arrays-<checksum>.npz`` in ``directory``; returns the file name.
+
+    Naming by content lets a JSON record point at the file and be replaced
+    atomically afterwards, and lets ``load_named_arrays`` detect corruption.
+    """
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    name = f"arrays-{hashlib.sha256(buffer.getvalue()).hexdigest()[:16]}.npz"
+    atomic_write_bytes(Path(directory) / name, buffer.getvalue())
+    return name
+
+
+def drop_other_arrays(directory: str | os.PathLike, keep: str) -> None:
+    """Delete the array files of earlier saves once the record no longer names them."""
+    for stale in Path(directory).glob("arrays-*.npz"):
+        if stale.name != keep:
+            stale.unlink(missing_ok=True)
+
+
+def load_named_arrays(directory: str | os.PathLike, name: str, what: str) -> dict[str, np.ndarray]:
+    """The arrays of ``save_named_arrays``, after checking the content against the name."""
+    path = Path(directory) / name
+    if path.is_file() and not name.endswith(f"{file_digest(path)}.npz"):
+        raise TreeseekError(f"{path} is corrupt (checksum mismatch)")
+    return load_npz(path, what)
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:

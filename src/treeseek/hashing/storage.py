@@ -1,15 +1,13 @@
 """A trained hasher as a directory: ``hasher.json`` (kind, parameters, class names, tree) + plain arrays."""
 from __future__ import annotations
 
-import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
-from ..persistence import atomic_write_bytes, atomic_write_json, file_digest, load_npz, read_json
+from ..persistence import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
 from .baselines import ITQHasher, SignPCAHasher
 from .hpdh import HPDHHasher
 
@@ -27,18 +25,13 @@ def save_hasher(hasher, directory: str | Path, class_names: list[str], tree: Hie
                   "std": np.array(hasher.std_), **{f"centres_{i}": c for i, c in enumerate(hasher.centres_)}}
     else:
         arrays = {"mean": hasher.mean_, "components": hasher.components_, "rotation": hasher.rotation_}
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    name = f"arrays-{hashlib.sha256(buffer.getvalue()).hexdigest()[:16]}.npz"
-    atomic_write_bytes(directory / name, buffer.getvalue())
+    name = save_named_arrays(directory, arrays)
     params = {key: getattr(hasher, key) for key in PARAMS[kind]}
     params = {key: list(value) if isinstance(value, tuple) else value for key, value in params.items()}
     atomic_write_json(directory / "hasher.json", {
         "format": HASHER_FORMAT, "version": HASHER_VERSION, "kind": kind, "params": params, "arrays": name,
         "class_names": list(class_names), "hierarchy": tree.to_dict() if tree is not None else None, "info": info})
-    for stale in directory.glob("arrays-*.npz"):
-        if stale.name != name:
-            stale.unlink(missing_ok=True)
+    drop_other_arrays(directory, name)
 
 
 def load_hasher(directory: str | Path):
@@ -50,10 +43,7 @@ def load_hasher(directory: str | Path):
     if meta.get("version") != HASHER_VERSION:
         raise TreeseekError(f"{directory} has hasher format {meta.get('version')}; this treeseek reads {HASHER_VERSION}")
     try:
-        path = directory / meta["arrays"]
-        if path.is_file() and not meta["arrays"].endswith(f"{file_digest(path)}.npz"):
-            raise TreeseekError(f"{path} is corrupt (checksum mismatch)")
-        arrays = load_npz(path, "hasher arrays")
+        arrays = load_named_arrays(directory, meta["arrays"], "hasher arrays")
         hasher = KINDS[meta["kind"]](**meta["params"])
         hasher.mean_ = arrays["mean"]
         if meta["kind"] == "hpdh":
