@@ -15,6 +15,7 @@ from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
 from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
+from .hierarchy.builders import parse_threshold
 from .index import TreeIndex, is_index
 from .model import TreeseekModel
 from .persistence import atomic_write_json
@@ -36,13 +37,6 @@ def _parse_ks(text: str) -> list[int]:
     return ks
 
 
-def _parse_threshold(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 @app.command()
 def fit(
     train: Path = typer.Argument(..., help="Training features (.npz with features, labels[, class_names])."),
@@ -57,7 +51,7 @@ def fit(
 ) -> None:
     """Fit PCA, class Gaussians and a hierarchy on training features."""
     data = load_features(train)
-    model = TreeseekModel(variance, max_dim, covariance, hierarchy, _parse_threshold(threshold), alpha)
+    model = TreeseekModel(variance, max_dim, covariance, hierarchy, parse_threshold(threshold), alpha)
     model.fit(data.features, data.labels, data.class_names)
     model.save(out)
     info = model.fit_info_

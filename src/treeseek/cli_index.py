@@ -9,6 +9,7 @@ import typer
 
 from .errors import TreeseekError
 from .features import align_labels, load_features
+from .hierarchy.builders import parse_threshold
 from .index import DTYPES, TreeIndex
 from .model import TreeseekModel
 from .search import BACKENDS
@@ -93,10 +94,7 @@ def refit(
     index = TreeIndex.open(directory)
     params = {name: value for name, value in (("threshold", threshold), ("alpha", alpha)) if value is not None}
     if "threshold" in params:
-        try:
-            params["threshold"] = float(params["threshold"])
-        except ValueError:
-            pass
+        params["threshold"] = parse_threshold(params["threshold"])
     index.refit(progress, **params)
     index.save(directory, progress)
     typer.echo(f"refitted: tree shape {index.model.fit_info_['tree_shape']}; {len(index)} items")

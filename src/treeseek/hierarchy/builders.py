@@ -18,6 +18,14 @@ from .taxonomy_io import load_taxonomy
 from .tree import Hierarchy
 
 
+def parse_threshold(text: str) -> float | str:
+    """A threshold typed by a person: a number, or a spec (``auto``, ``qX``) left for ``resolve_threshold``."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def resolve_threshold(bc: np.ndarray, spec: float | str) -> float:
     """Turn a threshold spec into a value on the scale of this BC matrix.
 
