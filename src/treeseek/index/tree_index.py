@@ -64,8 +64,7 @@ class TreeIndex:
         self.attachments_: dict = {}     # name -> array saved beside the index (e.g. thumbnails' pixels)
         self._home: Path | None = None   # directory whose files the saved segments are
         self._model_name: str | None = None
-        self._saved_removed: tuple | None = None
-        self._attachment_files: dict = {}
+        self._written: dict = {}         # stem -> (file, array, manifest entry) of array files already in _home
         self._pending: list[dict] = []   # added since the last flush, not yet sorted into a segment
 
     # ---------------------------------------------------------------- updates
@@ -256,8 +255,7 @@ class TreeIndex:
             same_home = self._home is not None and self._home.resolve() == directory.resolve()
             if not same_home:
                 self._model_name = None
-                self._saved_removed = None
-                self._attachment_files = {}
+                self._written = {}
             if self._model_name is None:
                 name = f"model-{new_token()}"
                 self.model.save(directory / name)
@@ -268,16 +266,9 @@ class TreeIndex:
                     stored.write(directory / "segments", new_token())
                 entries.append({"name": stored.name, "n": len(stored),
                                 "leaf_start": stored.segment.leaf_start.tolist(), "files": stored.files})
-            removed = self._write_once(directory, "removed", self.removed_, "_saved_removed")
-            attachments = {}
-            for key, array in self.attachments_.items():
-                known = self._attachment_files.get(key)
-                if known is None or known[1] is not array:
-                    name = f"attachment-{key}-{new_token()}.npy"
-                    known = (name, array, {**save_array(directory / name, array), "dtype": str(array.dtype),
-                                           "shape": list(array.shape)})
-                    self._attachment_files[key] = known
-                attachments[key] = {"file": known[0], **known[2]}
+            removed = self._array_file(directory, "removed", self.removed_) if len(self.removed_) else None
+            attachments = {key: self._array_file(directory, f"attachment-{key}", array)
+                           for key, array in self.attachments_.items()}
             manifest = {
                 "format": INDEX_FORMAT, "version": INDEX_VERSION, "treeseek_version": __version__,
                 "dim": self.model.input_dim_, "dtype": self.dtype, "backend": self.backend,
@@ -292,14 +283,15 @@ class TreeIndex:
                 keep.add(removed["file"])
             sweep(directory, keep)
 
-    def _write_once(self, directory: Path, stem: str, array: np.ndarray, memo: str):
-        if not len(array):
-            return None
-        known = getattr(self, memo)
-        if known is None or not np.array_equal(known[1], array):
+    def _array_file(self, directory: Path, stem: str, array: np.ndarray) -> dict:
+        """The manifest entry of an array's file, written anew only when the array changed since the last save."""
+        known = self._written.get(stem)
+        unchanged = known is not None and (known[1] is array or (known[1].shape == array.shape and
+                                                                  np.array_equal(known[1], array)))
+        if not unchanged:
             name = f"{stem}-{new_token()}.npy"
-            known = (name, array.copy(), save_array(directory / name, array))
-            setattr(self, memo, known)
+            info = {**save_array(directory / name, array), "dtype": str(array.dtype), "shape": list(array.shape)}
+            known = self._written[stem] = (name, array, info)
         return {"file": known[0], **known[2]}
 
     @classmethod
@@ -320,14 +312,12 @@ class TreeIndex:
             index.extra_ = dict(meta.get("extra") or {})
             if meta.get("removed"):
                 removed = load_checked_array(directory / meta["removed"]["file"], meta["removed"])
-                index._saved_removed = (meta["removed"]["file"], removed.copy(), meta["removed"])
-                index.removed_ = np.zeros(0, dtype=np.int64)
+                index._written["removed"] = (meta["removed"]["file"], removed, meta["removed"])
                 index.remove(removed)
             for key, entry in (meta.get("attachments") or {}).items():
                 array = map_array(directory / entry["file"], entry, tuple(entry["shape"]), entry["dtype"])
                 index.attachments_[key] = array
-                index._attachment_files[key] = (entry["file"], array,
-                                                {name: entry[name] for name in ("bytes", "sha256", "dtype", "shape")})
+                index._written[f"attachment-{key}"] = (entry["file"], array, entry)
         except (KeyError, TypeError) as exc:
             raise TreeseekError(f"{directory}/manifest.json is incomplete: missing {exc}") from None
         index._home, index._model_name = directory, meta["model"]
