@@ -32,10 +32,7 @@ def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int,
         order = np.argsort(distances(rows), axis=1, kind="stable")
         ranked = db_labels[order]
         relevant = ranked == labels[:, None]
-        hits = np.cumsum(relevant, axis=1)
-        n_relevant = relevant.sum(axis=1)
-        precision_at_hits = np.where(relevant, hits / np.arange(1, relevant.shape[1] + 1), 0.0).sum(axis=1)
-        ap.append(np.where(n_relevant > 0, precision_at_hits / np.maximum(n_relevant, 1), np.nan))
+        ap.append(M.average_precision(relevant, relevant.sum(axis=1)))
         ahp.append(M.average_hierarchical_precision(similarity[labels[:, None], ranked[:, :k_hp]],
                                                     ideal_sim[labels], k_hp))
         gain = gains[labels[:, None], ranked[:, :k_ndcg]]
