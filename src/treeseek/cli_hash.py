@@ -66,7 +66,7 @@ def encode(
     """Packed binary codes of a feature file."""
     hasher, _, _, _ = load_hasher(hasher_dir)
     data = load_features(features, require_labels=False)
-    arrays = {"codes": hasher.encode(_checked(hasher, data)), "ids": data.row_ids(), "bits": np.array(hasher.bits)}
+    arrays = {"codes": _encode(hasher, data), "ids": data.row_ids(), "bits": np.array(hasher.bits)}
     if data.labels is not None:
         arrays["labels"] = data.labels
     atomic_save_npz(out, arrays)
@@ -85,8 +85,8 @@ def search(
     hasher, names, _, _ = load_hasher(hasher_dir)
     db, queries = load_features(database, require_labels=False), load_features(query, require_labels=False)
     index = HammingIndex(hasher.bits)
-    index.add(hasher.encode(_checked(hasher, db)))
-    distances, rows = index.search(hasher.encode(_checked(hasher, queries)), min(k, len(db)))
+    index.add(_encode(hasher, db))
+    distances, rows = index.search(_encode(hasher, queries), min(k, len(db)))
     db_labels = align_labels(db, names) if db.labels is not None else None
     report = []
     for q, query_id in enumerate(queries.row_ids()):
@@ -115,15 +115,16 @@ def evaluate(
     if tree is None:
         raise TreeseekError("this hasher has no hierarchy; give --taxonomy")
     q, db = load_features(queries), load_features(database)
-    metrics = evaluate_codes(hasher.encode(_checked(hasher, q)), hasher.encode(_checked(hasher, db)),
+    metrics = evaluate_codes(_encode(hasher, q), _encode(hasher, db),
                              align_labels(q, names), align_labels(db, names), tree)
     typer.echo(json.dumps(metrics, indent=2))
     if json_out is not None:
         atomic_write_json(json_out, metrics)
 
 
-def _checked(hasher, data) -> np.ndarray:
+def _encode(hasher, data) -> np.ndarray:
+    """Packed codes of a feature set, after checking it has the dimension the hasher was trained on."""
     if data.dim != hasher.mean_.shape[0]:
         raise TreeseekError(f"{data.source}: features have {data.dim} dimensions, the hasher expects "
                             f"{hasher.mean_.shape[0]}")
-    return data.features
+    return hasher.encode(data.features)
