@@ -50,7 +50,33 @@ def test_index_lifecycle_from_the_command_line(workspace):
     assert cli("index", "verify", ix).returncode == 0
 
 
+def test_binary_codes_in_an_index_from_the_command_line(workspace):
+    ix, hasher = workspace / "ix-codes", workspace / "hasher"
+    cli("index", "create", workspace / "db.npz", "--model", workspace / "model", "--out", ix, "--no-progress")
+    assert cli("hash", "train", workspace / "db.npz", "--method", "itq", "--bits", "16", "--out", hasher,
+               "--no-progress").returncode == 0
+    attached = cli("index", "codes", ix, hasher)
+    assert attached.returncode == 0 and "200 codes of 16 bits" in attached.stdout, attached.stderr
+    assert "binary codes: 16 bits" in cli("index", "info", ix).stdout
+    for extra, method in (((), "hamming (flat)"), (("--rerank", "30"), "hamming (flat), top 30 re-ranked by combined")):
+        found = cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--hamming", *extra,
+                    "--json", workspace / "h.json")
+        assert found.returncode == 0, found.stderr
+        report = json.loads((workspace / "h.json").read_text())
+        assert report["method"] == method
+        first = report["queries"][0]["results"][0]
+        assert first["path"] == "db0" and first["distance"] == pytest.approx(0.0, abs=1e-6)
+    assert cli("index", "add", ix, workspace / "more.npz").returncode == 0  # new items get codes too
+    cli("search", ix, "--query", workspace / "q.npz", "-k", "1", "--hamming", "--rerank", "50",
+        "--json", workspace / "h.json")
+    assert json.loads((workspace / "h.json").read_text())["queries"][-1]["results"][0]["path"].startswith("more")
+    assert cli("index", "verify", ix).returncode == 0
+
+
 @pytest.mark.parametrize("args, message", [
+    (("search", "{ix}", "--query", "{tmp}/q.npz", "--hamming"), "stores no binary codes"),
+    (("search", "{ix}", "--query", "{tmp}/q.npz", "--rerank", "5"), "add --hamming"),
+    (("index", "codes", "{ix}"), "give a hasher directory, or --drop"),
     (("index", "remove", "{ix}", "99999"), "item 99999 is not in the index"),
     (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--backend", "annoy"), "unknown backend"),
     (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--param", "m"), "NAME=INTEGER"),

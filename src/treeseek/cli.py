@@ -10,7 +10,7 @@ import typer
 
 from .cli_hash import hash_app
 from .cli_images import run, search_images, train
-from .cli_index import index_app
+from .cli_index import index_app, ranking_name, search_index
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
@@ -119,25 +119,34 @@ def search(
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
+    hamming: bool = typer.Option(False, help="Rank by Hamming distance between the index's binary codes."),
+    rerank: int = typer.Option(0, help="With --hamming: re-rank this many nearest codes by --method's distance."),
+    hamming_index: str = typer.Option("flat", help="With --hamming: flat (exact) or hnsw (sub-linear)."),
 ) -> None:
     """Top-k for every query, with the parts of its distance and the LCA it shares with the query.
 
     treeseek search INDEX image.jpg [...]            (images, against an index from 'treeseek run')
     treeseek search INDEX --query Q.npz              (feature files, against any index)
     treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files, no index)
+
+    With --hamming an index that stores binary codes ('treeseek index codes') is searched by Hamming
+    distance, and --rerank R re-ranks the R nearest codes with the hierarchy-aware distance.
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
     if is_index(target):
         if method == "euclidean":
             raise TreeseekError("index search ranks with combined, flat, hierarchy or cosine")
+        codes = (hamming, rerank, hamming_index)
         if query is None:
-            search_images(target, list(inputs or []), k, alpha, method, json_out, grid)
+            search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes)
         elif inputs:
             raise TreeseekError("give query images or --query Q.npz, not both")
         else:
-            _search_index_features(target, query, k, alpha, method, json_out)
+            _search_index_features(target, query, k, alpha, method, json_out, codes)
         return
+    if hamming or rerank:
+        raise TreeseekError("--hamming and --rerank search an index that stores binary codes")
     if not inputs or len(inputs) != 1 or query is None:
         raise TreeseekError("with a model directory, give DB.npz and --query Q.npz")
     _search_features(target, inputs[0], query, k, alpha, method, use_database_labels, json_out)
@@ -165,14 +174,14 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
     _report(model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
 
 
-def _search_index_features(directory, query, k, alpha, method, json_out) -> None:
+def _search_index_features(directory, query, k, alpha, method, json_out, codes) -> None:
     index = TreeIndex.open(directory)
     queries = load_features(query, require_labels=False)
     query_x = index.model.check_dim(queries.features, queries.source)
     query_leaves = index.model.assign(query_x)
-    distances, ids = index.search(query_x, k, method, alpha, query_leaves)
+    distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
     described = describe_index_results(index, query_x, query_leaves, distances, ids)
-    _report(index.model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
+    _report(index.model, queries.row_ids(), query_leaves, described, ranking_name(method, *codes), alpha, json_out)
 
 
 def _report(model, query_ids, query_leaves, described, method, alpha, json_out) -> None:

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_index import ranking_name, search_index
 from .errors import TreeseekError
 from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
@@ -44,7 +45,7 @@ def run(
 
 
 def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[float], method: str,
-                  json_out: Optional[Path], grid_out: Optional[Path]) -> None:
+                  json_out: Optional[Path], grid_out: Optional[Path], codes=(False, 0, "flat")) -> None:
     """Top-k of an image index for each query image; prints parts of the distance and writes a grid."""
     from .image_index import ImageIndex
 
@@ -60,7 +61,7 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
     queries = index.embed(pictures)
     model = index.model
     query_leaves = model.assign(queries)
-    distances, ids = index.index.search(queries, k, method, alpha, query_leaves)
+    distances, ids = search_index(index.index, queries, query_leaves, k, method, alpha, *codes)
     names = model.class_names_
     described = describe_index_results(index.index, queries, query_leaves, distances, ids)
     report = []
@@ -76,7 +77,7 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
         image_grid(pictures[q], f"query\n{names[query_leaves[q]]}?", thumbs, target)
         typer.echo(f"  grid: {target}")
     if json_out is not None:
-        atomic_write_json(json_out, {"method": method, "queries": report})
+        atomic_write_json(json_out, {"method": ranking_name(method, *codes), "queries": report})
 
 
 def train(

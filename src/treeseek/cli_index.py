@@ -122,6 +122,40 @@ def set_backend(
     typer.echo(f"backend {backend} {index.backend['params']}")
 
 
+@index_app.command("codes")
+def attach_codes(
+    directory: Path = typer.Argument(..., help="Index directory."),
+    hasher: Optional[Path] = typer.Argument(None, help="Hasher directory from 'treeseek hash train'."),
+    drop: bool = typer.Option(False, "--drop", help="Remove the stored codes instead."),
+) -> None:
+    """Store every item's packed binary code from a hasher, for 'treeseek search --hamming'."""
+    from .hashing.storage import load_hasher
+
+    if (hasher is None) != drop:
+        raise TreeseekError("give a hasher directory, or --drop")
+    index = TreeIndex.open(directory)
+    index.set_hasher(None if drop else load_hasher(hasher)[0], progress=True)
+    index.save(directory, progress=True)
+    typer.echo(f"{directory}: codes dropped" if drop else f"{directory}: {len(index)} codes of {index.hasher.bits} bits")
+
+
+def search_index(index: TreeIndex, queries, query_leaves, k: int, method: str, alpha, hamming: bool, rerank: int,
+                 hamming_index: str):
+    """The index's own search, or its Hamming search (re-ranking ``rerank`` candidates with ``method``)."""
+    if hamming:
+        return index.search_codes(queries, k, rerank, method, alpha, hamming_index)
+    if rerank:
+        raise TreeseekError("--rerank re-ranks Hamming candidates; add --hamming")
+    return index.search(queries, k, method, alpha, query_leaves)
+
+
+def ranking_name(method: str, hamming: bool, rerank: int, hamming_index: str) -> str:
+    """What the distances of ``search_index`` are, for reports."""
+    if not hamming:
+        return method
+    return f"hamming ({hamming_index})" + (f", top {rerank} re-ranked by {method}" if rerank else "")
+
+
 @index_app.command("info")
 def info(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
     """Items, segments, removed items, vector type, backend and tree of an index."""
@@ -131,6 +165,7 @@ def info(directory: Path = typer.Argument(..., help="Index directory.")) -> None
                f"{len(index.removed_)} removed awaiting compaction")
     typer.echo(f"vectors: {index.model.input_dim_}-d {index.dtype}; backend {index.backend['name']} "
                f"{index.backend['params']}")
+    typer.echo(f"binary codes: {index.hasher.bits} bits" if index.hasher is not None else "binary codes: none")
     typer.echo(f"tree: {tree.n_leaves} leaves, height {tree.max_height}, shape {tree.shape()}")
 
 

@@ -150,7 +150,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-OWN_PATTERNS = ("model-*", "removed-*", "attachment-*", ".tmp-*", "segments/*", "segments/.tmp-*",
+OWN_PATTERNS = ("model-*", "hasher-*", "removed-*", "attachment-*", ".tmp-*", "segments/*", "segments/.tmp-*",
                 "model", "vectors.npy", "items.npz", "pixels.npy")  # the last four: format 1, replaced in place
 
 

@@ -12,6 +12,7 @@ from ..search import Segment, make_backend
 from .storage import SMALL_ARRAYS, load_checked_array, map_array, read_checked, write_directory
 
 ANN_FILE = "ann.faiss"
+CODES_FILE = "codes.npy"
 
 
 @dataclass
@@ -21,19 +22,21 @@ class StoredSegment:
     norms: np.ndarray           # length of the original feature vector: vectors * norms restores it
     sources: list[str] | None   # path or key per row; None until first asked for (they are read lazily)
     backend: object
+    codes: np.ndarray | None = None  # packed binary codes per row, when the index has a hasher
     name: str | None = None     # directory name under segments/, None until saved
     files: dict = field(default_factory=dict)
     _source_blob: bytes | None = None
     _source_offsets: np.ndarray | None = None
     _by_id: np.ndarray | None = field(default=None, repr=False)
+    hamming_: tuple | None = field(default=None, repr=False)  # (state, binary index, ids) of code_search
 
     @classmethod
     def create(cls, tree: Hierarchy, unit: np.ndarray, norms: np.ndarray, leaves, ids, labels, sources: list[str],
-               backend_spec: dict, progress: bool = False) -> "StoredSegment":
+               backend_spec: dict, progress: bool = False, codes: np.ndarray | None = None) -> "StoredSegment":
         """A segment of unit vectors (already in the storage dtype) and the lengths they had."""
         segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
         stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
-                     [sources[i] for i in order], None)
+                     [sources[i] for i in order], None, None if codes is None else np.asarray(codes)[order])
         stored.backend = make_backend(backend_spec["name"], **backend_spec["params"]).build(segment, progress)
         return stored
 
@@ -41,10 +44,13 @@ class StoredSegment:
         """Every per-item array of the items not removed, in row order."""
         keep = slice(None) if self.segment.alive is None else self.segment.alive
         sources = self.all_sources()
-        return {"unit": np.asarray(self.segment.vectors)[keep], "norms": self.norms[keep],
+        part = {"unit": np.asarray(self.segment.vectors)[keep], "norms": self.norms[keep],
                 "ids": self.segment.ids[keep], "labels": self.labels[keep], "leaves": self.segment.leaves[keep],
                 "sources": sources if self.segment.alive is None else
                 [src for src, kept in zip(sources, self.segment.alive) if kept]}
+        if self.codes is not None:
+            part["codes"] = np.asarray(self.codes)[keep]
+        return part
 
     def __len__(self) -> int:
         return len(self.segment)
@@ -82,13 +88,14 @@ class StoredSegment:
             "vectors.npy": self.segment.vectors, "ids.npy": self.segment.ids,
             "leaves.npy": self.segment.leaves.astype(np.int32), "labels.npy": self.labels,
             "norms.npy": self.norms, "source_offsets.npy": offsets, "sources.bin": b"".join(encoded),
-            ANN_FILE: ann,
+            ANN_FILE: ann, CODES_FILE: self.codes,
         })
         self.name = name
         return {"name": name, "n": len(self), "leaf_start": self.segment.leaf_start.tolist(), "files": self.files}
 
     @classmethod
-    def read(cls, segments_dir: Path, entry: dict, tree: Hierarchy, dim: int, dtype, backend_spec) -> "StoredSegment":
+    def read(cls, segments_dir: Path, entry: dict, tree: Hierarchy, dim: int, dtype, backend_spec,
+             code_bytes: int = 0) -> "StoredSegment":
         try:
             name, n, files = entry["name"], int(entry["n"]), entry["files"]
             folder = segments_dir / name
@@ -102,7 +109,12 @@ class StoredSegment:
                 len(arrays["source_offsets"]) != n + 1 or len(leaf_start) != tree.n_leaves + 1 or leaf_start[-1] != n:
             raise TreeseekError(f"index segment {name} is inconsistent with the manifest")
         segment = Segment(tree, vectors, arrays["ids"].astype(np.int64), arrays["leaves"].astype(np.int64), leaf_start)
-        stored = cls(segment, arrays["labels"], arrays["norms"], None, None, name, files, blob,
+        codes = None
+        if code_bytes:
+            if CODES_FILE not in files:
+                raise TreeseekError(f"index segment {name} has no binary codes, but the index has a hasher")
+            codes = map_array(folder / CODES_FILE, files[CODES_FILE], (n, code_bytes), np.uint8)
+        stored = cls(segment, arrays["labels"], arrays["norms"], None, None, codes, name, files, blob,
                      arrays["source_offsets"])
         backend = make_backend(backend_spec["name"], **backend_spec["params"])
         if ANN_FILE in files:

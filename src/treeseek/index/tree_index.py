@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import TreeseekError
+from ..hashing.storage import load_hasher, save_hasher
 from ..hierarchy import Hierarchy
 from ..model import TreeseekModel
 from ..persistence import atomic_write_json
@@ -24,6 +25,7 @@ from ..search import hierarchical_topk, make_backend
 from ..search.distances import hierarchy_weight, method_hierarchy, normalize_rows
 from ..search.hierarchical_index import SEARCH_METHODS
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
+from .code_search import hamming_topk, rerank_candidates
 from .storage import (
     INDEX_FORMAT,
     INDEX_VERSION,
@@ -62,8 +64,10 @@ class TreeIndex:
         self.next_id_ = 0
         self.extra_: dict = {}           # JSON metadata that callers keep with the index (e.g. the backbone)
         self.attachments_: dict = {}     # name -> array saved beside the index (e.g. thumbnails' pixels)
+        self.hasher = None               # binary hasher whose packed codes are stored per item (set_hasher)
         self._home: Path | None = None   # directory whose files the saved segments are
         self._model_name: str | None = None
+        self._hasher_name: str | None = None
         self._written: dict = {}         # stem -> (file, array, manifest entry) of array files already in _home
         self._pending: list[dict] = []   # added since the last flush, not yet sorted into a segment
 
@@ -89,6 +93,8 @@ class TreeIndex:
             part["leaves"][first : first + len(chunk)] = self.model.assign(chunk)
             part["norms"][first : first + len(chunk)] = np.linalg.norm(chunk, axis=1)
             part["unit"][first : first + len(chunk)] = normalize_rows(chunk)
+        if self.hasher is not None:
+            part["codes"] = _codes(self.hasher, part)
         self._pending.append(part)
         self.next_id_ += n
         return part["ids"]
@@ -107,11 +113,12 @@ class TreeIndex:
         self._pending = []
 
     def _segment_from(self, parts: list[dict], model: TreeseekModel, progress: bool) -> StoredSegment:
-        joined = {key: np.concatenate([part[key] for part in parts]) for key in ("unit", "norms", "leaves", "ids",
-                                                                                "labels")}
+        keys = ("unit", "norms", "leaves", "ids", "labels") + (("codes",) if self.hasher is not None else ())
+        joined = {key: np.concatenate([part[key] for part in parts]) for key in keys}
         sources = [source for part in parts for source in part["sources"]]
         return StoredSegment.create(model.hierarchy_, joined["unit"], joined["norms"], joined["leaves"],
-                                    joined["ids"], joined["labels"], sources, self.backend, progress)
+                                    joined["ids"], joined["labels"], sources, self.backend, progress,
+                                    joined.get("codes"))
 
     def remove(self, ids) -> None:
         """Remove items by id; an id that is not in the index is an error and nothing is removed."""
@@ -161,6 +168,19 @@ class TreeIndex:
         make_backend(backend, **backend_params)
         self.backend = {"name": backend, "params": dict(backend_params)}
         self._rebuild(self.model, progress)
+
+    def set_hasher(self, hasher, progress: bool = False) -> None:
+        """Store every item's packed binary code from ``hasher`` (None drops them); rewrites the segments."""
+        if hasher is not None and getattr(hasher, "mean_", np.zeros(0)).shape != (self.model.input_dim_,):
+            raise TreeseekError(f"the hasher must be fitted on {self.model.input_dim_}-d features like the index")
+        self._flush()
+        parts = [segment.live() for segment in self.segments_]
+        for part in parts:
+            part.pop("codes", None)
+            if hasher is not None:
+                part["codes"] = _codes(hasher, part)
+        self.hasher, self._hasher_name = hasher, None
+        self._replace_all(parts, self.model, progress)
 
     def _rebuild(self, model: TreeseekModel, progress: bool) -> None:
         self._flush()
@@ -216,6 +236,29 @@ class TreeIndex:
             best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
         return best_keys, np.where(best_ids == MISSING_ID, -1, best_ids)
 
+    def search_codes(self, queries: np.ndarray, k: int = 10, rerank: int = 0, method: str = "combined",
+                     alpha: float | None = None, kind: str = "flat") -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by Hamming distance between binary codes (``kind`` flat: exact, hnsw: sub-linear).
+
+        With ``rerank`` = R > 0 the R nearest codes are re-ranked by ``method``'s distance (the combined
+        D_cos + alpha * LCA term by default) on the stored vectors, and those distances are returned.
+        """
+        if self.hasher is None:
+            raise TreeseekError("this index stores no binary codes; attach a hasher first")
+        if k < 1 or rerank < 0:
+            raise TreeseekError(f"k must be at least 1 and rerank at least 0, got k={k}, rerank={rerank}")
+        if method not in SEARCH_METHODS or method == "euclidean":
+            raise TreeseekError(f"rerank method must be one of cosine, flat, hierarchy, combined; got {method!r}")
+        self._flush()
+        queries = self.model.check_dim(queries, "queries")
+        keys, ids = hamming_topk(self.segments_, self.hasher.encode(queries), max(k, rerank), self.hasher.bits, kind)
+        if rerank:
+            tree = self._method_tree(method)
+            alpha = self.model.alpha if alpha is None else float(alpha)
+            keys, ids = rerank_candidates(self.segments_, ids, normalize_rows(queries), self.model.assign(queries),
+                                          tree, hierarchy_weight(method, alpha, tree), k)
+        return keys[:, :k], np.where(ids[:, :k] == MISSING_ID, -1, ids[:, :k])
+
     def _method_tree(self, method: str) -> Hierarchy:
         cache = self.__dict__.setdefault("_trees", {})
         key = (method, id(self.model))
@@ -254,12 +297,15 @@ class TreeIndex:
         with exclusive_lock(directory):
             same_home = self._home is not None and self._home.resolve() == directory.resolve()
             if not same_home:
-                self._model_name = None
+                self._model_name = self._hasher_name = None
                 self._written = {}
             if self._model_name is None:
                 name = f"model-{new_token()}"
                 self.model.save(directory / name)
                 self._model_name = name
+            if self.hasher is not None and self._hasher_name is None:
+                self._hasher_name = f"hasher-{new_token()}"
+                save_hasher(self.hasher, directory / self._hasher_name, self.model.class_names_, None, {})
             entries = []
             for stored in tqdm(self.segments_, desc="writing segments", disable=not progress):
                 if stored.name is None or not same_home:
@@ -272,12 +318,13 @@ class TreeIndex:
             manifest = {
                 "format": INDEX_FORMAT, "version": INDEX_VERSION, "treeseek_version": __version__,
                 "dim": self.model.input_dim_, "dtype": self.dtype, "backend": self.backend,
-                "model": self._model_name, "next_id": int(self.next_id_), "n_items": len(self),
+                "model": self._model_name, "hasher": self._hasher_name if self.hasher is not None else None,
+                "next_id": int(self.next_id_), "n_items": len(self),
                 "segments": entries, "removed": removed, "attachments": attachments, "extra": self.extra_,
             }
             atomic_write_json(directory / "manifest.json", manifest)
             self._home = directory
-            keep = {self._model_name, *(f"segments/{e['name']}" for e in entries),
+            keep = {self._model_name, self._hasher_name, *(f"segments/{e['name']}" for e in entries),
                     *(a["file"] for a in attachments.values())}
             if removed:
                 keep.add(removed["file"])
@@ -305,8 +352,11 @@ class TreeIndex:
                 raise TreeseekError(f"{directory}: the model expects {model.input_dim_} dimensions, the index "
                                     f"holds {meta['dim']}")
             index = cls(model, meta["dtype"], meta["backend"]["name"], **meta["backend"]["params"])
+            if meta.get("hasher"):
+                index.hasher, index._hasher_name = load_hasher(directory / meta["hasher"])[0], meta["hasher"]
+            code_bytes = index.hasher.bits // 8 if index.hasher is not None else 0
             index.segments_ = [StoredSegment.read(directory / "segments", entry, model.hierarchy_, meta["dim"],
-                                                  np.dtype(meta["dtype"]), index.backend)
+                                                  np.dtype(meta["dtype"]), index.backend, code_bytes)
                                for entry in meta["segments"]]
             index.next_id_ = int(meta["next_id"])
             index.extra_ = dict(meta.get("extra") or {})
@@ -333,6 +383,11 @@ class TreeIndex:
                 check_size(path, expected)
                 if file_sha256(path) != expected["sha256"]:
                     raise TreeseekError(f"index file {path} is corrupt (checksum mismatch)")
+
+
+def _codes(hasher, part: dict) -> np.ndarray:
+    return np.concatenate([hasher.encode(_restored(part, rows)) for rows in _chunks(len(part["ids"]))]
+                          or [np.zeros((0, hasher.bits // 8), np.uint8)])
 
 
 def _chunks(n: int):
