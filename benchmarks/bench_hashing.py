@@ -7,7 +7,9 @@ Protocol of HPDH: queries are the test split, the database is the train split; c
 the train split's frozen backbone features (the same features as bench_images.py, from its cache).
 Methods: HPDH with the WordNet taxonomy's levels, HPDH with the levels of the visual hierarchy that
 treeseek learns (cut by height), the single-level version (DCWH), ITQ and sign-of-PCA, and the float
-features ranked by cosine distance. Metrics use the WordNet taxonomy.
+features ranked by cosine distance. Metrics use the WordNet taxonomy; the rows that the visual
+hierarchy's levels are compared on (float, HPDH with visual levels, DCWH) are also scored on that tree
+("visual" columns), since codes trained for one tree are meant to preserve that tree.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 
 from bench_images import DATASETS, SHARED, dataset_features
 
-from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hierarchy_level_labels
+from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes, evaluate_distances
 from treeseek.hierarchy import load_taxonomy
 from treeseek.model import TreeseekModel
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--bits", default=",".join(map(str, BITS)))
+    parser.add_argument("--levels", default="taxonomy,visual", help="hierarchies whose levels HPDH trains on")
     args = parser.parse_args()
     images, features, _, _, _ = dataset_features(args.dataset)
     names = images.class_names
@@ -42,30 +45,47 @@ def main() -> None:
     levels = {"taxonomy": hierarchy_level_labels(taxonomy, y), "visual": hierarchy_level_labels(visual, y)}
     print(f"levels: taxonomy {[int(l.max()) + 1 for l in levels['taxonomy']]}, "
           f"visual {[int(l.max()) + 1 for l in levels['visual']]}", flush=True)
+    def on_visual_tree(row: dict, distances) -> None:
+        scores = evaluate_distances(distances, len(Q), yq, y, visual)
+        row.update({"visual mahp@250": scores["mahp@250"], "visual ndcg@1-100": scores["ndcg@1-100"]})
+
+    float_distances = lambda r: cosine_distances(Q[r], X)  # noqa: E731
     rows = [{"method": "float features (cosine)", "bits": None, "train_seconds": 0.0,
-             **evaluate_distances(lambda r: cosine_distances(Q[r], X), len(Q), yq, y, taxonomy)}]
+             **evaluate_distances(float_distances, len(Q), yq, y, taxonomy)}]
+    on_visual_tree(rows[-1], float_distances)
     print(json.dumps(rows[-1]), flush=True)
+    chosen = args.levels.split(",")
     for bits in map(int, args.bits.split(",")):
         hashers = {
-            "HPDH (WordNet levels)": (HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"]),
-            "HPDH (visual hierarchy levels)": (HPDHHasher(bits, epochs=args.epochs), levels["visual"]),
-            "single level (DCWH)": (HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"][:1]),
-            "ITQ": (ITQHasher(bits), None),
-            "sign of PCA": (SignPCAHasher(bits), None),
+            "HPDH (WordNet levels)": (HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"], False),
+            "HPDH (visual hierarchy levels)": (HPDHHasher(bits, epochs=args.epochs), levels["visual"], True),
+            "single level (DCWH)": (HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"][:1], "visual" in chosen),
+            "ITQ": (ITQHasher(bits), None, False),
+            "sign of PCA": (SignPCAHasher(bits), None, False),
         }
-        for name, (hasher, hasher_levels) in hashers.items():
+        if "taxonomy" not in chosen:
+            del hashers["HPDH (WordNet levels)"]
+        if "visual" not in chosen:
+            del hashers["HPDH (visual hierarchy levels)"]
+        for name, (hasher, hasher_levels, visual_too) in hashers.items():
             start = time.perf_counter()
             hasher.fit(X, hasher_levels)
             seconds = time.perf_counter() - start
+            query_codes, db_codes = hasher.encode(Q), hasher.encode(X)
             rows.append({"method": name, "bits": bits, "train_seconds": round(seconds, 1),
-                         **evaluate_codes(hasher.encode(Q), hasher.encode(X), yq, y, taxonomy)})
+                         **evaluate_codes(query_codes, db_codes, yq, y, taxonomy)})
+            if visual_too:
+                on_visual_tree(rows[-1], lambda r: hamming_distances(query_codes[r], db_codes))
             print(json.dumps(rows[-1]), flush=True)
     report = {"dataset": args.dataset, "train": int(train.sum()), "test": int(test.sum()), "epochs": args.epochs,
               "levels": {key: [int(l.max()) + 1 for l in value] for key, value in levels.items()}, "rows": rows}
-    print("| method | bits | mAP | mAHP@250 | nDCG@1-100 | train s |\n|---|---|---|---|---|---|")
+    print("| method | bits | mAP | mAHP@250 | nDCG@1-100 | mAHP@250 visual | nDCG visual | train s |\n"
+          "|---|---|---|---|---|---|---|---|")
     for row in rows:
+        visual_cells = " | ".join(f"{row[key]:.3f}" if key in row else "" for key in ("visual mahp@250",
+                                                                                   "visual ndcg@1-100"))
         print(f"| {row['method']} | {row['bits'] or 'float'} | {row['map']:.3f} | {row['mahp@250']:.3f} | "
-              f"{row['ndcg@1-100']:.3f} | {row['train_seconds']} |")
+              f"{row['ndcg@1-100']:.3f} | {visual_cells} | {row['train_seconds']} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

@@ -14,7 +14,7 @@ from .features import align_labels, load_features
 from .hashing import HammingIndex, hierarchy_level_labels
 from .hashing.evaluation import evaluate_codes
 from .hashing.storage import KINDS, load_hasher, save_hasher
-from .hierarchy import load_taxonomy
+from .hierarchy import Hierarchy, load_taxonomy
 from .persistence import atomic_save_npz, atomic_write_json
 from .results import plain_value
 
@@ -23,38 +23,71 @@ hash_app = typer.Typer(no_args_is_help=True, help="Binary codes: HPDH, DCWH, ITQ
 
 @hash_app.command("train")
 def train(
-    features: Path = typer.Argument(..., help="Training features (.npz with labels and class_names)."),
+    source: Path = typer.Argument(..., help="Training features (.npz with labels and class_names), or an image "
+                                  "folder with --end-to-end."),
     out: Path = typer.Option(..., "--out", help="Hasher directory to write."),
     method: str = typer.Option("hpdh", help="hpdh, dcwh (HPDH on the finest level only), itq or pca."),
     bits: int = typer.Option(64, help="Code length, a multiple of 8."),
     hierarchy: str = typer.Option("visual", help="Levels for hpdh: 'visual' (learned) or a taxonomy file."),
     epochs: int = typer.Option(150, help="Training epochs (hpdh, dcwh)."),
     lr: float = typer.Option(1e-3, help="SGD learning rate (hpdh, dcwh)."),
+    batch_size: int = typer.Option(64, help="Training batch size (hpdh, dcwh)."),
     seed: int = typer.Option(0, help="Random seed: training is deterministic under it."),
+    end_to_end: bool = typer.Option(False, help="Fine-tune the backbone with the hash layer on the image folder "
+                                    "SOURCE (hpdh, dcwh; a GPU is advisable)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="With --end-to-end: the backbone to fine-tune."),
+    weights: Optional[str] = typer.Option(None, help="With --end-to-end: the backbone's weights file."),
+    backbone_out: Optional[Path] = typer.Option(None, help="With --end-to-end: where the fine-tuned backbone goes "
+                                                "(use it as --backbone to extract features for the hasher)."),
+    device: str = typer.Option("auto", help="With --end-to-end: auto (a GPU when present), cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train a hasher on frozen features."""
+    """Train a hasher on frozen features, or end to end with its backbone."""
     if method not in ("hpdh", "dcwh", "itq", "pca"):
         raise TreeseekError(f"method must be hpdh, dcwh, itq or pca, got {method!r}")
-    data = load_features(features)
-    names = data.class_names or [str(i) for i in range(int(data.labels.max()) + 1)]
-    tree = None
+    if end_to_end and (method not in ("hpdh", "dcwh") or backbone_out is None):
+        raise TreeseekError("--end-to-end trains hpdh or dcwh and needs --backbone-out")
+    images = None
+    if end_to_end:
+        from .backbones import load_backbone
+        from .extraction import extract_features
+        from .pipeline import load_images
+
+        images = load_images(source, "folder").split("train")
+        names = list(images.class_names)
+        features, keep, _ = extract_features(load_backbone(backbone, weights), images, progress=progress) \
+            if hierarchy == "visual" else (None, None, None)
+        labels = images.labels[keep] if keep is not None else images.labels
+    else:
+        data = load_features(source)
+        names = data.class_names or [str(i) for i in range(int(data.labels.max()) + 1)]
+        features, labels = data.features, data.labels
+    tree = levels = None
     if method in ("hpdh", "dcwh"):
         from .model import TreeseekModel
 
-        tree = TreeseekModel().fit(data.features, data.labels, names).hierarchy_ if hierarchy == "visual" \
+        tree = TreeseekModel().fit(features, labels, names).hierarchy_ if hierarchy == "visual" \
             else load_taxonomy(hierarchy, names)
-        levels = hierarchy_level_labels(tree, data.labels)
-        hasher = KINDS["hpdh"](bits, epochs=epochs, lr=lr, seed=seed)
+        levels = hierarchy_level_labels(tree, labels)
         levels = levels[:1] if method == "dcwh" else levels
+        hasher = KINDS["hpdh"](bits, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     else:
-        hasher, levels = (KINDS[method](bits, seed=seed) if method == "itq" else KINDS[method](bits)), None
+        hasher = KINDS[method](bits, seed=seed) if method == "itq" else KINDS[method](bits)
     start = time.perf_counter()
-    hasher.fit(data.features, levels, progress=progress)
+    if end_to_end:
+        from .hashing.end_to_end import train_end_to_end
+
+        levels_tree = Hierarchy.flat(tree.n_leaves, tree.names[: tree.n_leaves]) if method == "dcwh" else tree
+        train_end_to_end(hasher, images, levels_tree, backbone, weights, backbone_out, device, progress)
+    else:
+        hasher.fit(features, levels, progress=progress)
     seconds = time.perf_counter() - start
-    save_hasher(hasher, out, names, tree, {"method": method, "train_seconds": seconds,
-                                           "levels": [int(level.max()) + 1 for level in levels or []]})
-    typer.echo(f"{out}: {method}, {bits} bits, trained in {seconds:.1f} s")
+    info = {"method": method, "train_seconds": seconds, "levels": [int(level.max()) + 1 for level in levels or []]}
+    if end_to_end:
+        info["backbone"] = str(backbone_out)
+    save_hasher(hasher, out, names, tree, info)
+    typer.echo(f"{out}: {method}, {bits} bits, trained in {seconds:.1f} s"
+               + (f"; encode features of --backbone {backbone_out}" if end_to_end else ""))
 
 
 @hash_app.command("encode")

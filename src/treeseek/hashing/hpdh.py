@@ -39,6 +39,16 @@ class HPDHHasher:
         self.momentum, self.weight_decay, self.milestones = momentum, weight_decay, milestones
         self.batch_size, self.seed = batch_size, seed
 
+    def level_scales(self, n_levels: int) -> list[float]:
+        scales = list(self.scales) if self.scales is not None else [1.0 / (l + 1) for l in range(n_levels)]
+        if len(scales) != n_levels:
+            raise TreeseekError(f"got {len(scales)} scales for {n_levels} levels")
+        return scales
+
+    def check_params(self) -> None:
+        if self.bits % 8 or self.bits <= 0:
+            raise TreeseekError(f"bits must be a positive multiple of 8, got {self.bits}")
+
     def fit(self, X: np.ndarray, levels: Sequence[np.ndarray], progress: bool = False) -> "HPDHHasher":
         import torch
 
@@ -46,58 +56,48 @@ class HPDHHasher:
         levels = [np.asarray(level, dtype=np.int64) for level in levels]
         if not levels or any(level.shape != (len(X),) for level in levels):
             raise TreeseekError("levels must be one label array per level, each with one label per row")
-        if self.bits % 8 or self.bits <= 0:
-            raise TreeseekError(f"bits must be a positive multiple of 8, got {self.bits}")
-        scales = list(self.scales) if self.scales is not None else [1.0 / (l + 1) for l in range(len(levels))]
-        if len(scales) != len(levels):
-            raise TreeseekError(f"got {len(scales)} scales for {len(levels)} levels")
+        self.check_params()
+        scales = self.level_scales(len(levels))
         self.mean_, self.std_ = X.mean(axis=0), float(X.std()) or 1.0
         torch.manual_seed(self.seed)
         layer = torch.nn.Linear(X.shape[1], self.bits)
         inputs = torch.from_numpy((X - self.mean_) / self.std_)
         targets = [torch.from_numpy(level) for level in levels]
-        parents = [_parent_map(levels[l], levels[l + 1]) for l in range(len(levels) - 1)]
-        optimizer = torch.optim.SGD(layer.parameters(), lr=self.lr, momentum=self.momentum,
-                                    weight_decay=self.weight_decay)
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), gamma=0.1)
+        parents = parent_maps(levels)
+        optimizer, schedule = self.optimizer(layer.parameters())
         generator = np.random.default_rng(self.seed)
-        centres = self._centres(layer, inputs, levels, parents)
+
+        def outputs():
+            with torch.no_grad():
+                return layer(inputs).numpy()
+
+        centres = level_centres(outputs(), levels, parents)
         self.history_ = []
         for _ in tqdm(range(self.epochs), desc="HPDH epochs", disable=not progress):
             total = 0.0
             for batch in np.array_split(generator.permutation(len(X)), max(1, len(X) // self.batch_size)):
-                u = layer(inputs[batch])
-                loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * _squared_distances(u, c), y[batch])
-                           for s, c, y in zip(scales, centres, targets))
-                loss = loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) \
-                    / (len(batch) * self.bits)
+                loss = hpdh_loss(layer(inputs[batch]), centres, [y[batch] for y in targets], scales)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
             schedule.step()
-            centres = self._centres(layer, inputs, levels, parents)
+            centres = level_centres(outputs(), levels, parents)
             self.history_.append(total / len(X))
-        self.weight_ = layer.weight.detach().numpy().astype(np.float64)
-        self.bias_ = layer.bias.detach().numpy().astype(np.float64)
-        self.centres_ = [c.numpy() for c in centres]
+        self.keep_layer(layer, centres)
         return self
 
-    @staticmethod
-    def _centres(layer, inputs, levels, parents):
+    def optimizer(self, parameters):
+        """The authors' SGD and step schedule (call ``step`` on the schedule once per epoch)."""
         import torch
 
-        with torch.no_grad():
-            u = layer(inputs).numpy()
-        fine = np.zeros((levels[0].max() + 1, u.shape[1]))
-        np.add.at(fine, levels[0], u)
-        fine /= np.maximum(np.bincount(levels[0], minlength=len(fine)), 1)[:, None]
-        centres = [fine]
-        for parent in parents:
-            coarse = np.zeros((parent.max() + 1, u.shape[1]))
-            np.add.at(coarse, parent, centres[-1])
-            centres.append(coarse / np.bincount(parent, minlength=len(coarse))[:, None])
-        return [torch.from_numpy(c.astype(np.float32)) for c in centres]
+        optimizer = torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), gamma=0.1)
+
+    def keep_layer(self, layer, centres) -> None:
+        self.weight_ = layer.weight.detach().cpu().numpy().astype(np.float64)
+        self.bias_ = layer.bias.detach().cpu().numpy().astype(np.float64)
+        self.centres_ = [c.cpu().numpy() for c in centres]
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = (np.asarray(X, dtype=np.float64) - self.mean_) / self.std_
@@ -107,13 +107,42 @@ class HPDHHasher:
         return pack_codes(self.transform(X))
 
 
+def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float]):
+    """Sum over levels of softmax cross-entropy on -s_l/2 * squared distances to the level's centres,
+    plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch."""
+    import torch
+
+    loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * _squared_distances(u, c), y)
+               for s, c, y in zip(scales, centres, targets))
+    bits = u.shape[1]
+    return loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) / (len(u) * bits)
+
+
+def level_centres(u: np.ndarray, levels: Sequence[np.ndarray], parents: Sequence[np.ndarray]) -> list:
+    """Fine centres = mean output of each class; each coarser centre = mean of its children's centres."""
+    import torch
+
+    fine = np.zeros((levels[0].max() + 1, u.shape[1]))
+    np.add.at(fine, levels[0], u)
+    fine /= np.maximum(np.bincount(levels[0], minlength=len(fine)), 1)[:, None]
+    centres = [fine]
+    for parent in parents:
+        coarse = np.zeros((parent.max() + 1, u.shape[1]))
+        np.add.at(coarse, parent, centres[-1])
+        centres.append(coarse / np.bincount(parent, minlength=len(coarse))[:, None])
+    return [torch.from_numpy(c.astype(np.float32)) for c in centres]
+
+
+def parent_maps(levels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """For each level but the last, the group one level up of each of its groups (levels are nested)."""
+    maps = []
+    for fine, coarse in zip(levels[:-1], levels[1:]):
+        parent = np.zeros(fine.max() + 1, dtype=np.int64)
+        parent[fine] = coarse
+        maps.append(parent)
+    return maps
+
+
 def _squared_distances(u, centres):
     """||u_i - c_k||^2 without a square root, whose gradient at 0 would be NaN."""
     return (u * u).sum(1, keepdim=True) - 2 * u @ centres.T + (centres * centres).sum(1)
-
-
-def _parent_map(fine: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """For each group of a level, its group one level up (levels are nested)."""
-    parent = np.zeros(fine.max() + 1, dtype=np.int64)
-    parent[fine] = coarse
-    return parent

@@ -42,7 +42,7 @@ def save_checkpoint(directory: Path, network: torch.nn.Module, optimizer: torch.
     for group in optimizer.param_groups:
         for parameter in group["params"]:
             momentum = optimizer.state.get(parameter, {}).get("momentum_buffer")
-            if momentum is not None:
+            if momentum is not None and id(parameter) in names:  # e.g. a hash layer, which is stored elsewhere
                 buffers[names[id(parameter)]] = momentum.detach().cpu().contiguous()
     atomic_write_bytes(directory / "optimizer.safetensors", save(buffers))
     atomic_write_json(directory / "checkpoint.json", {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,

@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..backbones import load_backbone
+from ..backbones.registry import Backbone
 from ..errors import TreeseekError
 from ..images.datasets import ImageSet, stratified_split
 from ..images.decoding import UnreadableImage
@@ -22,7 +23,8 @@ def _augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return image.rotate(float(rng.uniform(-30, 30)), resample=Image.BILINEAR)
 
 
-def _batch(images: ImageSet, rows, backbone, rng=None):
+def image_batch(images: ImageSet, rows, backbone, rng=None):
+    """(inputs, class labels) of the readable images among ``rows``; augmented when ``rng`` is given."""
     arrays, labels = [], []
     for i in rows:
         try:
@@ -34,6 +36,19 @@ def _batch(images: ImageSet, rows, backbone, rng=None):
     if not arrays:
         return None, None
     return torch.from_numpy(np.stack(arrays)), torch.as_tensor(labels, dtype=torch.long)
+
+
+def pretrained_network(base: Backbone, num_classes: int) -> torch.nn.Module:
+    """The backbone's architecture and weights with a new, untrained ``num_classes`` head."""
+    network = build_network(base.name, num_classes)
+    network.load_state_dict({k: v for k, v in base.network.state_dict().items()
+                             if not k.startswith(("_fc.", "linear."))}, strict=False)
+    return network
+
+
+def preprocessing_record(base: Backbone) -> dict:
+    return {"input_size": base.input_size, "resize_size": base.resize_size, "mean": list(base.mean),
+            "std": list(base.std), "feature_dim": base.feature_dim}
 
 
 def train_classifier(
@@ -57,8 +72,8 @@ def train_classifier(
     fit_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     base = load_backbone(backbone_name, weights)
     names = list(train_set.class_names)
-    network = build_network(backbone_name, len(names))
     resumed = (out / "checkpoint.json").is_file()
+    network = build_network(backbone_name, len(names)) if resumed else pretrained_network(base, len(names))
     if resumed:
         record = read_record(out)
         if record["class_names"] != names or record["architecture"] != backbone_name:
@@ -66,8 +81,6 @@ def train_classifier(
         load_weights(out, network)
         history, start_epoch = record["history"], record["epoch"]
     else:
-        state = {k: v for k, v in base.network.state_dict().items() if not k.startswith(("_fc.", "linear."))}
-        network.load_state_dict(state, strict=False)
         history, start_epoch = [], 0
     network.to(device)
     head = network._fc if hasattr(network, "_fc") else network.linear
@@ -87,7 +100,7 @@ def train_classifier(
         losses = []
         for start in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                           disable=not progress):
-            x, y = _batch(train_set, order[start : start + batch_size], base, rng)
+            x, y = image_batch(train_set, order[start : start + batch_size], base, rng)
             if x is None:
                 continue
             optimizer.zero_grad()
@@ -104,8 +117,7 @@ def train_classifier(
             "architecture": backbone_name, "class_names": names, "epoch": epoch + 1, "history": history,
             "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs, "freeze_backbone": freeze_backbone,
                                 "momentum": 0.9, "weight_decay": 5e-4, "seed": seed},
-            "preprocessing": {"input_size": base.input_size, "resize_size": base.resize_size, "mean": list(base.mean),
-                              "std": list(base.std), "feature_dim": base.feature_dim},
+            "preprocessing": preprocessing_record(base),
         })
         network.to(device)
     return history
@@ -116,7 +128,7 @@ def _accuracy(network, images, rows, backbone, batch_size, device) -> float:
     correct = total = 0
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
-            x, y = _batch(images, rows[start : start + batch_size], backbone)
+            x, y = image_batch(images, rows[start : start + batch_size], backbone)
             if x is None:
                 continue
             correct += int((network(x.to(device)).argmax(1).cpu() == y).sum())

@@ -1,0 +1,72 @@
+"""End-to-end HPDH on real CIFAR-10 images with the shared ResNet-20, on the CPU."""
+import numpy as np
+import pytest
+
+from treeseek.backbones import load_backbone
+from treeseek.extraction import extract_features
+from treeseek.hashing import HPDHHasher
+from treeseek.hashing.end_to_end import train_end_to_end
+from treeseek.hierarchy import load_taxonomy
+from treeseek.images.datasets import image_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cifar_test_subset):
+    from conftest import SHARED
+
+    if not (SHARED / "models" / "cifar10-resnet20.safetensors").is_file():
+        pytest.skip("../shared/models is not present")
+    images = image_folder(cifar_test_subset)
+    tree = load_taxonomy(SHARED / "hierarchies" / "cifar10.paths.tsv", images.class_names)
+    weights = SHARED / "models" / "cifar10-resnet20.safetensors"
+    runs = []
+    for run in range(2):
+        out = tmp_path_factory.mktemp(f"e2e{run}")
+        hasher = HPDHHasher(16, epochs=3, lr=0.01, batch_size=32, seed=3)
+        runs.append((train_end_to_end(hasher, images, tree, "resnet20", str(weights), out, "cpu", False), out))
+    return images, weights, runs
+
+
+def test_the_saved_backbone_and_hasher_reproduce_the_trained_codes(trained):
+    images, _, [(hasher, out), _] = trained
+    features, keep, _ = extract_features(load_backbone(str(out)), images, progress=False)
+    u = hasher.transform(features)
+    labels = images.labels[keep]
+    class_means = np.stack([u[labels == c].mean(axis=0) for c in range(len(images.class_names))])
+    # The trainer's last fine centres are the class means of its eval-mode outputs: the same network + layer.
+    assert np.allclose(class_means, hasher.centres_[0], atol=1e-4)
+
+
+def test_end_to_end_training_changes_the_backbone_and_lowers_the_loss(trained):
+    images, weights, [(hasher, out), _] = trained
+    before, _, _ = extract_features(load_backbone("resnet20", str(weights)), images, progress=False)
+    after, _, _ = extract_features(load_backbone(str(out)), images, progress=False)
+    assert not np.allclose(before, after, atol=1e-3)
+    assert hasher.history_[-1] < hasher.history_[0]
+
+
+def test_end_to_end_training_is_deterministic_under_a_seed(trained):
+    _, _, [(first, _), (second, _)] = trained
+    assert np.array_equal(first.weight_, second.weight_) and first.history_ == second.history_
+
+
+def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import SHARED
+
+    _, weights, _ = trained
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "treeseek.cli", "hash", "train", cifar_test_subset, *args],
+                              capture_output=True, text=True)
+
+    result = cli("--end-to-end", "--backbone", "resnet20", "--weights", weights, "--backbone-out", tmp_path / "bb",
+                 "--hierarchy", SHARED / "hierarchies" / "cifar10.paths.tsv", "--epochs", "1", "--bits", "16",
+                 "--device", "cpu", "--out", tmp_path / "hasher", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "bb" / "weights.safetensors").is_file() and (tmp_path / "hasher" / "hasher.json").is_file()
+    refused = cli("--end-to-end", "--method", "itq", "--backbone-out", tmp_path / "x", "--out", tmp_path / "y")
+    assert refused.returncode == 2 and "--end-to-end trains hpdh or dcwh" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
