@@ -54,7 +54,7 @@ def forward_throughput(backbone, batch_size: int, repeats: int = 3, trials: int 
     return best
 
 
-def dataset_features(dataset: str, batch_size: int = 64):
+def dataset_features(dataset: str, batch_size: int = 64, device: str = "cpu"):
     """Unpack a ../shared archive into bench-output/ once, then features through the extraction cache."""
     spec = DATASETS[dataset]
     work = ROOT / "bench-output" / dataset
@@ -65,7 +65,7 @@ def dataset_features(dataset: str, batch_size: int = 64):
             tar.extractall(work, filter="data")
     images = load_images(folder)
     backbone = load_backbone(spec["backbone"], spec["weights"])
-    features, kept, stats = extract_features(backbone, images, batch_size, work / "cache")
+    features, kept, stats = extract_features(backbone, images, batch_size, work / "cache", device=device)
     return images.subset(kept), features, kept, stats, backbone
 
 

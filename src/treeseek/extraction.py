@@ -37,6 +37,7 @@ def extract_features(
     batch_size: int = 64,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(features N' x D float32, mask of the N items kept, stats); unreadable images are dropped with a warning."""
     prints = [fingerprint(item) for item in images.items]
@@ -51,7 +52,7 @@ def extract_features(
     todo = [i for i, p in enumerate(prints) if p not in cached]
     computed, bad = {}, []
     started = time.perf_counter()
-    network = backbone.network.eval()
+    network = backbone.network.eval().to(device)
     with tqdm(total=len(todo), desc=f"features ({backbone.name})", unit="img", disable=not progress or not todo,
               leave=False) as bar:
         for start in range(0, len(todo), batch_size):
@@ -64,7 +65,7 @@ def extract_features(
                     bad.append(i)
             if batch:
                 with torch.inference_mode():
-                    output = network.features(torch.from_numpy(np.stack(batch))).float().numpy()
+                    output = network.features(torch.from_numpy(np.stack(batch)).to(device)).float().cpu().numpy()
                 for i, row in zip(rows, output):
                     computed[prints[i]] = row
             bar.update(len(todo[start : start + batch_size]))

@@ -18,16 +18,18 @@ from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from ..images.datasets import ImageSet
 from ..training.checkpoint import save_checkpoint
-from ..training.classifier import image_batch, preprocessing_record, pretrained_network
+from ..training.classifier import preprocessing_record, pretrained_network
+from ..training.image_loader import default_workers, image_batches
 from .hpdh import HPDHHasher, hierarchy_level_labels, hpdh_loss, level_centres, parent_maps
 
 
 def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, backbone_name: str,
-                     weights: str | None, out: str | Path, device: str = "auto",
-                     progress: bool = True) -> HPDHHasher:
+                     weights: str | None, out: str | Path, device: str = "auto", progress: bool = True,
+                     workers: int | None = None) -> HPDHHasher:
     """Fit ``hasher`` and fine-tune the backbone on the train split of ``images``; the backbone goes to ``out``."""
     hasher.check_params()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    workers = default_workers(device) if workers is None else workers
     train_set = images.split("train") if "train" in set(images.splits.tolist()) else images
     if tree.n_leaves != len(train_set.class_names):
         raise TreeseekError(f"the hierarchy has {tree.n_leaves} leaves for {len(train_set.class_names)} classes")
@@ -44,8 +46,7 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
         network.eval()
         rows, labels = [], []
         with torch.no_grad():
-            for first in range(0, len(train_set), hasher.batch_size):
-                x, y = image_batch(train_set, range(first, min(first + hasher.batch_size, len(train_set))), base)
+            for x, y in image_batches(train_set, base, range(len(train_set)), 4 * hasher.batch_size, workers):
                 if x is not None:
                     features = network.features(x.to(device))
                     rows.append((layer((features - mean) / hasher.std_) if scaled else features).cpu().numpy())
@@ -67,11 +68,11 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
     hasher.history_ = []
     for epoch in range(hasher.epochs):
         network.train()
-        rng = np.random.default_rng(hasher.seed + epoch)
-        order, total, seen = rng.permutation(len(train_set)), 0.0, 0
-        for first in tqdm(range(0, len(order), hasher.batch_size), desc=f"epoch {epoch + 1}/{hasher.epochs}",
-                          leave=False, disable=not progress):
-            x, y = image_batch(train_set, order[first : first + hasher.batch_size], base, rng)
+        order = np.random.default_rng((hasher.seed, epoch)).permutation(len(train_set))
+        total, seen = 0.0, 0
+        batches = image_batches(train_set, base, order, hasher.batch_size, workers, hasher.seed, epoch,
+                                device != "cpu")
+        for x, y in tqdm(batches, desc=f"epoch {epoch + 1}/{hasher.epochs}", leave=False, disable=not progress):
             if x is None:
                 continue
             u = layer((network.features(x.to(device)) - mean) / hasher.std_)

@@ -6,36 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..backbones import load_backbone
 from ..backbones.registry import Backbone
 from ..errors import TreeseekError
 from ..images.datasets import ImageSet, stratified_split
-from ..images.decoding import UnreadableImage
 from .checkpoint import build_network, load_optimizer_state, load_weights, read_record, save_checkpoint
-
-
-def _augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    if rng.random() < 0.5:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return image.rotate(float(rng.uniform(-30, 30)), resample=Image.BILINEAR)
-
-
-def image_batch(images: ImageSet, rows, backbone, rng=None):
-    """(inputs, class labels) of the readable images among ``rows``; augmented when ``rng`` is given."""
-    arrays, labels = [], []
-    for i in rows:
-        try:
-            picture = images.image(int(i))
-        except UnreadableImage:
-            continue
-        arrays.append(backbone.preprocess(_augment(picture, rng) if rng is not None else picture))
-        labels.append(images.labels[i])
-    if not arrays:
-        return None, None
-    return torch.from_numpy(np.stack(arrays)), torch.as_tensor(labels, dtype=torch.long)
+from .image_loader import default_workers, image_batches
 
 
 def pretrained_network(base: Backbone, num_classes: int) -> torch.nn.Module:
@@ -67,6 +45,7 @@ def train_classifier(
     """Train (or resume) into ``out``; returns the per-epoch history with validation accuracy."""
     out = Path(out)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    workers = default_workers(device)
     train_set = images.split("train") if "train" in set(images.splits.tolist()) else images
     is_val = stratified_split(train_set.labels, 0.2, seed)
     fit_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -98,9 +77,8 @@ def train_classifier(
             head.train()
         order = rng.permutation(fit_rows)
         losses = []
-        for start in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                          disable=not progress):
-            x, y = image_batch(train_set, order[start : start + batch_size], base, rng)
+        for x, y in tqdm(image_batches(train_set, base, order, batch_size, workers, seed, epoch, device != "cpu"),
+                         desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
             if x is None:
                 continue
             optimizer.zero_grad()
@@ -108,7 +86,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        accuracy = _accuracy(network, train_set, val_rows, base, batch_size, device)
+        accuracy = _accuracy(network, train_set, val_rows, base, batch_size, device, workers)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                         "val_accuracy": accuracy})
         print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['train_loss']:.4f}, "
@@ -123,12 +101,11 @@ def train_classifier(
     return history
 
 
-def _accuracy(network, images, rows, backbone, batch_size, device) -> float:
+def _accuracy(network, images, rows, backbone, batch_size, device, workers) -> float:
     network.eval()
     correct = total = 0
     with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            x, y = image_batch(images, rows[start : start + batch_size], backbone)
+        for x, y in image_batches(images, backbone, rows, batch_size, workers):
             if x is None:
                 continue
             correct += int((network(x.to(device)).argmax(1).cpu() == y).sum())
