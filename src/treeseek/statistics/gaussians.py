@@ -103,6 +103,23 @@ class ClassGaussians:
             [np.argmin(self.mahalanobis(X[i : i + batch_size]), axis=1) for i in range(0, len(X), batch_size)]
         )
 
+    def posteriors(self, X: np.ndarray, temperature: float = 1.0, top_m: int | None = None) -> np.ndarray:
+        """p(c | x) proportional to exp(-d_M^2(x, c) / (2 T)): with a tied covariance and T = 1 the LDA posterior.
+
+        As T goes to 0 this becomes the one-hot ``assign``; ``top_m`` keeps each row's m largest, renormalised.
+        """
+        if not temperature > 0:
+            raise TreeseekError(f"temperature must be > 0, got {temperature}")
+        logits = -self.mahalanobis(X) / (2.0 * temperature)
+        logits -= logits.max(axis=1, keepdims=True)
+        if top_m is not None and top_m < logits.shape[1]:
+            if top_m < 1:
+                raise TreeseekError(f"top_m must be at least 1, got {top_m}")
+            cut = np.partition(logits, -top_m, axis=1)[:, -top_m][:, None]
+            logits = np.where(logits >= cut, logits, -np.inf)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)
+
     def to_arrays(self, prefix: str = "gauss_") -> dict[str, np.ndarray]:
         return {f"{prefix}means": self.means_, f"{prefix}counts": self.counts_, f"{prefix}covariances": self.covariances_}
 

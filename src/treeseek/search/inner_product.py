@@ -1,0 +1,60 @@
+"""The combined distance, hard or soft, as one maximum inner-product search.
+
+With L the normalised LCA heights of a tree, S = 1 - L factors as S = G Gᵀ with one column per node:
+G[a, n] = sqrt((h(parent(n)) - h(n)) / H) when n is a or one of its ancestors. (The common ancestors
+of a and b are the ancestors of their LCA, and those weights telescope to 1 - h(LCA)/H.) For class
+posteriors p_q, p_i the soft hierarchical distance, the expected normalised LCA height, is
+    D_H = p_qᵀ L p_i = 1 - (Gᵀp_q)·(Gᵀp_i),
+so, for unit feature vectors x̂,
+    D = D_cos + α D_H = (1 + α) - <[x̂_q, α Gᵀp_q], [x̂_i, Gᵀp_i]>.
+One-hot posteriors give the paper's hard distance. Any inner-product engine answers the top-k.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..hierarchy import Hierarchy
+from .distances import normalize_rows
+
+
+def tree_factor(tree: Hierarchy) -> np.ndarray:
+    """K x n_nodes matrix G with G Gᵀ = 1 - normalised LCA heights."""
+    if tree.max_height == 0:
+        return np.ones((tree.n_leaves, 1))
+    parent_height = np.array([tree.height[p] if p >= 0 else tree.height[n] for n, p in enumerate(tree.parent)])
+    weights = np.sqrt((parent_height - tree.height) / tree.max_height)
+    G = np.zeros((tree.n_leaves, tree.n_nodes))
+    for leaf in range(tree.n_leaves):
+        path = tree.ancestors(leaf)
+        G[leaf, path] = weights[path]
+    return G
+
+
+def soft_hierarchy_distances(query_posteriors: np.ndarray, item_posteriors: np.ndarray, tree: Hierarchy) -> np.ndarray:
+    """Expected normalised LCA height, sum_a sum_b p(a|q) p(b|i) h(LCA(a, b))/H, written out directly."""
+    return np.asarray(query_posteriors) @ tree.normalized_lca @ np.asarray(item_posteriors).T
+
+
+def augment(features: np.ndarray, posteriors: np.ndarray, factor: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """[x̂, alpha Gᵀp]: items use alpha = 1 and queries the ranking's alpha (float32, FAISS's type)."""
+    return np.hstack([normalize_rows(features), alpha * (np.asarray(posteriors) @ factor)]).astype(np.float32)
+
+
+class InnerProductIndex:
+    """Exact top-k of D = (1 + alpha) - <query, item> over augmented vectors, through FAISS's flat IP index."""
+
+    def __init__(self, alpha: float):
+        self.alpha = float(alpha)
+        self.index_ = None
+
+    def add(self, augmented_items: np.ndarray) -> None:
+        import faiss
+
+        items = np.ascontiguousarray(augmented_items, dtype=np.float32)
+        if self.index_ is None:
+            self.index_ = faiss.IndexFlatIP(items.shape[1])
+        self.index_.add(items)
+
+    def search(self, augmented_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        similarity, ids = self.index_.search(np.ascontiguousarray(augmented_queries, dtype=np.float32), k)
+        return (1.0 + self.alpha) - similarity.astype(np.float64), ids

@@ -1,0 +1,68 @@
+"""Soft hierarchical distance and its inner-product form, against the direct formulas."""
+import numpy as np
+import pytest
+
+from treeseek.hierarchy import Hierarchy, load_taxonomy
+from treeseek.model import TreeseekModel
+from treeseek.search import full_sort_search, ranking_keys
+from treeseek.search.distances import cosine_distances
+from treeseek.search.inner_product import InnerProductIndex, augment, soft_hierarchy_distances, tree_factor
+from treeseek.synthetic import planted_hierarchy
+
+
+def random_tree(seed, n=25):
+    rng = np.random.default_rng(seed)
+    levels = [rng.integers(0, 8, size=n)]
+    levels.append(rng.integers(0, 3, size=8)[levels[0]])
+    return Hierarchy.from_groups(levels, [f"c{i}" for i in range(n)])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_tree_factor_reproduces_the_similarity(seed):
+    for tree in (random_tree(seed), Hierarchy.flat(6), Hierarchy.flat(1)):
+        G = tree_factor(tree)
+        assert np.abs(G @ G.T - (1.0 - tree.normalized_lca)).max() <= 1e-9
+
+
+def test_the_tree_factor_of_a_real_taxonomy(shared):
+    tree = load_taxonomy(shared / "hierarchies" / "cub200.parent-child.txt")
+    G = tree_factor(tree)
+    assert np.abs(G @ G.T - (1.0 - tree.normalized_lca)).max() <= 1e-9
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = planted_hierarchy((3, 4), dim=16, samples_per_class=40, scale=3.0, seed=4)
+    model = TreeseekModel(threshold=0.05, covariance="tied").fit(data.features, data.labels, data.class_names)
+    rng = np.random.default_rng(0)
+    queries = data.features[rng.choice(len(data.features), 30, replace=False)] + rng.normal(size=(30, 16))
+    return model, data.features, queries
+
+
+@pytest.mark.parametrize("alpha, temperature, top_m", [(0.5, 1.0, None), (2.0, 0.3, 3), (5.0, 3.0, None)])
+def test_inner_product_search_equals_a_full_sort_of_the_soft_formula(fitted, alpha, temperature, top_m):
+    model, items, queries = fitted
+    tree = model.hierarchy_
+    posterior = lambda X: model.gaussians_.posteriors(model.transform(X), temperature, top_m)  # noqa: E731
+    direct = cosine_distances(queries, items) + alpha * soft_hierarchy_distances(posterior(queries), posterior(items),
+                                                                               tree)
+    expected_d, expected_ids = full_sort_search(direct, 20)
+    G = tree_factor(tree)
+    index = InnerProductIndex(alpha)
+    index.add(augment(items, posterior(items), G))
+    distances, ids = index.search(augment(queries, posterior(queries), G, alpha), 20)
+    assert np.allclose(distances, expected_d, atol=1e-5)
+    assert np.mean(ids == expected_ids) > 0.99  # float32 may swap near-equal neighbours
+    if top_m:
+        assert (np.count_nonzero(posterior(queries), axis=1) <= top_m).all()
+
+
+def test_hard_leaves_are_the_zero_temperature_limit(fitted):
+    model, items, queries = fitted
+    tree, alpha = model.hierarchy_, 2.0
+    cold = model.gaussians_.posteriors(model.transform(queries), 1e-6)
+    assert np.array_equal(np.argmax(cold, axis=1), model.assign(queries)) and np.allclose(cold.max(axis=1), 1.0)
+    hard = ranking_keys("combined", queries, items, model.assign(queries), model.assign(items), tree, alpha)
+    item_cold = model.gaussians_.posteriors(model.transform(items), 1e-6)
+    soft = cosine_distances(queries, items) + alpha * soft_hierarchy_distances(cold, item_cold, tree)
+    assert np.allclose(soft, hard, atol=1e-9)
