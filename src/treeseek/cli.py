@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from .cli_hash import hash_app
-from .cli_images import run, search_images, train
+from .cli_images import experiment, run, search_images, train
 from .cli_index import index_app, ranking_name, search_index
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
@@ -244,6 +244,7 @@ def synthetic(
 
 
 app.command()(run)
+app.command()(experiment)
 app.command()(train)
 app.add_typer(index_app, name="index")
 app.add_typer(hash_app, name="hash")

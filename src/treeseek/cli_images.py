@@ -37,11 +37,41 @@ def run(
     """The main job: features, a model tuned on a validation split, an index, a report and pictures."""
     from .pipeline import run_main_job
 
-    grid = {"max_components": [64], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]} \
-        if quick else None
+    grid = QUICK_GRID if quick else None
     run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class, taxonomy,
                  grid, batch_size, progress)
     typer.echo((out / "report.md").read_text())
+
+
+QUICK_GRID = {"max_components": [64], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]}
+
+
+def experiment(
+    source: Path = typer.Argument(..., help="Image folder (one subfolder per class), or a CIFAR / Fashion-MNIST directory."),
+    out: Path = typer.Option(..., "--out", help="Output directory (report.html, report.json, pictures)."),
+    taxonomy: str = typer.Option(..., help="Taxonomy of the classes: the semantic baselines and mAHP use it."),
+    dataset: str = typer.Option("folder", help="folder, cifar or fashion-mnist."),
+    split_files: Optional[str] = typer.Option(None, help="TRAIN.txt,TEST.txt (as for 'treeseek run')."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name or a 'treeseek train' directory."),
+    weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
+    classes: Optional[int] = typer.Option(None, help="Use only the first N classes (alphabetical)."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most N images per class in each split."),
+    perturbations: str = typer.Option("blur,saturation,occlusion", help="Robustness conditions ('' for none)."),
+    examples: int = typer.Option(4, help="Example queries shown as image grids."),
+    full_ranking: bool = typer.Option(True, help="Also score mAP over the whole ranking (slow on big sets)."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """The paper's study: every baseline, the t/alpha grid search, robustness, and a self-contained HTML report."""
+    from .experiment import run_experiment
+
+    report = run_experiment(source, out, taxonomy, dataset, _split_files(split_files), backbone, weights, classes,
+                            per_class, [p for p in perturbations.split(",") if p], QUICK_GRID if quick else None,
+                            examples, batch_size, full_ranking, progress)
+    for row, values in report["metrics"].items():
+        typer.echo(f"{row:<40} mAP@10 {values['map@10']:.4f}  mAHP@250 {values['mahp@250']:.4f}")
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[float], method: str,

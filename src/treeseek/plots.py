@@ -79,3 +79,21 @@ def image_grid(query, query_caption: str, results, path: str | Path, thumb: int 
         ax.axis("off")
     axes.flat[0].set_title(query_caption, fontsize=9, color="#a00")
     _save(figure, path)
+
+
+def plot_robustness(tables: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str, path: str | Path) -> None:
+    """Grouped bars: ``metric`` of every method (group) under every condition (bar) (the paper's Table 3)."""
+    conditions = list(tables)
+    methods = list(next(iter(tables.values())))
+    width = 0.8 / len(conditions)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
+    for i, condition in enumerate(conditions):
+        values = [tables[condition][m].get(metric, np.nan) for m in methods]
+        axes.bar(np.arange(len(methods)) + i * width, values, width, label=condition)
+    axes.set_xticks(np.arange(len(methods)) + 0.4 - width / 2)
+    axes.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel(metric)
+    axes.set_ylim(0, 1.02)
+    axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    _save(figure, path)
