@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import squareform
 
 from ..errors import TreeseekError
-from ..statistics import ClassGaussians, bhattacharyya_coefficient
+from ..statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
 from .taxonomy_io import load_taxonomy
 from .tree import Hierarchy
 
@@ -143,6 +144,55 @@ class WardHierarchyBuilder:
         return self
 
 
+class LinkageHierarchyBuilder:
+    """Agglomerative linkage (average by default) over Bhattacharyya distances between class Gaussians.
+
+    ``levels=None`` keeps the binary tree; an integer cuts it at that many quantiles of the merge
+    heights, so classes merged at similar overlaps share one level (a full visual tree, #7).
+    """
+
+    def __init__(self, method: str = "average", levels: int | None = None, covariance: str = "tied"):
+        self.method, self.levels, self.covariance = method, levels, covariance
+
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "LinkageHierarchyBuilder":
+        if self.method not in ("average", "complete", "single", "weighted"):
+            raise TreeseekError(f"linkage must be average, complete, single or weighted, got {self.method!r}")
+        if self.levels is not None and self.levels < 1:
+            raise TreeseekError(f"levels must be at least 1, got {self.levels}")
+        y = np.asarray(y)
+        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+        names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+        if n_classes == 1:
+            self.hierarchy_ = Hierarchy([-1], names, 1)
+            self.shape_ = [1]
+            return self
+        distances = bhattacharyya_distance(ClassGaussians(self.covariance).fit(X, y, n_classes))
+        np.fill_diagonal(distances, 0.0)
+        self.merges_ = linkage(squareform(np.maximum(distances, 0.0), checks=False), method=self.method)
+        if self.levels is None:
+            parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
+            for step, (a, b) in enumerate(self.merges_[:, :2].astype(np.int64)):
+                parent[a] = parent[b] = n_classes + step
+            self.hierarchy_ = Hierarchy(parent, names + [f"{self.method}{i}" for i in range(n_classes - 1)],
+                                        n_classes)
+        else:
+            cuts = np.quantile(self.merges_[:, 2], np.arange(1, self.levels + 1) / (self.levels + 1))
+            groups = [fcluster(self.merges_, cut, criterion="distance") - 1 for cut in np.unique(cuts)]
+            self.hierarchy_ = Hierarchy.from_groups([g for g in groups if len(np.unique(g)) < n_classes] or [],
+                                                    names)
+        self.shape_ = self.hierarchy_.shape()
+        return self
+
+
+def lca_agreement(tree: Hierarchy, other: Hierarchy) -> float:
+    """Pearson correlation of normalised LCA heights over all class pairs (a cophenetic correlation)."""
+    upper = np.triu_indices(tree.n_leaves, k=1)
+    a, b = tree.normalized_lca[upper], other.normalized_lca[upper]
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 class TaxonomyHierarchyBuilder:
     """A taxonomy file (JSON, parent-child or paths), aligned to the dataset's classes."""
 
@@ -160,9 +210,16 @@ class TaxonomyHierarchyBuilder:
 
 
 def make_builder(kind: str, threshold: float | str = "auto", covariance: str = "tied"):
-    """``visual``, ``ward``, ``flat`` or a path to a taxonomy file."""
+    """``visual``, ``ward``, ``average`` (or ``complete``/``single``/``weighted``, optionally ``:LEVELS``),
+    or a path to a taxonomy file."""
     if kind == "visual":
         return VisualHierarchyBuilder(threshold=threshold, covariance=covariance)
     if kind == "ward":
         return WardHierarchyBuilder()
+    method, _, levels = kind.partition(":")
+    if method in ("average", "complete", "single", "weighted"):
+        try:
+            return LinkageHierarchyBuilder(method, int(levels) if levels else None, covariance)
+        except ValueError:
+            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE or LINKAGE:LEVELS, e.g. average:4") from None
     return TaxonomyHierarchyBuilder(kind)

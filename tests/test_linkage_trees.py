@@ -1,0 +1,45 @@
+"""Full visual trees: linkage over Bhattacharyya distances, cut by merge-height quantiles or kept binary."""
+import numpy as np
+import pytest
+
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.hierarchy.builders import LinkageHierarchyBuilder, lca_agreement, make_builder
+from treeseek.model import TreeseekModel
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Four classes in two well-separated pairs: {0, 1} near 0 and {2, 3} near 10."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [0.6, 0.0], [10.0, 0.0], [10.0, 1.2]])
+    y = np.repeat(np.arange(4), 60)
+    return centres[y] + 0.3 * rng.normal(size=(240, 2)), y
+
+
+def test_average_linkage_joins_the_close_pairs_first(pairs):
+    X, y = pairs
+    tree = LinkageHierarchyBuilder().fit(X, y, list("abcd")).hierarchy_
+    lca = tree.lca_heights
+    assert lca[0, 1] < lca[0, 2] and lca[2, 3] < lca[1, 3] and lca[0, 2] == tree.max_height
+    assert tree.n_nodes == 7  # binary: 3 inner nodes
+
+
+def test_a_cut_tree_has_one_level_per_quantile_and_agrees_with_the_truth(pairs):
+    X, y = pairs
+    cut = LinkageHierarchyBuilder("average", levels=1).fit(X, y, list("abcd"))
+    assert cut.shape_ == [4, 2, 1]
+    truth = Hierarchy.from_groups([np.array([0, 0, 1, 1])], list("abcd"))
+    assert lca_agreement(cut.hierarchy_, truth) == pytest.approx(1.0)
+    swapped = Hierarchy.from_groups([np.array([0, 1, 0, 1])], list("abcd"))
+    assert lca_agreement(cut.hierarchy_, swapped) < 0
+
+
+def test_linkage_trees_through_the_model_and_bad_specs(pairs):
+    X, y = pairs
+    model = TreeseekModel(hierarchy="complete:2").fit(X, y, list("abcd"))
+    assert model.hierarchy_.n_leaves == 4
+    with pytest.raises(TreeseekError, match="LINKAGE:LEVELS"):
+        make_builder("average:x")
+    with pytest.raises(TreeseekError, match="levels must be"):
+        LinkageHierarchyBuilder(levels=0).fit(X, y)
