@@ -6,8 +6,13 @@ from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.model import TreeseekModel
 from treeseek.search import full_sort_search, ranking_keys
 from treeseek.search.distances import cosine_distances
-from treeseek.search.inner_product import InnerProductIndex, augment, soft_hierarchy_distances, tree_factor
+from treeseek.search.inner_product import InnerProductIndex, augment, tree_factor
 from treeseek.synthetic import planted_hierarchy
+
+
+def soft_hierarchy_distances(query_posteriors, item_posteriors, tree):
+    """The double sum over class pairs, written out."""
+    return np.einsum("qa,ib,ab->qi", query_posteriors, item_posteriors, tree.lca_heights / tree.max_height)
 
 
 def random_tree(seed, n=25):
@@ -66,3 +71,24 @@ def test_hard_leaves_are_the_zero_temperature_limit(fitted):
     item_cold = model.gaussians_.posteriors(model.transform(items), 1e-6)
     soft = cosine_distances(queries, items) + alpha * soft_hierarchy_distances(cold, item_cold, tree)
     assert np.allclose(soft, hard, atol=1e-9)
+
+
+def test_the_soft_method_in_the_harness_tends_to_combined_as_the_temperature_falls(fitted):
+    from treeseek.evaluation import evaluate_retrieval
+    from treeseek.features import FeatureSet
+
+    model, items, _ = fitted
+    data = planted_hierarchy((3, 4), dim=16, samples_per_class=40, scale=3.0, seed=4)
+    queries = FeatureSet(data.features[::3], data.labels[::3])
+    database = FeatureSet(data.features, data.labels)
+    model.temperature = 1e-6
+    cold = evaluate_retrieval(model, queries, database, methods=["soft", "combined"], progress=False)
+    assert cold.metrics["soft"] == pytest.approx(cold.metrics["combined"])
+    model.temperature = 1.0
+    warm = evaluate_retrieval(model, queries, database, methods=["soft"], progress=False)
+    direct = cosine_distances(queries.features, items) + model.alpha * soft_hierarchy_distances(
+        model.posteriors(queries.features), model.posteriors(items), model.hierarchy_)
+    assert np.isfinite(warm.metrics["soft"]["map@10"]) and direct.shape == (len(queries.features), len(items))
+    top1 = np.argmin(direct, axis=1)
+    relevant = data.labels[top1] == queries.labels
+    assert warm.metrics["soft"]["precision@1"] == pytest.approx(relevant.mean())

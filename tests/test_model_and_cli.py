@@ -150,7 +150,7 @@ def test_cli_evaluate_writes_every_metric(workspace):
                      "--plot", workspace / "map.png", "--no-progress")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert set(report) == {"euclidean", "cosine", "hierarchy", "flat", "combined", "_info"}
+    assert set(report) == {"euclidean", "cosine", "hierarchy", "flat", "combined", "soft", "_info"}
     keys = {"map", "map@1", "map@10", "map_paper@10", "precision@10", "mahp@250", "ndcg@10", "severity@10"}
     assert keys <= set(report["combined"])
     assert report["combined"]["map@10"] > report["cosine"]["map@10"]
@@ -171,6 +171,25 @@ def test_cli_search_reports_parts_and_lca(workspace):
         assert entry["distance"] == pytest.approx(entry["cosine"] + 1.0 * entry["hierarchy"])
     distances = [e["distance"] for e in first["results"]]
     assert distances == sorted(distances)
+
+
+def test_cli_soft_search_ranks_by_the_expected_lca_height(workspace):
+    from treeseek.features import load_features
+    from treeseek.model import TreeseekModel
+    from treeseek.search import full_sort_search
+    from treeseek.search.distances import cosine_distances
+
+    out = workspace / "soft.json"
+    result = run_cli("search", workspace / "model", workspace / "train.npz", "--query", workspace / "test.npz",
+                     "-k", "5", "--method", "soft", "--json", out)
+    assert result.returncode == 0, result.stderr
+    model = TreeseekModel.load(workspace / "model")
+    db, queries = load_features(workspace / "train.npz"), load_features(workspace / "test.npz")
+    lca = model.hierarchy_.lca_heights / model.hierarchy_.max_height
+    soft = np.einsum("qa,ib,ab->qi", model.posteriors(queries.features), model.posteriors(db.features), lca)
+    expected, _ = full_sort_search(cosine_distances(queries.features, db.features) + model.alpha * soft, 5)
+    found = json.loads(out.read_text())["queries"]
+    assert np.allclose([[e["distance"] for e in q["results"]] for q in found], expected, atol=1e-5)
 
 
 def write_npz(path, **arrays):

@@ -115,7 +115,8 @@ def search(
     query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz)."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
-    method: str = typer.Option("combined", help="combined, flat, hierarchy, cosine or euclidean."),
+    method: str = typer.Option("combined", help="combined, flat, hierarchy, cosine, euclidean or soft (model "
+                               "directory only: expected LCA height under the class posteriors)."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
@@ -135,7 +136,7 @@ def search(
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
     if is_index(target):
-        if method == "euclidean":
+        if method in ("euclidean", "soft"):
             raise TreeseekError("index search ranks with combined, flat, hierarchy or cosine")
         codes = (hamming, rerank, hamming_index)
         if query is None:
@@ -165,6 +166,15 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
         flat = FlatIndex("euclidean")
         flat.add(db_x)
         distances, rows = flat.search(query_x, min(k, len(db_x)))
+    elif method == "soft":
+        from .search.inner_product import InnerProductIndex, augment, tree_factor
+
+        factor, used_alpha = tree_factor(model.hierarchy_), model.alpha if alpha is None else alpha
+        db_post = np.eye(model.n_classes_)[db_labels] if use_database_labels else model.posteriors(db_x)
+        index = InnerProductIndex(used_alpha)
+        index.add(augment(db_x, db_post, factor))
+        distances, rows = index.search(augment(query_x, model.posteriors(query_x), factor, used_alpha),
+                                       min(k, len(db_x)))
     else:
         index = model.make_index(method, alpha)
         index.add(db_x, db_leaves)

@@ -42,6 +42,8 @@ class TreeseekModel:
         hierarchy: str = "visual",
         threshold: float | str = "auto",
         alpha: float = 1.0,
+        temperature: float = 1.0,
+        top_m: int | None = None,
     ):
         self.variance = variance
         self.max_components = max_components
@@ -49,10 +51,13 @@ class TreeseekModel:
         self.hierarchy = hierarchy
         self.threshold = threshold
         self.alpha = alpha
+        self.temperature = temperature  # of the class posteriors that the ``soft`` method ranks with
+        self.top_m = top_m
 
     def get_params(self) -> dict:
         return {name: getattr(self, name) for name in
-                ("variance", "max_components", "covariance", "hierarchy", "threshold", "alpha")}
+                ("variance", "max_components", "covariance", "hierarchy", "threshold", "alpha",
+                 "temperature", "top_m")}
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "TreeseekModel":
         X = check_features(X, "training features")
@@ -111,6 +116,10 @@ class TreeseekModel:
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4)."""
         return self.gaussians_.assign(self.transform(X))
+
+    def posteriors(self, X: np.ndarray) -> np.ndarray:
+        """Class posteriors p(c | x) from the Gaussians, at the model's temperature (``soft`` method)."""
+        return self.gaussians_.posteriors(self.transform(X), self.temperature, self.top_m)
 
     def make_index(self, method: str = "combined", alpha: float | None = None) -> HierarchicalIndex:
         return HierarchicalIndex(self.hierarchy_, self.alpha if alpha is None else alpha, method)

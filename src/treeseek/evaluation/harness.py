@@ -94,6 +94,11 @@ def evaluate_retrieval(
         raise TreeseekError("leave-one-out needs at least two vectors")
 
     n_classes = model.n_classes_
+    query_post = db_post = None
+    if "soft" in methods:
+        query_post = model.posteriors(query_x)
+        db_post = np.eye(n_classes)[db_y] if use_database_labels else \
+            (query_post if leave_one_out else model.posteriors(db_x))
     counts = np.bincount(db_y, minlength=n_classes)
     n_relevant = counts[query_y] - (1 if leave_one_out else 0)
     if taxonomy is not None:
@@ -117,7 +122,8 @@ def evaluate_retrieval(
         for start in range(0, len(query_x), batch):
             rows = np.arange(start, min(start + batch, len(query_x)))
             qy = query_y[rows]
-            keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_, alpha)
+            keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_, alpha,
+                                None if query_post is None else query_post[rows], db_post)
             if leave_one_out:
                 keys[np.arange(len(rows)), rows] = np.inf  # the query ranks last, then is cut off
             _, top = smallest_k(keys, all_columns, k_max)

@@ -7,6 +7,8 @@ For a query q and a database item i with leaves l(q), l(i):
 * ``combined``:  D = D_cos + alpha * height(LCA(l(q), l(i))) / height(root)   (paper eq. 3-6)
 * ``flat``:      the same with a one-level tree: D_cos + alpha * [l(q) != l(i)]
 * ``hierarchy``: rank by the LCA term first, ties broken by D_cos
+* ``soft``:      D_cos + alpha * sum_a sum_b p(a|q) p(b|i) height(LCA(a, b)) / height(root), the expected
+                 LCA height under the class posteriors (hard leaves are its zero-temperature limit)
 
 Every ranking breaks exact ties by database order. The functions here score
 the whole database and sort it fully; they are the reference that the fast
@@ -18,7 +20,7 @@ import numpy as np
 
 from ..hierarchy import Hierarchy
 
-METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined")
+METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined", "soft")
 
 
 def normalize_rows(X: np.ndarray) -> np.ndarray:
@@ -47,7 +49,7 @@ def hierarchy_weight(method: str, alpha: float, hierarchy: Hierarchy) -> float:
     For ``hierarchy`` the weight exceeds the whole range of D_cos, so the key
     orders by LCA height first and D_cos second.
     """
-    if method in ("combined", "flat"):
+    if method in ("combined", "flat", "soft"):
         return float(alpha)
     if method == "hierarchy":
         return 4.0 * max(hierarchy.max_height, 1)
@@ -67,8 +69,10 @@ def ranking_keys(
     item_leaves: np.ndarray | None = None,
     hierarchy: Hierarchy | None = None,
     alpha: float = 1.0,
+    query_posteriors: np.ndarray | None = None,
+    item_posteriors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """nq x n matrix whose ascending order is the method's ranking."""
+    """nq x n matrix whose ascending order is the method's ranking (``soft`` needs the posteriors)."""
     if method == "euclidean":
         return euclidean_distances(Q, X)
     keys = cosine_distances(Q, X)
@@ -76,9 +80,17 @@ def ranking_keys(
         return keys
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
+    if method == "soft":
+        return keys + float(alpha) * soft_hierarchy_distances(query_posteriors, item_posteriors, hierarchy)
     tree = method_hierarchy(method, hierarchy)
     lca = tree.normalized_lca[np.ix_(np.asarray(query_leaves), np.asarray(item_leaves))]
     return keys + hierarchy_weight(method, alpha, tree) * lca
+
+
+def soft_hierarchy_distances(query_posteriors: np.ndarray, item_posteriors: np.ndarray,
+                             hierarchy: Hierarchy) -> np.ndarray:
+    """Expected normalised LCA height, sum_a sum_b p(a|q) p(b|i) h(LCA(a, b))/H, written out directly."""
+    return np.asarray(query_posteriors) @ hierarchy.normalized_lca @ np.asarray(item_posteriors).T
 
 
 def full_sort_search(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,11 +30,6 @@ def tree_factor(tree: Hierarchy) -> np.ndarray:
     return G
 
 
-def soft_hierarchy_distances(query_posteriors: np.ndarray, item_posteriors: np.ndarray, tree: Hierarchy) -> np.ndarray:
-    """Expected normalised LCA height, sum_a sum_b p(a|q) p(b|i) h(LCA(a, b))/H, written out directly."""
-    return np.asarray(query_posteriors) @ tree.normalized_lca @ np.asarray(item_posteriors).T
-
-
 def augment(features: np.ndarray, posteriors: np.ndarray, factor: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """[x̂, alpha Gᵀp]: items use alpha = 1 and queries the ranking's alpha (float32, FAISS's type)."""
     return np.hstack([normalize_rows(features), alpha * (np.asarray(posteriors) @ factor)]).astype(np.float32)
