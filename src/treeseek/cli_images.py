@@ -61,6 +61,7 @@ def experiment(
     full_ranking: bool = typer.Option(True, help="Also score mAP over the whole ranking (slow on big sets)."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache directory (default OUT/cache)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The paper's study: every baseline, the t/alpha grid search, robustness, and a self-contained HTML report."""
@@ -68,7 +69,7 @@ def experiment(
 
     report = run_experiment(source, out, taxonomy, dataset, _split_files(split_files), backbone, weights, classes,
                             per_class, [p for p in perturbations.split(",") if p], QUICK_GRID if quick else None,
-                            examples, batch_size, full_ranking, progress)
+                            examples, batch_size, full_ranking, progress, cache_dir=cache)
     for row, values in report["metrics"].items():
         typer.echo(f"{row:<40} mAP@10 {values['map@10']:.4f}  mAHP@250 {values['mahp@250']:.4f}")
     typer.echo(f"report: {out / 'report.html'}")

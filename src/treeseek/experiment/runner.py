@@ -1,8 +1,9 @@
 """``run_experiment``: features -> grid search -> every baseline of paper §4.1 -> robustness -> report.
 
 Rows of the study (paper §4.1), each scored with the same harness on the same split:
-Euclidean, cosine, hierarchy only and ours on the backbone features; ours with a Ward and with the
-taxonomy hierarchy; Barz & Denzler's semantic embeddings, and ours applied to them. The robustness
+Euclidean, cosine, hierarchy only, flat and ours on the backbone features; ours with a Ward and with
+the taxonomy hierarchy; Barz & Denzler's semantic embeddings, and ours applied to them; and, beyond
+the paper, ours with soft leaves and with an average-linkage visual tree. The robustness
 study (§4.2) re-extracts the test images' features under each perturbation and scores every row again.
 """
 from __future__ import annotations
@@ -36,11 +37,16 @@ STUDY_ROWS = (
     ("Euclidean", "visual", "euclidean", "features"),
     ("cosine", "visual", "cosine", "features"),
     ("hierarchy only", "visual", "hierarchy", "features"),
+    ("flat (predicted class only)", "visual", "flat", "features"),
     ("ours (visual hierarchy)", "visual", "combined", "features"),
     ("ours, Ward hierarchy", "ward", "combined", "features"),
     ("ours, taxonomy hierarchy", "taxonomy", "combined", "features"),
     ("semantic embeddings (Barz & Denzler)", "semantic", "cosine", "semantic"),
     ("ours on semantic embeddings", "semantic", "combined", "semantic"),
+    # beyond the paper: soft leaves and a full (average-linkage) visual tree
+    ("ours, soft leaves", "visual", "soft", "features"),
+    ("ours, average-linkage tree", "average", "combined", "features"),
+    ("ours, average-linkage tree, soft leaves", "average", "soft", "features"),
 )
 
 
@@ -48,18 +54,23 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
                    split_files: Sequence[str] = (), backbone_name: str = "efficientnet_lite0",
                    weights: str | None = None, classes: int | None = None, per_class: int | None = None,
                    perturbations: Sequence[str] = PERTURBATIONS, grid: dict | None = None, examples: int = 4,
-                   batch_size: int = 64, full_ranking: bool = True, progress: bool = True, seed: int = 0) -> dict:
-    """Run the study; writes report.html (self-contained), report.json, selection.json and the pictures."""
+                   batch_size: int = 64, full_ranking: bool = True, progress: bool = True, seed: int = 0,
+                   cache_dir: str | Path | None = None) -> dict:
+    """Run the study; writes report.html (self-contained), report.json, selection.json and the pictures.
+
+    Features are cached in ``cache_dir`` (default ``out/cache``), perturbed ones in its subfolders.
+    """
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
     if unknown:
         raise TreeseekError(f"unknown perturbation {unknown[0]!r}: choose from {', '.join(PERTURBATIONS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     images = load_images(source, kind, split_files, classes, per_class, seed)
     names = images.class_names
     tree = load_taxonomy(taxonomy, names)
     backbone = load_backbone(backbone_name, weights)
-    features, kept, _ = extract_features(backbone, images, batch_size, out / "cache", progress)
+    features, kept, _ = extract_features(backbone, images, batch_size, cache, progress)
     images = images.subset(kept)
     train, test = images.splits == "train", images.splits == "test"
     X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
@@ -76,6 +87,7 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     models = {"visual": TreeseekModel(**chosen).fit(X, y, names),
               "ward": TreeseekModel(**{**chosen, "hierarchy": "ward"}).fit(X, y, names),
               "taxonomy": TreeseekModel(**{**chosen, "hierarchy": str(taxonomy)}).fit(X, y, names),
+              "average": TreeseekModel(**{**chosen, "hierarchy": "average"}).fit(X, y, names),
               "semantic": TreeseekModel(**chosen).fit(head.transform(X), y, names)}
     database = {space: transform(X) for space, transform in spaces.items()}
 
@@ -95,7 +107,7 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     for perturbation in perturbations:
         _log(f"robustness: {perturbation} ...")
         test_images = perturbed(images.subset(test), perturbation, seed)
-        disturbed, kept_test, _ = extract_features(backbone, test_images, batch_size, out / "cache" / perturbation,
+        disturbed, kept_test, _ = extract_features(backbone, test_images, batch_size, cache / perturbation,
                                                    progress)
         robustness[perturbation] = score(disturbed, yq[kept_test], False)[0]
 
