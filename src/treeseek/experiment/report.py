@@ -36,7 +36,7 @@ def _table(rows: dict, columns: list[str]) -> str:
 
 def write_html_report(report: dict, pictures: dict, examples: list[dict], grid: list[dict], path: Path) -> None:
     data, selection = report["dataset"], report["selection"]
-    metric_columns = [c for c in next(iter(report["metrics"].values())) if c.startswith(("map", "mahp@250"))]
+    metric_columns = [c for c in next(iter(report["metrics"].values())) if c.startswith("map@") or c in ("map", "mahp@250")]
     robustness_rows = {f"{row} ({condition})": values for condition, table in report["robustness"].items()
                        for row, values in table.items()}
     grid_columns = [c for c in grid[0] if c not in ("tree_shape",)] if grid else []
