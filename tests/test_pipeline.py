@@ -41,7 +41,7 @@ def test_main_job_writes_every_output(main_job):
     assert report["dataset"]["classes"] == 10
     assert report["dataset"]["train"] + report["dataset"]["test"] == 120
     metrics = report["evaluation"]["metrics"]
-    assert set(metrics) == {"euclidean", "cosine", "hierarchy", "flat", "combined"}
+    assert set(metrics) == {"euclidean", "cosine", "hierarchy", "flat", "combined", "soft"}
     assert metrics["cosine"]["map@10"] > 0.5  # real ImageNet features separate these classes
     assert "mahp@250" in metrics["combined"]
     selection = json.loads((main_job / "selection.json").read_text())
