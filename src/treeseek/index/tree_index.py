@@ -247,7 +247,7 @@ class TreeIndex:
             raise TreeseekError("this index stores no binary codes; attach a hasher first")
         if k < 1 or rerank < 0:
             raise TreeseekError(f"k must be at least 1 and rerank at least 0, got k={k}, rerank={rerank}")
-        if method not in SEARCH_METHODS or method == "euclidean":
+        if method not in SEARCH_METHODS:
             raise TreeseekError(f"rerank method must be one of cosine, flat, hierarchy, combined; got {method!r}")
         self._flush()
         queries = self.model.check_dim(queries, "queries")
