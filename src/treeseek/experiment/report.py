@@ -21,7 +21,8 @@ def _image(path: Path, alt: str) -> str:
 
 def _table(rows: dict, columns: list[str]) -> str:
     """Rows x columns of numbers, the best value of each column in bold."""
-    best = {c: max((v[c] for v in rows.values() if v.get(c) == v.get(c) and c in v), default=None) for c in columns}
+    best = {c: max((v[c] for v in rows.values() if c in v and v[c] == v[c]), default=None)  # v[c] == v[c]: not NaN
+            for c in columns}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *columns])
     body = []
     for name, values in rows.items():
