@@ -5,7 +5,7 @@ from treeseek.errors import TreeseekError
 from treeseek.hierarchy.builders import (
     TaxonomyHierarchyBuilder,
     VisualHierarchyBuilder,
-    WardHierarchyBuilder,
+    make_builder,
     resolve_threshold,
     threshold_grid,
 )
@@ -68,7 +68,7 @@ def test_threshold_specs():
 def test_ward_builds_a_binary_tree_that_groups_siblings():
     data = planted_hierarchy(scale=4.0)
     Z = VariancePCA().fit_transform(data.features)
-    tree = WardHierarchyBuilder().fit(Z, data.labels, data.class_names).hierarchy_
+    tree = make_builder("ward").fit(Z, data.labels, data.class_names).hierarchy_
     assert tree.n_nodes == 2 * 36 - 1
     # every planted level-1 group is a subtree of the Ward tree
     for group in np.unique(data.groups[0]):

@@ -1,4 +1,5 @@
-"""Full visual trees: linkage over Bhattacharyya distances, cut by merge-height quantiles or kept binary."""
+"""Full visual trees: linkage over Bhattacharyya (or mean-to-mean) distances, cut by merge-height quantiles or
+kept binary."""
 import numpy as np
 import pytest
 
@@ -39,7 +40,24 @@ def test_linkage_trees_through_the_model_and_bad_specs(pairs):
     X, y = pairs
     model = TreeseekModel(hierarchy="complete:2").fit(X, y, list("abcd"))
     assert model.hierarchy_.n_leaves == 4
-    with pytest.raises(TreeseekError, match="LINKAGE:LEVELS"):
+    with pytest.raises(TreeseekError, match=r"LINKAGE\[:LEVELS\]\[:DISTANCE\]"):
         make_builder("average:x")
+    with pytest.raises(TreeseekError, match="Ward linkage needs Euclidean"):
+        make_builder("ward:cosine").fit(X, y)
     with pytest.raises(TreeseekError, match="levels must be"):
         LinkageHierarchyBuilder(levels=0).fit(X, y)
+
+
+def test_the_class_distance_decides_which_classes_merge_first():
+    """Means a = (1, 0), b = (10, 0), c = (0, 1), d = (0, 10): by Euclidean distance a and c are the closest
+    pair; by cosine distance a-b and c-d are identical directions."""
+    rng = np.random.default_rng(1)
+    centres = np.array([[1.0, 0.0], [10.0, 0.0], [0.0, 1.0], [0.0, 10.0]])
+    y = np.repeat(np.arange(4), 50)
+    X = centres[y] + 0.05 * rng.normal(size=(200, 2))
+    by_direction = make_builder("average:cosine").fit(X, y, list("abcd")).hierarchy_
+    by_position = make_builder("average:euclidean").fit(X, y, list("abcd")).hierarchy_
+    assert by_direction.lca_heights[0, 1] == by_direction.lca_heights[2, 3] == 1
+    assert by_position.lca_heights[0, 2] == 1 and by_position.lca_heights[0, 1] > 1
+    ward = make_builder("ward:1").fit(X, y, list("abcd"))
+    assert ward.distance == "euclidean" and ward.levels == 1 and ward.shape_[-1] == 1

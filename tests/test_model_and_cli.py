@@ -249,3 +249,13 @@ def test_bad_taxonomies_are_one_line_errors(workspace, tmp_path):
         assert re.search(message, result.stderr), result.stderr
     result = run_cli("fit", workspace / "train.npz", "--out", tmp_path / "m", "--hierarchy", cyclic)
     assert result.returncode == 2 and "error:" in result.stderr
+
+
+def test_cli_hierarchy_compares_a_learned_tree_with_a_taxonomy(workspace, planted, tmp_path):
+    result = run_cli("hierarchy", workspace / "model", "--compare", workspace / "taxonomy.json")
+    assert result.returncode == 0, result.stderr
+    assert "agreement with taxonomy.json (LCA-height correlation): 1.000" in result.stdout  # the planted tree
+    half = planted.hierarchy.restrict(planted.class_names[:10])
+    save_hierarchy(half, tmp_path / "half.json")
+    result = run_cli("hierarchy", workspace / "model", "--compare", tmp_path / "half.json")
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
 from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
-from .hierarchy.builders import parse_threshold
+from .hierarchy.builders import lca_agreement, parse_threshold
 from .index import TreeIndex, is_index
 from .model import TreeseekModel
 from .persistence import atomic_write_json
@@ -213,11 +213,16 @@ def show_hierarchy(
     newick: Optional[Path] = typer.Option(None, help="Write Newick here."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write treeseek JSON here."),
     png: Optional[Path] = typer.Option(None, help="Write a picture here."),
+    compare: Optional[Path] = typer.Option(None, help="A taxonomy of the same classes: print how well the tree "
+                                           "agrees with it (correlation of LCA heights over class pairs)."),
 ) -> None:
     """Print a tree's shape and export it."""
     tree: Hierarchy = TreeseekModel.load(source).hierarchy_ if source.is_dir() else load_taxonomy(source)
     typer.echo(f"{tree.n_leaves} leaves, {tree.n_nodes - tree.n_leaves} inner nodes, height {tree.max_height}")
     typer.echo(f"groups at each height: {tree.shape()}")
+    if compare is not None:
+        other = load_taxonomy(compare, tree.names[: tree.n_leaves])
+        typer.echo(f"agreement with {compare.name} (LCA-height correlation): {lca_agreement(tree, other):.3f}")
     if newick is not None:
         save_hierarchy(tree, newick)
     if json_out is not None:

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import squareform
+from scipy.spatial.distance import pdist, squareform
 
 from ..errors import TreeseekError
 from ..statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
@@ -123,40 +123,30 @@ class VisualHierarchyBuilder:
         return self
 
 
-class WardHierarchyBuilder:
-    """Ward linkage over class means in PCA space (the paper's baseline [10]); a binary tree."""
-
-    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "WardHierarchyBuilder":
-        y = np.asarray(y)
-        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
-        names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
-        means = ClassGaussians("diag").fit(X, y, n_classes).means_
-        if n_classes == 1:
-            self.hierarchy_ = Hierarchy([-1], names, 1)
-        else:
-            merges = linkage(means, method="ward")
-            parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
-            for step, (a, b) in enumerate(merges[:, :2].astype(np.int64)):
-                parent[a] = parent[b] = n_classes + step
-            inner = [f"ward{step}" for step in range(n_classes - 1)]
-            self.hierarchy_ = Hierarchy(parent, names + inner, n_classes)
-        self.shape_ = self.hierarchy_.shape()
-        return self
+LINKAGES = ("average", "complete", "single", "weighted", "ward")
+CLASS_DISTANCES = ("bhattacharyya", "euclidean", "cosine")
 
 
 class LinkageHierarchyBuilder:
-    """Agglomerative linkage (average by default) over Bhattacharyya distances between class Gaussians.
+    """Agglomerative linkage over distances between classes: Bhattacharyya distances between the class
+    Gaussians (default), or Euclidean / cosine distances between the class means in PCA space.
 
     ``levels=None`` keeps the binary tree; an integer cuts it at that many quantiles of the merge
-    heights, so classes merged at similar overlaps share one level (a full visual tree, #7).
+    heights, so classes merged at similar distances share one level (a full visual tree, #7).
+    Ward linkage on Euclidean distances between means is the paper's Ward baseline.
     """
 
-    def __init__(self, method: str = "average", levels: int | None = None, covariance: str = "tied"):
-        self.method, self.levels, self.covariance = method, levels, covariance
+    def __init__(self, method: str = "average", levels: int | None = None, covariance: str = "tied",
+                 distance: str = "bhattacharyya"):
+        self.method, self.levels, self.covariance, self.distance = method, levels, covariance, distance
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "LinkageHierarchyBuilder":
-        if self.method not in ("average", "complete", "single", "weighted"):
-            raise TreeseekError(f"linkage must be average, complete, single or weighted, got {self.method!r}")
+        if self.method not in LINKAGES:
+            raise TreeseekError(f"linkage must be one of {', '.join(LINKAGES)}, got {self.method!r}")
+        if self.distance not in CLASS_DISTANCES:
+            raise TreeseekError(f"class distance must be one of {', '.join(CLASS_DISTANCES)}, got {self.distance!r}")
+        if self.method == "ward" and self.distance != "euclidean":
+            raise TreeseekError("Ward linkage needs Euclidean distances between class means")
         if self.levels is not None and self.levels < 1:
             raise TreeseekError(f"levels must be at least 1, got {self.levels}")
         y = np.asarray(y)
@@ -166,9 +156,14 @@ class LinkageHierarchyBuilder:
             self.hierarchy_ = Hierarchy([-1], names, 1)
             self.shape_ = [1]
             return self
-        distances = bhattacharyya_distance(ClassGaussians(self.covariance).fit(X, y, n_classes))
-        np.fill_diagonal(distances, 0.0)
-        self.merges_ = linkage(squareform(np.maximum(distances, 0.0), checks=False), method=self.method)
+        gaussians = ClassGaussians(self.covariance).fit(X, y, n_classes)
+        if self.distance == "bhattacharyya":
+            distances = bhattacharyya_distance(gaussians)
+            np.fill_diagonal(distances, 0.0)
+            condensed = squareform(np.maximum(distances, 0.0), checks=False)
+        else:
+            condensed = pdist(gaussians.means_, metric=self.distance)
+        self.merges_ = linkage(condensed, method=self.method)
         if self.levels is None:
             parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
             for step, (a, b) in enumerate(self.merges_[:, :2].astype(np.int64)):
@@ -210,16 +205,20 @@ class TaxonomyHierarchyBuilder:
 
 
 def make_builder(kind: str, threshold: float | str = "auto", covariance: str = "tied"):
-    """``visual``, ``ward``, ``average`` (or ``complete``/``single``/``weighted``, optionally ``:LEVELS``),
-    or a path to a taxonomy file."""
+    """``visual``, ``ward``, a linkage tree ``LINKAGE[:LEVELS][:DISTANCE]`` (``average``, ``average:4``,
+    ``average:8:euclidean``; linkages and distances as in ``LinkageHierarchyBuilder``), or a taxonomy file."""
     if kind == "visual":
         return VisualHierarchyBuilder(threshold=threshold, covariance=covariance)
-    if kind == "ward":
-        return WardHierarchyBuilder()
-    method, _, levels = kind.partition(":")
-    if method in ("average", "complete", "single", "weighted"):
-        try:
-            return LinkageHierarchyBuilder(method, int(levels) if levels else None, covariance)
-        except ValueError:
-            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE or LINKAGE:LEVELS, e.g. average:4") from None
-    return TaxonomyHierarchyBuilder(kind)
+    method, *options = kind.split(":")
+    if method not in LINKAGES:
+        return TaxonomyHierarchyBuilder(kind)
+    levels, distance = None, "euclidean" if method == "ward" else "bhattacharyya"
+    for option in options:
+        if option.isdigit():
+            levels = int(option)
+        elif option in CLASS_DISTANCES:
+            distance = option
+        else:
+            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE[:LEVELS][:DISTANCE], e.g. average:4 or "
+                                f"average:8:euclidean (distances: {', '.join(CLASS_DISTANCES)})")
+    return LinkageHierarchyBuilder(method, levels, covariance, distance)
