@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.model import TreeseekModel
 from treeseek.search import full_sort_search, ranking_keys
@@ -92,3 +93,18 @@ def test_the_soft_method_in_the_harness_tends_to_combined_as_the_temperature_fal
     top1 = np.argmin(direct, axis=1)
     relevant = data.labels[top1] == queries.labels
     assert warm.metrics["soft"]["precision@1"] == pytest.approx(relevant.mean())
+
+
+def test_an_ivf_index_probing_every_list_finds_the_exact_top_k_and_bad_factories_are_one_line(fitted):
+    model, items, queries = fitted
+    G, alpha = tree_factor(model.hierarchy_), 1.5
+    item_vectors = augment(items, np.eye(model.n_classes_)[model.assign(items)], G)
+    query_vectors = augment(queries, np.eye(model.n_classes_)[model.assign(queries)], G, alpha)
+    exact, approximate = InnerProductIndex(alpha), InnerProductIndex(alpha, "IVF8,Flat", nprobe=8)
+    exact.add(item_vectors)
+    approximate.add(item_vectors)
+    (d_exact, _), (d_ivf, _) = exact.search(query_vectors, 10), approximate.search(query_vectors, 10)
+    assert approximate.index_.ntotal == len(items)
+    assert np.allclose(d_ivf, d_exact, atol=1e-5)
+    with pytest.raises(TreeseekError, match="FAISS cannot build index 'Nonsense'"):
+        InnerProductIndex(alpha, "Nonsense").add(item_vectors)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from .distances import normalize_rows
 
@@ -36,10 +37,14 @@ def augment(features: np.ndarray, posteriors: np.ndarray, factor: np.ndarray, al
 
 
 class InnerProductIndex:
-    """Exact top-k of D = (1 + alpha) - <query, item> over augmented vectors, through FAISS's flat IP index."""
+    """Top-k of D = (1 + alpha) - <query, item> over augmented vectors, through a FAISS inner-product index.
 
-    def __init__(self, alpha: float):
-        self.alpha = float(alpha)
+    ``factory`` is a FAISS index_factory string: ``Flat`` (exact, the default), or an approximate one
+    such as ``IVF1024,Flat`` (trained on the first batch added; ``nprobe`` lists searched) or ``HNSW32``.
+    """
+
+    def __init__(self, alpha: float, factory: str = "Flat", nprobe: int = 16):
+        self.alpha, self.factory, self.nprobe = float(alpha), factory, nprobe
         self.index_ = None
 
     def add(self, augmented_items: np.ndarray) -> None:
@@ -47,7 +52,14 @@ class InnerProductIndex:
 
         items = np.ascontiguousarray(augmented_items, dtype=np.float32)
         if self.index_ is None:
-            self.index_ = faiss.IndexFlatIP(items.shape[1])
+            try:
+                self.index_ = faiss.index_factory(items.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as error:
+                raise TreeseekError(f"FAISS cannot build index {self.factory!r}: {str(error).splitlines()[0]}") from None
+            if hasattr(self.index_, "nprobe"):
+                self.index_.nprobe = self.nprobe
+        if not self.index_.is_trained:
+            self.index_.train(items)
         self.index_.add(items)
 
     def search(self, augmented_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
