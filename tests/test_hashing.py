@@ -132,8 +132,10 @@ def test_code_evaluation_matches_per_query_loops(planted):
     result = evaluate_codes(q_codes, db_codes, y_q, y_db, tree, chunk=7)
     aps, ndcgs = [], []
     ideal_gain = np.sort(tree.shared_levels[:, y_db], axis=1)[:, ::-1]
+    tie_order = np.random.default_rng(0).permutation(len(y_db))  # ties: a fixed random order (tie_seed=0)
     for q in range(len(y_q)):
-        order = np.argsort(hamming_distances(q_codes[q : q + 1], db_codes)[0], kind="stable")
+        shuffled = np.argsort(hamming_distances(q_codes[q : q + 1], db_codes)[0][tie_order], kind="stable")
+        order = tie_order[shuffled]
         relevant = y_db[order] == y_q[q]
         aps.append(average_precision(relevant[None, :], np.array([relevant.sum()]))[0])
         gain = tree.shared_levels[y_q[q], y_db[order]][None, :]
@@ -141,6 +143,24 @@ def test_code_evaluation_matches_per_query_loops(planted):
     assert result["map"] == pytest.approx(np.mean(aps))
     assert result["ndcg@1-100"] == pytest.approx(np.mean(ndcgs))
     assert 0 < result["mahp@250"] <= 1
+
+
+def test_ties_are_ranked_in_random_order_not_in_class_sorted_database_order():
+    """Every code equal: every result ties. In database order (sorted by class) class-0 queries would get a
+    perfect top-250 and the others none of their class; in random order every query gets, in expectation,
+    250 x its mean similarity to the database."""
+    from treeseek.hashing.evaluation import evaluate_codes
+    from treeseek.hierarchy import Hierarchy
+
+    tree = Hierarchy.from_groups([np.array([0, 0, 1, 1])], list("abcd"))
+    y_db, y_q = np.repeat(np.arange(4), 500), np.repeat(np.arange(4), 25)
+    db_codes, q_codes = np.zeros((len(y_db), 2), np.uint8), np.zeros((len(y_q), 2), np.uint8)
+    similarity = 1 - tree.normalized_lca
+    expected = np.mean([250 * similarity[c, y_db].mean() / 250 for c in y_q])  # ideal: 250 of the own class
+    by_order = evaluate_codes(q_codes[:25], db_codes, y_q[:25], y_db, tree, tie_seed=None)
+    assert by_order["mahp@250"] == 1.0  # class 0 comes first in the database
+    shuffled = evaluate_codes(q_codes, db_codes, y_q, y_db, tree)
+    assert shuffled["mahp@250"] == pytest.approx(expected, abs=0.02)
 
 
 def test_hashers_survive_a_save_and_load(planted, tmp_path):

@@ -1,8 +1,12 @@
 """HPDH's protocol: mAP over the full ranking, mAHP@250, and nDCG averaged over k = 1..100.
 
 nDCG's gain is the number of hierarchy levels a result shares with the query
-(``Hierarchy.shared_levels``); mAHP's similarity is 1 - height(LCA)/H. Rankings
-break equal distances by database order, as everywhere in treeseek.
+(``Hierarchy.shared_levels``); mAHP's similarity is 1 - height(LCA)/H.
+
+Binary codes tie often (a 16-bit code has 17 possible distances), so how ties are ordered moves the
+scores. Database order would be a bias: most datasets list images class by class, so a tie between
+two classes would always favour the earlier class. Ties are ranked in a fixed random order of the
+database instead (``tie_seed``), which estimates the score expected under any order without bias.
 """
 from __future__ import annotations
 
@@ -18,9 +22,14 @@ from .codes import hamming_distances
 
 def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int, query_labels: np.ndarray,
                        db_labels: np.ndarray, tree: Hierarchy, k_hp: int = 250, k_ndcg: int = 100,
-                       chunk: int = 256) -> dict:
-    """``distances(rows)`` gives the query-rows x database distance matrix; returns the three means."""
+                       chunk: int = 256, tie_seed: int | None = 0) -> dict:
+    """``distances(rows)`` gives the query-rows x database distance matrix; returns the three means.
+
+    Equal distances are ranked in a random order of the database fixed by ``tie_seed`` (``None``:
+    database order)."""
     query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
+    tie_order = (np.arange(len(db_labels)) if tie_seed is None
+                 else np.random.default_rng(tie_seed).permutation(len(db_labels)))
     counts = np.bincount(db_labels, minlength=tree.n_leaves)
     similarity, gains = 1.0 - tree.normalized_lca, tree.shared_levels.astype(np.float64)
     ideal_sim = ideal_values(similarity, counts, k_hp, False)
@@ -29,8 +38,8 @@ def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int,
     for first in range(0, n_queries, chunk):
         rows = slice(first, min(first + chunk, n_queries))
         labels = query_labels[rows]
-        order = np.argsort(distances(rows), axis=1, kind="stable")
-        ranked = db_labels[order]
+        order = np.argsort(distances(rows)[:, tie_order], axis=1, kind="stable")
+        ranked = db_labels[tie_order][order]
         relevant = ranked == labels[:, None]
         ap.append(M.average_precision(relevant, relevant.sum(axis=1)))
         ahp.append(M.average_hierarchical_precision(similarity[labels[:, None], ranked[:, :k_hp]],
