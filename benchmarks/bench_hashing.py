@@ -21,6 +21,7 @@ from bench_images import DATASETS, SHARED, dataset_features
 
 from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes, evaluate_distances
+from treeseek.hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.hierarchy import load_taxonomy
 from treeseek.model import TreeseekModel
 from treeseek.search import cosine_distances
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--bits", default=",".join(map(str, BITS)))
     parser.add_argument("--levels", default="taxonomy,visual", help="hierarchies whose levels HPDH trains on")
+    parser.add_argument("--coarse-weight", type=float, help="w of the coarse scales (default: chosen on validation)")
     args = parser.parse_args()
     images, features, _, _, _ = dataset_features(args.dataset)
     names = images.class_names
@@ -45,6 +47,13 @@ def main() -> None:
     levels = {"taxonomy": hierarchy_level_labels(taxonomy, y), "visual": hierarchy_level_labels(visual, y)}
     print(f"levels: taxonomy {[int(l.max()) + 1 for l in levels['taxonomy']]}, "
           f"visual {[int(l.max()) + 1 for l in levels['visual']]}", flush=True)
+    weight, weight_records = args.coarse_weight, []
+    if weight is None:
+        started = time.perf_counter()
+        weight, weight_records = select_coarse_weight(X, y, taxonomy, 32, COARSE_WEIGHTS, epochs=args.epochs)
+        print(f"coarse weight {weight} chosen on validation in {time.perf_counter() - started:.0f} s: "
+              f"{json.dumps(weight_records)}", flush=True)
+    scales = {key: level_scales(len(value), weight) for key, value in levels.items()}
     def on_visual_tree(row: dict, distances) -> None:
         scores = evaluate_distances(distances, len(Q), yq, y, visual)
         row.update({"visual mahp@250": scores["mahp@250"], "visual ndcg@1-100": scores["ndcg@1-100"]})
@@ -57,8 +66,10 @@ def main() -> None:
     chosen = args.levels.split(",")
     for bits in map(int, args.bits.split(",")):
         hashers = {
-            "HPDH (WordNet levels)": (HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"], False),
-            "HPDH (visual hierarchy levels)": (HPDHHasher(bits, epochs=args.epochs), levels["visual"], True),
+            "HPDH (WordNet levels)": (HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs), levels["taxonomy"],
+                                      False),
+            "HPDH (visual hierarchy levels)": (HPDHHasher(bits, scales["visual"], epochs=args.epochs),
+                                               levels["visual"], True),
             "single level (DCWH)": (HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"][:1], "visual" in chosen),
             "ITQ": (ITQHasher(bits), None, False),
             "sign of PCA": (SignPCAHasher(bits), None, False),
@@ -78,6 +89,7 @@ def main() -> None:
                 on_visual_tree(rows[-1], lambda r: hamming_distances(query_codes[r], db_codes))
             print(json.dumps(rows[-1]), flush=True)
     report = {"dataset": args.dataset, "train": int(train.sum()), "test": int(test.sum()), "epochs": args.epochs,
+              "coarse_weight": weight, "coarse_weight_validation": weight_records,
               "levels": {key: [int(l.max()) + 1 for l in value] for key, value in levels.items()}, "rows": rows}
     print("| method | bits | mAP | mAHP@250 | nDCG@1-100 | mAHP@250 visual | nDCG visual | train s |\n"
           "|---|---|---|---|---|---|---|---|")

@@ -206,3 +206,22 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     save_features(tmp_path / "narrow.npz", data.features[:5, :10], data.labels[:5], data.class_names)
     narrow = cli("encode", tmp_path / "h", tmp_path / "narrow.npz", "--out", tmp_path / "n.npz")
     assert narrow.returncode == 2 and "dimensions" in narrow.stderr
+
+
+def test_the_coarse_weight_is_chosen_on_validation_and_zero_weight_is_the_single_level_model(planted):
+    from treeseek.hashing.evaluation import evaluate_codes
+    from treeseek.hashing.selection import level_scales, select_coarse_weight
+    from treeseek.images.datasets import stratified_split
+
+    data, test = planted
+    X, y, tree = data.features[~test], data.labels[~test], data.hierarchy
+    assert level_scales(3, 1.0) == pytest.approx([1.0, 0.5, 1 / 3])
+    assert level_scales(3, 0.3) == pytest.approx([1.0, 0.15, 0.1])
+    chosen, records = select_coarse_weight(X, y, tree, 16, (1.0, 0.0), epochs=4)
+    assert [r["coarse_weight"] for r in records] == [1.0, 0.0]
+    assert chosen == max(records, key=lambda r: r["mahp@250"])["coarse_weight"]
+    # with weight 0 the coarse terms have no gradient: the codes are the single-level (DCWH) model's
+    is_val = stratified_split(y, 0.25, 0)
+    single = HPDHHasher(16, epochs=4).fit(X[~is_val], [y[~is_val]])
+    expected = evaluate_codes(single.encode(X[is_val]), single.encode(X[~is_val]), y[is_val], y[~is_val], tree)
+    assert records[1]["mahp@250"] == pytest.approx(expected["mahp@250"], abs=1e-6)
