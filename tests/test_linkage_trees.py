@@ -61,3 +61,31 @@ def test_the_class_distance_decides_which_classes_merge_first():
     assert by_position.lca_heights[0, 2] == 1 and by_position.lca_heights[0, 1] > 1
     ward = make_builder("ward:1").fit(X, y, list("abcd"))
     assert ward.distance == "euclidean" and ward.levels == 1 and ward.shape_[-1] == 1
+
+
+def test_select_ranking_scores_every_point_on_validation_and_picks_the_best():
+    from treeseek.evaluation import evaluate_retrieval
+    from treeseek.features import FeatureSet
+    from treeseek.images.datasets import stratified_split
+    from treeseek.selection import select_ranking
+    from treeseek.synthetic import planted_hierarchy
+
+    data = planted_hierarchy((3, 4), dim=16, samples_per_class=40, scale=3.0, noise=1.5, seed=2)
+    grid = {"hierarchy": ["visual", "average:2:euclidean"], "temperature": [0.0, 4.0], "alpha": [1.0, 4.0]}
+    selection = select_ranking(data.features, data.labels, data.class_names, {"max_components": 8},
+                               data.hierarchy, grid, max_queries=10_000)
+    assert len(selection.grid) == 8 and selection.split["metric"] == "mahp@250"
+    best = max(selection.grid, key=lambda p: (p["mahp@250"], p["map@10"], -p["alpha"]))
+    assert selection.method == best["method"] and selection.params["hierarchy"] == best["hierarchy"]
+    assert selection.params["alpha"] == best["alpha"] and selection.score == best["mahp@250"]
+    # one point again, by hand: the model fitted on the fitting part, validation images as queries
+    is_val = stratified_split(data.labels, 0.25, 0)
+    model = TreeseekModel(max_components=8, hierarchy="average:2:euclidean", temperature=4.0)
+    model.fit(data.features[~is_val], data.labels[~is_val], data.class_names)
+    result = evaluate_retrieval(model, FeatureSet(data.features[is_val], data.labels[is_val]),
+                                FeatureSet(data.features[~is_val], data.labels[~is_val]), methods=["soft"],
+                                alpha=4.0, ks=(10,), taxonomy=data.hierarchy, progress=False, full_ranking=False)
+    point = next(p for p in selection.grid if p["hierarchy"] == "average:2:euclidean" and p["temperature"] == 4.0
+                 and p["alpha"] == 4.0)
+    assert point["mahp@250"] == pytest.approx(result.metrics["soft"]["mahp@250"])
+    assert point["taxonomy_agreement"] == pytest.approx(lca_agreement(model.hierarchy_, data.hierarchy))
