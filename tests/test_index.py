@@ -24,7 +24,7 @@ def planted():
 
 @pytest.fixture(scope="module")
 def model(planted):
-    return TreeseekModel(threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
+    return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
 
 
 def queries(planted, n=40, seed=0):
@@ -65,6 +65,46 @@ def test_exact_backend_equals_full_sort_across_segments_and_removals(planted, mo
         assert np.array_equal(ids[:, : expected_ids.shape[1]], expected_ids)
         assert np.allclose(D[:, : expected_ids.shape[1]], expected_D)
         assert (ids[:, expected_ids.shape[1]:] == -1).all()
+
+
+def brute_force_soft(index, Q, k, alpha):
+    """The soft formula from the stored vectors (restored to their length) to every live item, fully sorted."""
+    model = index.model
+    ids, unit, restored = [], [], []
+    for stored in index.segments_:
+        alive = np.ones(len(stored), bool) if stored.segment.alive is None else stored.segment.alive
+        vectors = np.asarray(stored.segment.vectors, dtype=np.float64)[alive]
+        ids.append(stored.segment.ids[alive])
+        unit.append(vectors)
+        restored.append(vectors * stored.norms[alive, None])
+    ids, unit, restored = np.concatenate(ids), np.concatenate(unit), np.concatenate(restored)
+    keys = np.clip(1.0 - normalize_rows(Q) @ unit.T, 0.0, 2.0)
+    keys = keys + alpha * model.posteriors(Q) @ model.hierarchy_.normalized_lca @ model.posteriors(restored).T
+    D, positions = full_sort_search(keys, min(k, len(ids)))
+    return D, ids[positions]
+
+
+def test_soft_search_equals_the_soft_formula_across_segments_removals_and_reopening(planted, model, tmp_path):
+    index = TreeIndex(model, "float32")
+    index.add(planted.features[:300], planted.labels[:300])
+    index.save(tmp_path / "ix")
+    index.add(planted.features[300:])
+    index.remove([3, 7, 301, 500])
+    Q = queries(planted)
+    for k, alpha in ((1, 1.0), (10, 3.0), (len(index) + 3, 0.5)):
+        expected_D, expected_ids = brute_force_soft(index, Q, k, alpha)
+        D, ids = index.search(Q, k, "soft", alpha)
+        width = expected_ids.shape[1]
+        assert np.allclose(D[:, :width], expected_D, atol=1e-5)
+        assert np.mean(ids[:, :width] == expected_ids) > 0.99  # float32 may swap near-equal neighbours
+        assert (ids[:, width:] == -1).all()
+    nearest = int(index.search(Q[:1], 1, "soft")[1][0, 0])
+    index.remove([nearest])  # the cached search structure must follow the removal
+    assert nearest not in index.search(Q[:1], 5, "soft")[1][0]
+    assert index.search(Q[:1], 5, "soft")[1][0].tolist() == brute_force_soft(index, Q[:1], 5, 1.0)[1][0].tolist()
+    index.save(tmp_path / "ix")
+    reopened = TreeIndex.open(tmp_path / "ix")
+    assert np.array_equal(reopened.search(Q, 10, "soft")[1], index.search(Q, 10, "soft")[1])
 
 
 @pytest.mark.parametrize("backend", ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"])

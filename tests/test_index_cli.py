@@ -25,7 +25,7 @@ def workspace(tmp_path_factory):
     save_features(root / "more.npz", data.features[200:], data.labels[200:], data.class_names,
                   np.array([f"more{i}" for i in range(len(data.features) - 200)]))
     save_features(root / "q.npz", data.features[::50], None, None)
-    TreeseekModel(threshold=0.05).fit(data.features, data.labels, names).save(root / "model")
+    TreeseekModel(hierarchy="visual", threshold=0.05).fit(data.features, data.labels, names).save(root / "model")
     return root
 
 
@@ -35,6 +35,14 @@ def test_index_lifecycle_from_the_command_line(workspace):
                "--no-progress").returncode == 0
     found = cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--json", workspace / "r.json")
     assert found.returncode == 0, found.stderr
+    first = json.loads((workspace / "r.json").read_text())["queries"][0]["results"][0]
+    # soft (the default) ranks the item itself first; its distance is alpha times the expected LCA height
+    # of its posterior with itself, not 0
+    assert first["path"] == "db0" and first["cosine"] == pytest.approx(0.0, abs=1e-6)
+    assert first["distance"] == pytest.approx(first["cosine"] + 1.0 * first["hierarchy"], abs=1e-5)
+    exact = cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--method", "combined",
+                "--json", workspace / "r.json")
+    assert exact.returncode == 0, exact.stderr
     first = json.loads((workspace / "r.json").read_text())["queries"][0]["results"][0]
     assert first["path"] == "db0" and first["distance"] == pytest.approx(0.0, abs=1e-6)
     assert cli("index", "remove", ix, 0).returncode == 0
@@ -65,7 +73,15 @@ def test_binary_codes_in_an_index_from_the_command_line(workspace):
         report = json.loads((workspace / "h.json").read_text())
         assert report["method"] == method
         first = report["queries"][0]["results"][0]
-        assert first["path"] == "db0" and first["distance"] == pytest.approx(0.0, abs=1e-6)
+        # soft (the default) ranks the item itself first; its distance is alpha times the expected LCA height
+    # of its posterior with itself, not 0
+    assert first["path"] == "db0" and first["cosine"] == pytest.approx(0.0, abs=1e-6)
+    assert first["distance"] == pytest.approx(first["cosine"] + 1.0 * first["hierarchy"], abs=1e-5)
+    exact = cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--method", "combined",
+                "--json", workspace / "r.json")
+    assert exact.returncode == 0, exact.stderr
+    first = json.loads((workspace / "r.json").read_text())["queries"][0]["results"][0]
+    assert first["path"] == "db0" and first["distance"] == pytest.approx(0.0, abs=1e-6)
     assert cli("index", "add", ix, workspace / "more.npz").returncode == 0  # new items get codes too
     cli("search", ix, "--query", workspace / "q.npz", "-k", "1", "--hamming", "--rerank", "50",
         "--json", workspace / "h.json")
@@ -81,7 +97,7 @@ def test_binary_codes_in_an_index_from_the_command_line(workspace):
     (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--backend", "annoy"), "unknown backend"),
     (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--param", "m"), "NAME=INTEGER"),
     (("index", "info", "{tmp}/nowhere"), "index directory not found"),
-    (("search", "{ix}", "--query", "{tmp}/q.npz", "--method", "euclidean"), "ranks with combined"),
+    (("search", "{ix}", "--query", "{tmp}/q.npz", "--method", "euclidean"), "ranks with soft, combined"),
 ])
 def test_bad_index_commands_get_one_line(workspace, tmp_path, args, message):
     ix = workspace / "ix2"

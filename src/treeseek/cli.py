@@ -17,10 +17,10 @@ from .features import align_labels, load_features, save_features
 from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
 from .hierarchy.builders import lca_agreement, parse_threshold
 from .index import TreeIndex, is_index
-from .model import TreeseekModel
+from .model import DEFAULT_HIERARCHY, TreeseekModel
 from .persistence import atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
-from .results import describe_index_results, describe_results, format_entry, plain_value
+from .results import describe_index_results, describe_results, format_entry, plain_value, soft_alpha_of
 from .search import METHODS, FlatIndex
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -41,7 +41,8 @@ def _parse_ks(text: str) -> list[int]:
 def fit(
     train: Path = typer.Argument(..., help="Training features (.npz with features, labels[, class_names])."),
     out: Path = typer.Option(..., "--out", help="Model directory to write."),
-    hierarchy: str = typer.Option("visual", help="visual, ward, or a taxonomy file."),
+    hierarchy: str = typer.Option(DEFAULT_HIERARCHY, help="LINKAGE[:LEVELS][:DISTANCE] (e.g. average:8:cosine), "
+                                  "visual (the paper's threshold tree), ward, or a taxonomy file."),
     threshold: str = typer.Option("auto", help="Visual builder t: a number, 'auto', or a BC quantile like q0.99."),
     variance: float = typer.Option(0.95, help="Fraction of variance PCA keeps."),
     max_dim: Optional[int] = typer.Option(None, help="Cap on PCA dimensions."),
@@ -115,8 +116,9 @@ def search(
     query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz)."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
-    method: str = typer.Option("combined", help="combined, flat, hierarchy, cosine, euclidean or soft (model "
-                               "directory only: expected LCA height under the class posteriors)."),
+    method: Optional[str] = typer.Option(None, help="soft (the default: expected LCA height under the class "
+                                         "posteriors), combined (the paper's hard leaves; the default for "
+                                         "--rerank), flat, hierarchy, cosine, or euclidean (model directory only)."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
@@ -135,9 +137,12 @@ def search(
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
+    method = method or ("combined" if hamming or rerank else "soft")
     if is_index(target):
-        if method in ("euclidean", "soft"):
-            raise TreeseekError("index search ranks with combined, flat, hierarchy or cosine")
+        if method == "euclidean":
+            raise TreeseekError("index search ranks with soft, combined, flat, hierarchy or cosine")
+        if method == "soft" and (hamming or rerank):
+            raise TreeseekError("--hamming and --rerank work with combined, flat, hierarchy or cosine, not soft")
         codes = (hamming, rerank, hamming_index)
         if query is None:
             search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes)
@@ -180,7 +185,7 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
         index.add(db_x, db_leaves)
         distances, rows = index.search(query_x, query_leaves, min(k, len(db_x)))
     described = describe_results(model, query_x, query_leaves, db_x, db_leaves, distances, rows, db.row_ids(),
-                                 db_labels)
+                                 db_labels, soft_alpha=soft_alpha_of(method, alpha, model))
     _report(model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
 
 
@@ -190,7 +195,8 @@ def _search_index_features(directory, query, k, alpha, method, json_out, codes) 
     query_x = index.model.check_dim(queries.features, queries.source)
     query_leaves = index.model.assign(query_x)
     distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
-    described = describe_index_results(index, query_x, query_leaves, distances, ids)
+    described = describe_index_results(index, query_x, query_leaves, distances, ids,
+                                       soft_alpha_of(method, alpha, index.model))
     _report(index.model, queries.row_ids(), query_leaves, described, ranking_name(method, *codes), alpha, json_out)
 
 

@@ -12,7 +12,7 @@ from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
 from .persistence import atomic_write_json
 from .plots import image_grid
-from .results import describe_index_results, format_entry
+from .results import describe_index_results, format_entry, soft_alpha_of
 
 
 def _split_files(text: Optional[str]) -> list[str]:
@@ -94,7 +94,8 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
     query_leaves = model.assign(queries)
     distances, ids = search_index(index.index, queries, query_leaves, k, method, alpha, *codes)
     names = model.class_names_
-    described = describe_index_results(index.index, queries, query_leaves, distances, ids)
+    described = describe_index_results(index.index, queries, query_leaves, distances, ids,
+                                       soft_alpha_of(method, alpha, model))
     report = []
     for q, (path, entries) in enumerate(zip(images, described)):
         typer.echo(f"query {path} (leaf {names[query_leaves[q]]})")

@@ -6,8 +6,12 @@ import numpy as np
 from .search import cosine_distances
 
 
-def describe_results(model, queries, query_leaves, vectors, leaves, distances, rows, ids, labels=None, paths=None):
-    """Per query, one dict per hit: rank, id, class, leaf, distance = cosine + alpha * hierarchy, and the LCA."""
+def describe_results(model, queries, query_leaves, vectors, leaves, distances, rows, ids, labels=None, paths=None,
+                     soft_alpha: float | None = None):
+    """Per query, one dict per hit: rank, id, class, leaf, distance = cosine + alpha * hierarchy, and the LCA.
+
+    For the soft method (``soft_alpha`` = its alpha) ``hierarchy`` is the expected normalised LCA height,
+    (distance - cosine) / alpha (None at alpha 0), and ``lca`` is that of the two hard leaves."""
     tree, names = model.hierarchy_, model.class_names_
     described = []
     for q in range(len(queries)):
@@ -24,7 +28,8 @@ def describe_results(model, queries, query_leaves, vectors, leaves, distances, r
                 "leaf": names[leaf],
                 "distance": float(distances[q, rank - 1]),
                 "cosine": float(d_cos),
-                "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]),
+                "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]) if soft_alpha is None else
+                (float((distances[q, rank - 1] - d_cos) / soft_alpha) if soft_alpha > 0 else None),
                 "lca": tree.names[tree.lca(int(query_leaves[q]), leaf)],
             }
             if paths is not None:
@@ -40,14 +45,19 @@ def format_entry(entry: dict) -> str:
             f"D_H {entry['hierarchy']:.3f})  LCA {entry['lca']}  id {entry['id']}")
 
 
-def describe_index_results(index, queries, query_leaves, distances, ids):
+def describe_index_results(index, queries, query_leaves, distances, ids, soft_alpha: float | None = None):
     """``describe_results`` for the ids a ``TreeIndex`` returned; each hit's ``path`` is its source."""
     found = np.unique(ids[ids >= 0])
     items = index.items(found)
     rows = np.where(ids >= 0, np.searchsorted(found, np.maximum(ids, 0)), -1)
     return describe_results(index.model, queries, query_leaves, items["vectors"], items["leaves"], distances, rows,
-                            found, items["labels"], items["sources"])
+                            found, items["labels"], items["sources"], soft_alpha)
 
 
 def plain_value(value):
     return value.item() if isinstance(value, np.generic) else value
+
+
+def soft_alpha_of(method: str, alpha: float | None, model) -> float | None:
+    """The alpha ``describe_results`` needs for a soft ranking (None for the other methods)."""
+    return (model.alpha if alpha is None else float(alpha)) if method == "soft" else None

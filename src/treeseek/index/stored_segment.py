@@ -29,6 +29,7 @@ class StoredSegment:
     _source_offsets: np.ndarray | None = None
     _by_id: np.ndarray | None = field(default=None, repr=False)
     hamming_: tuple | None = field(default=None, repr=False)  # (state, binary index, ids) of code_search
+    soft_: tuple | None = field(default=None, repr=False)     # (state, inner-product index, ids) of soft_search
 
     @classmethod
     def create(cls, tree: Hierarchy, unit: np.ndarray, norms: np.ndarray, leaves, ids, labels, sources: list[str],

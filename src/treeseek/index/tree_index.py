@@ -26,6 +26,7 @@ from ..search.distances import hierarchy_weight, method_hierarchy, normalize_row
 from ..search.hierarchical_index import SEARCH_METHODS
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .code_search import hamming_topk, rerank_candidates
+from .soft_search import soft_topk
 from .storage import (
     INDEX_FORMAT,
     INDEX_VERSION,
@@ -216,9 +217,12 @@ class TreeIndex:
 
     def search(self, queries: np.ndarray, k: int = 10, method: str = "combined", alpha: float | None = None,
                query_leaves: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k ``(distances, ids)`` of every query row; rows with fewer hits are padded with inf and -1."""
-        if method not in SEARCH_METHODS:
-            raise TreeseekError(f"method must be one of {', '.join(SEARCH_METHODS)}, got {method!r}")
+        """Top-k ``(distances, ids)`` of every query row; rows with fewer hits are padded with inf and -1.
+
+        ``soft`` ranks by the expected LCA height under the model's class posteriors (one inner-product
+        search per segment, ``soft_search``); the other methods search level by level."""
+        if method not in (*SEARCH_METHODS, "soft"):
+            raise TreeseekError(f"method must be one of {', '.join(SEARCH_METHODS)}, soft; got {method!r}")
         if k < 1:
             raise TreeseekError(f"k must be at least 1, got {k}")
         alpha = self.model.alpha if alpha is None else float(alpha)
@@ -226,6 +230,9 @@ class TreeIndex:
             raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
         self._flush()
         queries = self.model.check_dim(queries, "queries")
+        if method == "soft":
+            keys, ids = soft_topk(self.segments_, self.model, queries, alpha, k)
+            return keys, np.where(ids == MISSING_ID, -1, ids)
         leaves = self.model.assign(queries) if query_leaves is None else np.asarray(query_leaves, dtype=np.int64)
         tree = self._method_tree(method)
         weight = hierarchy_weight(method, alpha, tree)

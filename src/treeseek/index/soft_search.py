@@ -1,0 +1,50 @@
+"""The soft-leaf ranking over an index, as one exact inner-product search per segment.
+
+D = D_cos + alpha * p_qᵀ L p_i = (1 + alpha) - <[x̂_q, alpha Gᵀp_q], [x̂_i, Gᵀp_i]>
+(``treeseek.search.inner_product``). Each segment's live rows, in id order, become augmented vectors
+in a FAISS flat inner-product index, built in memory on first use and rebuilt after removals; the
+posteriors come from the stored vectors restored to their original length. Per-segment top-k are merged.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import TreeseekModel
+from ..search.inner_product import InnerProductIndex, augment, tree_factor
+from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
+from .stored_segment import StoredSegment
+
+CHUNK = 1 << 15
+
+
+def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.ndarray, alpha: float,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k ``(D, ids)`` of the soft ranking for raw query features; padded with inf and ``MISSING_ID``."""
+    factor = tree_factor(model.hierarchy_)
+    augmented = augment(queries, model.posteriors(queries), factor, alpha)
+    best_keys, best_ids = no_candidates(len(queries), k)
+    for stored in segments:
+        index, ids = _inner_product_index(stored, model, factor)
+        if len(ids) == 0:
+            continue
+        similarity, positions = index.index_.search(augmented, min(k, len(ids)))
+        found = positions >= 0
+        keys = np.where(found, (1.0 + alpha) - similarity.astype(np.float64), np.inf)
+        best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys,
+                                               np.where(found, ids[np.maximum(positions, 0)], MISSING_ID), k)
+    return best_keys, best_ids
+
+
+def _inner_product_index(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray):
+    alive = stored.segment.alive
+    rows = np.arange(len(stored)) if alive is None else np.flatnonzero(alive)
+    key = (id(model), len(rows))  # a segment only loses rows, so their count names its state
+    if stored.soft_ is None or stored.soft_[0] != key:
+        rows = rows[np.argsort(stored.segment.ids[rows], kind="stable")]
+        index = InnerProductIndex(1.0)
+        for start in range(0, len(rows), CHUNK):  # chunks bound the float64 copies, not the index
+            part = rows[start : start + CHUNK]
+            unit = np.asarray(stored.segment.vectors[part], dtype=np.float64)
+            index.add(augment(unit, model.posteriors(unit * stored.norms[part, None]), factor))
+        stored.soft_ = (key, index, stored.segment.ids[rows])
+    return stored.soft_[1], stored.soft_[2]
