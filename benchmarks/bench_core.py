@@ -34,7 +34,7 @@ def timed(fn, *args, **kwargs):
 
 def bench_leave_one_out(branching, per_class, dim) -> dict:
     data = planted_hierarchy(branching, dim, per_class, scale=4.0, seed=11)
-    model = TreeseekModel(threshold=0.05).fit(data.features, data.labels, data.class_names)
+    model = TreeseekModel(hierarchy="visual", threshold=0.05).fit(data.features, data.labels, data.class_names)
     queries = FeatureSet(data.features, data.labels, data.class_names)
     one, t_one = timed(evaluate_retrieval, model, queries, methods=["combined"], ks=(1, 5, 10, 100),
                        taxonomy=data.hierarchy, progress=False)
@@ -68,8 +68,8 @@ def bench_search(branching, per_class, dim, n_queries, k, alpha, noise) -> dict:
     X, Q = data.features[~is_query], data.features[is_query][:n_queries]
     y = data.labels[~is_query]
     fit_rows = np.flatnonzero(np.arange(len(X)) % max(1, per_class // 100) == 0)  # ~100 per class
-    model, t_fit = timed(TreeseekModel(threshold="auto", max_components=dim).fit, X[fit_rows], y[fit_rows],
-                         data.class_names)
+    model, t_fit = timed(TreeseekModel(hierarchy="visual", threshold="auto", max_components=dim).fit,
+                         X[fit_rows], y[fit_rows], data.class_names)
     leaves, t_assign = timed(model.assign, X)
     query_leaves = model.assign(Q)
     index = HierarchicalIndex(model.hierarchy_, alpha)

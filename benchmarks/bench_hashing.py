@@ -43,7 +43,7 @@ def main() -> None:
     train, test = images.splits == "train", images.splits == "test"
     X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
     taxonomy = load_taxonomy(SHARED / "hierarchies" / DATASETS[args.dataset]["taxonomy"], names)
-    visual = TreeseekModel().fit(X, y, names).hierarchy_
+    visual = TreeseekModel(hierarchy="visual").fit(X, y, names).hierarchy_
     levels = {"taxonomy": hierarchy_level_labels(taxonomy, y), "visual": hierarchy_level_labels(visual, y)}
     print(f"levels: taxonomy {[int(l.max()) + 1 for l in levels['taxonomy']]}, "
           f"visual {[int(l.max()) + 1 for l in levels['visual']]}", flush=True)

@@ -19,7 +19,7 @@ def planted():
 
 @pytest.fixture(scope="module")
 def model(planted):
-    return TreeseekModel(threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
+    return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
 
 
 @pytest.fixture(scope="module")

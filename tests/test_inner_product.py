@@ -39,7 +39,7 @@ def test_the_tree_factor_of_a_real_taxonomy(shared):
 @pytest.fixture(scope="module")
 def fitted():
     data = planted_hierarchy((3, 4), dim=16, samples_per_class=40, scale=3.0, seed=4)
-    model = TreeseekModel(threshold=0.05, covariance="tied").fit(data.features, data.labels, data.class_names)
+    model = TreeseekModel(hierarchy="visual", threshold=0.05, covariance="tied").fit(data.features, data.labels, data.class_names)
     rng = np.random.default_rng(0)
     queries = data.features[rng.choice(len(data.features), 30, replace=False)] + rng.normal(size=(30, 16))
     return model, data.features, queries

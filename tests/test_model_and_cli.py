@@ -26,7 +26,7 @@ def split(planted):
 
 def test_combined_beats_cosine_on_planted_hierarchy(planted):
     test = split(planted)
-    model = TreeseekModel(threshold=0.05).fit(planted.features[~test], planted.labels[~test], planted.class_names)
+    model = TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features[~test], planted.labels[~test], planted.class_names)
     assert np.array_equal(model.hierarchy_.lca_heights, planted.hierarchy.lca_heights)
     result = evaluate_retrieval(
         model,
@@ -66,7 +66,7 @@ def naive_metrics(D, db_y, q_y, similarity, exclude_self):
 
 def test_harness_matches_naive_loops_in_both_protocols(planted):
     test = split(planted)
-    model = TreeseekModel(threshold=0.05).fit(planted.features[~test], planted.labels[~test], planted.class_names)
+    model = TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features[~test], planted.labels[~test], planted.class_names)
     similarity = 1 - planted.hierarchy.normalized_lca
     queries = FeatureSet(planted.features[test][:60], planted.labels[test][:60])
     database = FeatureSet(planted.features[~test], planted.labels[~test])
@@ -86,7 +86,7 @@ def test_harness_matches_naive_loops_in_both_protocols(planted):
 
 
 def test_save_load_round_trip_gives_identical_results(planted, tmp_path):
-    model = TreeseekModel(threshold=0.05, covariance="full").fit(planted.features, planted.labels, planted.class_names)
+    model = TreeseekModel(hierarchy="visual", threshold=0.05, covariance="full").fit(planted.features, planted.labels, planted.class_names)
     model.save(tmp_path / "m")
     loaded = TreeseekModel.load(tmp_path / "m")
     assert loaded.hierarchy_ == model.hierarchy_ and loaded.class_names_ == model.class_names_
@@ -107,7 +107,7 @@ def test_save_load_round_trip_gives_identical_results(planted, tmp_path):
 
 
 def test_corrupt_or_foreign_model_is_a_clear_error(planted, tmp_path):
-    model = TreeseekModel(threshold=0.05).fit(planted.features, planted.labels)
+    model = TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels)
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     arrays = tmp_path / "m" / meta["arrays"]
@@ -136,7 +136,7 @@ def workspace(tmp_path_factory, planted):
     save_features(root / "test.npz", planted.features[test], planted.labels[test], planted.class_names,
                   ids=np.array([f"img{i}" for i in np.flatnonzero(test)]))
     save_hierarchy(planted.hierarchy, root / "taxonomy.json")
-    result = run_cli("fit", root / "train.npz", "--out", root / "model", "--threshold", "0.05")
+    result = run_cli("fit", root / "train.npz", "--out", root / "model", "--hierarchy", "visual", "--threshold", "0.05")
     assert result.returncode == 0, result.stderr
     assert "[36, 9, 3, 1]" in result.stdout
     assert (root / "model" / "hierarchy.png").stat().st_size > 0

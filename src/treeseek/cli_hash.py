@@ -66,7 +66,7 @@ def train(
     if method in ("hpdh", "dcwh"):
         from .model import TreeseekModel
 
-        tree = TreeseekModel().fit(features, labels, names).hierarchy_ if hierarchy == "visual" \
+        tree = TreeseekModel(hierarchy="visual").fit(features, labels, names).hierarchy_ if hierarchy == "visual" \
             else load_taxonomy(hierarchy, names)
         levels = hierarchy_level_labels(tree, labels)
         levels = levels[:1] if method == "dcwh" else levels
