@@ -150,7 +150,7 @@ def select_ranking(
         agreement = lca_agreement(model.hierarchy_, taxonomy) if taxonomy is not None else None
         for temperature in grid["temperature"]:
             method = "soft" if temperature > 0 else "combined"
-            model.temperature = temperature if temperature > 0 else 1.0
+            model.temperature = temperature or base.temperature  # unused by hard leaves
             for alpha in grid["alpha"]:
                 result = evaluate_retrieval(model, queries, database, methods=[method], alpha=alpha, ks=(10,),
                                             taxonomy=taxonomy, progress=False, full_ranking=False)
@@ -162,7 +162,7 @@ def select_ranking(
     best = max(results, key=lambda r: (np.nan_to_num(r[metric], nan=-1.0),
                                        np.nan_to_num(r[SELECTION_METRIC], nan=-1.0), -r["alpha"]))
     chosen = {**base.get_params(), "hierarchy": best["hierarchy"], "alpha": best["alpha"],
-              "temperature": best["temperature"] or 1.0}
+              "temperature": best["temperature"] or base.temperature}  # hard leaves: keep the default
     split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
              "n_validation_queries": int(len(val_rows)), "metric": metric}
     return Selection(chosen, best[metric], results, split, best["method"])
