@@ -206,6 +206,17 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     save_features(tmp_path / "narrow.npz", data.features[:5, :10], data.labels[:5], data.class_names)
     narrow = cli("encode", tmp_path / "h", tmp_path / "narrow.npz", "--out", tmp_path / "n.npz")
     assert narrow.returncode == 2 and "dimensions" in narrow.stderr
+    selected = cli("train", tmp_path / "train.npz", "--out", tmp_path / "s", "--bits", "16", "--epochs", "2",
+                   "--coarse-weight", "select")
+    assert selected.returncode == 0, selected.stderr
+    weights = [float(part.split()[0]) for part in selected.stdout.split("w=")[1:]]
+    assert weights == [1.0, 0.3, 0.1]  # every candidate scored and shown
+    from treeseek.hashing.storage import load_hasher
+
+    scales = load_hasher(tmp_path / "s")[0].scales
+    assert scales[0] == 1.0 and any(scales[1] == pytest.approx(w / 2) for w in weights)
+    bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-weight", "heavy")
+    assert bad.returncode == 2 and "--coarse-weight must be a number or 'select'" in bad.stderr
 
 
 def test_the_coarse_weight_is_chosen_on_validation_and_zero_weight_is_the_single_level_model(planted):

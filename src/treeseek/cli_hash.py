@@ -13,6 +13,7 @@ from .errors import TreeseekError
 from .features import align_labels, load_features
 from .hashing import HammingIndex, hierarchy_level_labels
 from .hashing.evaluation import evaluate_codes
+from .hashing.selection import level_scales, select_coarse_weight
 from .hashing.storage import KINDS, load_hasher, save_hasher
 from .hierarchy import Hierarchy, load_taxonomy
 from .persistence import atomic_save_npz, atomic_write_json
@@ -33,6 +34,8 @@ def train(
     lr: float = typer.Option(1e-3, help="SGD learning rate (hpdh, dcwh)."),
     batch_size: int = typer.Option(64, help="Training batch size (hpdh, dcwh)."),
     seed: int = typer.Option(0, help="Random seed: training is deterministic under it."),
+    coarse_weight: str = typer.Option("1", help="hpdh: w in the coarse levels' scales s_l = w/(l+1) (1: the "
+                                      "paper's), or 'select' to choose it from 1, 0.3, 0.1 on a validation split."),
     end_to_end: bool = typer.Option(False, help="Fine-tune the backbone with the hash layer on the image folder "
                                     "SOURCE (hpdh, dcwh; a GPU is advisable)."),
     backbone: str = typer.Option("efficientnet_lite0", help="With --end-to-end: the backbone to fine-tune."),
@@ -70,7 +73,10 @@ def train(
             else load_taxonomy(hierarchy, names)
         levels = hierarchy_level_labels(tree, labels)
         levels = levels[:1] if method == "dcwh" else levels
-        hasher = KINDS["hpdh"](bits, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        params = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+        weight = _coarse_weight(coarse_weight, features, labels, tree, bits, params, progress) \
+            if method == "hpdh" else 1.0
+        hasher = KINDS["hpdh"](bits, level_scales(len(levels), weight), **params)
     else:
         hasher = KINDS[method](bits, seed=seed) if method == "itq" else KINDS[method](bits)
     start = time.perf_counter()
@@ -88,6 +94,24 @@ def train(
     save_hasher(hasher, out, names, tree, info)
     typer.echo(f"{out}: {method}, {bits} bits, trained in {seconds:.1f} s"
                + (f"; encode features of --backbone {backbone_out}" if end_to_end else ""))
+
+
+def _coarse_weight(text: str, features, labels, tree, bits: int, params: dict, progress: bool) -> float:
+    if text == "select":
+        if features is None:
+            raise TreeseekError("--coarse-weight select needs frozen features: with --end-to-end give a number")
+        weight, records = select_coarse_weight(features, labels, tree, bits, **params)
+        if progress:
+            typer.echo("coarse weight on validation: " + ", ".join(f"w={r['coarse_weight']:g} mAHP@250 "
+                                                                   f"{r['mahp@250']:.4f}" for r in records))
+        return weight
+    try:
+        weight = float(text)
+    except ValueError:
+        raise TreeseekError(f"--coarse-weight must be a number or 'select', got {text!r}") from None
+    if not weight >= 0:
+        raise TreeseekError(f"--coarse-weight must be >= 0, got {text}")
+    return weight
 
 
 @hash_app.command("encode")
