@@ -98,6 +98,9 @@ def evaluate(
     info = result.info
     typer.echo(f"{info['protocol']}: {info['n_queries']} queries, {info['n_database']} database items, "
                f"alpha = {info['alpha']:g}, query leaf accuracy {info['query_leaf_accuracy']:.1%}")
+    if tax is not None:
+        typer.echo(f"tree {info['tree_shape']}, agreement with the taxonomy (LCA-height correlation) "
+                   f"{info['taxonomy_agreement']:.3f}")
     width = max(len(c) for c in columns)
     typer.echo(f"{'method':<10}" + "".join(f"{c:>{width + 1}}" for c in columns))
     for method, values in result.metrics.items():

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import TreeseekError
 from ..features import FeatureSet, align_labels
 from ..hierarchy import Hierarchy
+from ..hierarchy.builders import lca_agreement
 from ..search import METHODS, ranking_keys, smallest_k
 from . import metrics as M
 
@@ -172,6 +173,9 @@ def evaluate_retrieval(
         "queries_without_relevant": int(np.sum(n_relevant == 0)),
         "database_leaves": "labels" if use_database_labels else "mahalanobis",
     }
+    if taxonomy is not None:  # how well the model's tree agrees with the evaluation taxonomy
+        info["tree_shape"] = model.hierarchy_.shape()
+        info["taxonomy_agreement"] = lca_agreement(model.hierarchy_, taxonomy)
     return EvaluationResult(results, curves, info)
 
 
