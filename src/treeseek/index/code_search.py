@@ -31,11 +31,9 @@ def hamming_topk(segments: list[StoredSegment], query_codes: np.ndarray, k: int,
 
 
 def _binary_index(stored: StoredSegment, bits: int, kind: str) -> tuple[HammingIndex, np.ndarray]:
-    alive = stored.segment.alive
-    rows = np.arange(len(stored)) if alive is None else np.flatnonzero(alive)
+    rows = stored.live_rows_by_id()
     key = (kind, bits, len(rows))  # a segment only loses rows, so their count names its state
     if stored.hamming_ is None or stored.hamming_[0] != key:
-        rows = rows[np.argsort(stored.segment.ids[rows], kind="stable")]
         index = HammingIndex(bits, kind)
         if len(rows):
             index.add(np.asarray(stored.codes)[rows])

@@ -36,12 +36,10 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
 
 
 def _inner_product_index(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray):
-    alive = stored.segment.alive
-    rows = np.arange(len(stored)) if alive is None else np.flatnonzero(alive)
+    rows = stored.live_rows_by_id()
     # a segment only loses rows, so their count names its state; the posteriors depend on the model's T and m
     key = (id(model), model.temperature, model.top_m, len(rows))
     if stored.soft_ is None or stored.soft_[0] != key:
-        rows = rows[np.argsort(stored.segment.ids[rows], kind="stable")]
         index = InnerProductIndex(1.0)
         for start in range(0, len(rows), CHUNK):  # chunks bound the float64 copies, not the index
             part = rows[start : start + CHUNK]

@@ -56,6 +56,12 @@ class StoredSegment:
     def __len__(self) -> int:
         return len(self.segment)
 
+    def live_rows_by_id(self) -> np.ndarray:
+        """Rows not removed, in id order (how the in-memory search structures list them)."""
+        alive = self.segment.alive
+        rows = np.arange(len(self)) if alive is None else np.flatnonzero(alive)
+        return rows[np.argsort(self.segment.ids[rows], kind="stable")]
+
     # ------------------------------------------------------------------ items
     def source(self, row: int) -> str:
         if self.sources is not None:
