@@ -112,8 +112,9 @@ def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float]):
     plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch."""
     import torch
 
-    loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * _squared_distances(u, c), y)
-               for s, c, y in zip(scales, centres, targets))
+    # one distance computation against every level's centres: fewer, larger operations per step
+    distances = _squared_distances(u, torch.cat(centres)).split([len(c) for c in centres], dim=1)
+    loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * d, y) for s, d, y in zip(scales, distances, targets))
     bits = u.shape[1]
     return loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) / (len(u) * bits)
 
@@ -122,9 +123,10 @@ def level_centres(u: np.ndarray, levels: Sequence[np.ndarray], parents: Sequence
     """Fine centres = mean output of each class; each coarser centre = mean of its children's centres."""
     import torch
 
-    fine = np.zeros((levels[0].max() + 1, u.shape[1]))
-    np.add.at(fine, levels[0], u)
-    fine /= np.maximum(np.bincount(levels[0], minlength=len(fine)), 1)[:, None]
+    n_fine = levels[0].max() + 1
+    # per-column bincount: np.add.at is unbuffered and ~20x slower on 50,000 rows
+    fine = np.stack([np.bincount(levels[0], weights=column, minlength=n_fine) for column in u.T], axis=1)
+    fine /= np.maximum(np.bincount(levels[0], minlength=n_fine), 1)[:, None]
     centres = [fine]
     for parent in parents:
         coarse = np.zeros((parent.max() + 1, u.shape[1]))
