@@ -130,7 +130,7 @@ def test_code_evaluation_matches_per_query_loops(planted):
     q_codes, db_codes = hasher.encode(data.features[test]), hasher.encode(data.features[~test])
     y_q, y_db, tree = data.labels[test], data.labels[~test], data.hierarchy
     result = evaluate_codes(q_codes, db_codes, y_q, y_db, tree, chunk=7)
-    aps, ndcgs = [], []
+    aps, ndcgs, precisions, wrong_similarities = [], [], [], []
     ideal_gain = np.sort(tree.shared_levels[:, y_db], axis=1)[:, ::-1]
     tie_order = np.random.default_rng(0).permutation(len(y_db))  # ties: a fixed random order (tie_seed=0)
     for q in range(len(y_q)):
@@ -140,8 +140,13 @@ def test_code_evaluation_matches_per_query_loops(planted):
         aps.append(average_precision(relevant[None, :], np.array([relevant.sum()]))[0])
         gain = tree.shared_levels[y_q[q], y_db[order]][None, :]
         ndcgs.append(np.mean([ndcg_at_k(gain, ideal_gain[y_q[q]][None, :], k)[0] for k in range(1, 101)]))
+        top = y_db[order][:250]
+        precisions.append(np.mean(top == y_q[q]))
+        wrong_similarities.extend(1 - tree.normalized_lca[y_q[q], top[top != y_q[q]]])
     assert result["map"] == pytest.approx(np.mean(aps))
     assert result["ndcg@1-100"] == pytest.approx(np.mean(ndcgs))
+    assert result["precision@250"] == pytest.approx(np.mean(precisions))
+    assert result["wrong similarity@250"] == pytest.approx(np.mean(wrong_similarities))
     assert 0 < result["mahp@250"] <= 1
 
 

@@ -5,13 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from treeseek.backbones import load_backbone
 from treeseek.images.datasets import image_folder
 from treeseek.pipeline import load_images
 from treeseek.training.classifier import train_classifier
-
-from conftest import SHARED
 
 
 def run_cli(*args):

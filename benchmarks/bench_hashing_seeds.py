@@ -1,0 +1,68 @@
+"""Is HPDH's difference from DCWH larger than the spread between training seeds? And where does it come from?
+
+Run:  .venv/bin/python benchmarks/bench_hashing_seeds.py cifar10 --bits 16 --seeds 0,1,2
+
+Trains HPDH (WordNet levels, coarse weight w) and the single-level codes (DCWH) once per seed on the
+train split's frozen features, with the protocol of bench_hashing.py (test queries, train database,
+Hamming ties in a fixed random order). Besides mAP, mAHP@250 and nDCG it prints mAHP@250's two parts:
+precision@250 (the share of the top 250 in the query's class) and the mean WordNet similarity of the
+other results, plus the mean and standard deviation over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from bench_images import DATASETS, SHARED, dataset_features
+
+from treeseek.hashing import HPDHHasher, hierarchy_level_labels
+from treeseek.hashing.evaluation import evaluate_codes
+from treeseek.hashing.selection import level_scales
+from treeseek.hierarchy import load_taxonomy
+
+METRICS = ("map", "mahp@250", "ndcg@1-100", "precision@250", "wrong similarity@250")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--bits", type=int, default=16)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--coarse-weight", type=float, default=1.0)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    images, features, _, _, _ = dataset_features(args.dataset)
+    names = images.class_names
+    train, test = images.splits == "train", images.splits == "test"
+    X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
+    taxonomy = load_taxonomy(SHARED / "hierarchies" / DATASETS[args.dataset]["taxonomy"], names)
+    levels = hierarchy_level_labels(taxonomy, y)
+    methods = {"HPDH (WordNet levels)": levels, "single level (DCWH)": levels[:1]}
+    rows = []
+    for seed in map(int, args.seeds.split(",")):
+        for method, method_levels in methods.items():
+            hasher = HPDHHasher(args.bits, level_scales(len(method_levels), args.coarse_weight), args.epochs,
+                                seed=seed)
+            started = time.perf_counter()
+            hasher.fit(X, method_levels)
+            seconds = time.perf_counter() - started
+            scores = evaluate_codes(hasher.encode(Q), hasher.encode(X), yq, y, taxonomy)
+            rows.append({"method": method, "seed": seed, "train_seconds": round(seconds, 1), **scores})
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\n| method, {args.bits} bits | seeds | " + " | ".join(METRICS) + " |\n|---|---|"
+          + "---|" * len(METRICS))
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        cells = [f"{np.mean([r[m] for r in mine]):.4f} ± {np.std([r[m] for r in mine]):.4f}" for m in METRICS]
+        print(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
+                       "epochs": args.epochs, "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
