@@ -17,12 +17,11 @@ import argparse
 import json
 import time
 
-from bench_images import DATASETS, SHARED, dataset_features
+from bench_images import DATASETS, train_test_features
 
 from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes, evaluate_distances
 from treeseek.hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
-from treeseek.hierarchy import load_taxonomy
 from treeseek.model import TreeseekModel
 from treeseek.search import cosine_distances
 
@@ -38,11 +37,7 @@ def main() -> None:
     parser.add_argument("--levels", default="taxonomy,visual", help="hierarchies whose levels HPDH trains on")
     parser.add_argument("--coarse-weight", type=float, help="w of the coarse scales (default: chosen on validation)")
     args = parser.parse_args()
-    images, features, _, _, _ = dataset_features(args.dataset)
-    names = images.class_names
-    train, test = images.splits == "train", images.splits == "test"
-    X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
-    taxonomy = load_taxonomy(SHARED / "hierarchies" / DATASETS[args.dataset]["taxonomy"], names)
+    names, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
     visual = TreeseekModel(hierarchy="visual").fit(X, y, names).hierarchy_
     levels = {"taxonomy": hierarchy_level_labels(taxonomy, y), "visual": hierarchy_level_labels(visual, y)}
     print(f"levels: taxonomy {[int(l.max()) + 1 for l in levels['taxonomy']]}, "
@@ -88,7 +83,7 @@ def main() -> None:
             if visual_too:
                 on_visual_tree(rows[-1], lambda r: hamming_distances(query_codes[r], db_codes))
             print(json.dumps(rows[-1]), flush=True)
-    report = {"dataset": args.dataset, "train": int(train.sum()), "test": int(test.sum()), "epochs": args.epochs,
+    report = {"dataset": args.dataset, "train": len(X), "test": len(Q), "epochs": args.epochs,
               "coarse_weight": weight, "coarse_weight_validation": weight_records,
               "levels": {key: [int(l.max()) + 1 for l in value] for key, value in levels.items()}, "rows": rows}
     print("| method | bits | mAP | mAHP@250 | nDCG@1-100 | mAHP@250 visual | nDCG visual | train s |\n"

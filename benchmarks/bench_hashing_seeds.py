@@ -15,12 +15,11 @@ import json
 import time
 
 import numpy as np
-from bench_images import DATASETS, SHARED, dataset_features
+from bench_images import DATASETS, train_test_features
 
 from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes
 from treeseek.hashing.selection import level_scales
-from treeseek.hierarchy import load_taxonomy
 
 METRICS = ("map", "mahp@250", "ndcg@1-100", "precision@250", "wrong similarity@250")
 
@@ -34,11 +33,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--json")
     args = parser.parse_args()
-    images, features, _, _, _ = dataset_features(args.dataset)
-    names = images.class_names
-    train, test = images.splits == "train", images.splits == "test"
-    X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
-    taxonomy = load_taxonomy(SHARED / "hierarchies" / DATASETS[args.dataset]["taxonomy"], names)
+    _, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
     levels = hierarchy_level_labels(taxonomy, y)
     methods = {"HPDH (WordNet levels)": levels, "single level (DCWH)": levels[:1]}
     rows = []

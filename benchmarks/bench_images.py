@@ -69,6 +69,15 @@ def dataset_features(dataset: str, batch_size: int = 64, device: str = "cpu"):
     return images.subset(kept), features, kept, stats, backbone
 
 
+def train_test_features(dataset: str):
+    """(class names, train features, train labels, test features, test labels, WordNet taxonomy)."""
+    images, features, _, _, _ = dataset_features(dataset)
+    names = images.class_names
+    train, test = images.splits == "train", images.splits == "test"
+    taxonomy = load_taxonomy(SHARED / "hierarchies" / DATASETS[dataset]["taxonomy"], names)
+    return names, features[train], images.labels[train], features[test], images.labels[test], taxonomy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))

@@ -17,11 +17,10 @@ import argparse
 import json
 import time
 
-from bench_images import DATASETS, SHARED, dataset_features
+from bench_images import DATASETS, SHARED, train_test_features
 
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.features import FeatureSet
-from treeseek.hierarchy import load_taxonomy
 from treeseek.hierarchy.builders import lca_agreement
 from treeseek.model import TreeseekModel
 from treeseek.selection import select_ranking
@@ -74,12 +73,8 @@ def main() -> None:
         with open(args.from_json) as handle:
             report(json.load(handle)["rows"])
         return
-    images, features, _, _, _ = dataset_features(args.dataset)
-    names = images.class_names
-    train, test = images.splits == "train", images.splits == "test"
-    X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
+    names, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
     taxonomy_path = SHARED / "hierarchies" / DATASETS[args.dataset]["taxonomy"]
-    taxonomy = load_taxonomy(taxonomy_path, names)
 
     started = time.perf_counter()
     selection = select_ranking(X, y, names, BASE, taxonomy, max_queries=args.max_queries)
