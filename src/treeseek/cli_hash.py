@@ -166,7 +166,8 @@ def evaluate(
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy for mAHP and nDCG (default: the hasher's tree)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
 ) -> None:
-    """HPDH's protocol: mAP over the full ranking, mAHP@250, nDCG averaged over k = 1..100."""
+    """HPDH's protocol: mAP over the full ranking, mAHP@250, nDCG averaged over k = 1..100, and mAHP@250's
+    parts: precision@250 and the mean similarity of the other results."""
     hasher, names, tree, _ = load_hasher(hasher_dir)
     tree = load_taxonomy(taxonomy, names) if taxonomy is not None else tree
     if tree is None:
