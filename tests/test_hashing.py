@@ -205,7 +205,8 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
     assert len(hits) == 4 and [h["hamming"] for h in hits] == sorted(h["hamming"] for h in hits)
     evaluated = cli("evaluate", tmp_path / "h", tmp_path / "test.npz", "--database", tmp_path / "train.npz")
-    assert set(json.loads(evaluated.stdout)) == {"map", "mahp@250", "ndcg@1-100"}
+    assert set(json.loads(evaluated.stdout)) == {"map", "mahp@250", "ndcg@1-100", "precision@250",
+                                                  "wrong similarity@250"}
     bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--bits", "12", "--method", "itq")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "\n" not in bad.stderr.strip()
     save_features(tmp_path / "narrow.npz", data.features[:5, :10], data.labels[:5], data.class_names)
