@@ -21,6 +21,7 @@ from treeseek.evaluation import evaluate_retrieval
 from treeseek.features import FeatureSet
 from treeseek.hierarchy.builders import VisualHierarchyBuilder
 from treeseek.model import TreeseekModel
+from treeseek.persistence import atomic_write_json
 from treeseek.search import HierarchicalIndex, smallest_k
 from treeseek.search.distances import normalize_rows
 from treeseek.synthetic import planted_hierarchy
@@ -128,8 +129,7 @@ def main() -> None:
     results["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        atomic_write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from treeseek.hashing import HammingIndex, hamming_distances
+from treeseek.persistence import atomic_write_json
 
 K = 100
 
@@ -66,8 +67,7 @@ def main() -> None:
     report = {"machine": f"{platform.processor() or platform.machine()}, numpy {np.__version__}", "results": results}
     print(json.dumps(report, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        atomic_write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hamming_dista
 from treeseek.hashing.evaluation import evaluate_codes, evaluate_distances
 from treeseek.hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.model import TreeseekModel
+from treeseek.persistence import atomic_write_json
 from treeseek.search import cosine_distances
 
 BITS = (16, 32, 48, 64)
@@ -94,8 +95,7 @@ def main() -> None:
         print(f"| {row['method']} | {row['bits'] or 'float'} | {row['map']:.3f} | {row['mahp@250']:.3f} | "
               f"{row['ndcg@1-100']:.3f} | {visual_cells} | {row['train_seconds']} |")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        atomic_write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.end_to_end import train_end_to_end
 from treeseek.hashing.evaluation import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
+from treeseek.persistence import atomic_write_json
 
 
 def main() -> None:
@@ -76,8 +77,7 @@ def main() -> None:
         print(f"| {row['method']} | {row['epochs']} | {row['map']:.3f} | {row['mahp@250']:.3f} | "
               f"{row['ndcg@1-100']:.3f} | {row['train_seconds']} ({row['device']}) |")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"bits": args.bits, "rows": rows}, handle, indent=2)
+        atomic_write_json(args.json, {"bits": args.bits, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from bench_images import DATASETS, train_test_features
 from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes
 from treeseek.hashing.selection import level_scales
+from treeseek.persistence import atomic_write_json
 
 METRICS = ("map", "mahp@250", "ndcg@1-100", "precision@250", "wrong similarity@250")
 
@@ -54,9 +55,8 @@ def main() -> None:
         cells = [f"{np.mean([r[m] for r in mine]):.4f} ± {np.std([r[m] for r in mine]):.4f}" for m in METRICS]
         print(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
-                       "epochs": args.epochs, "rows": rows}, handle, indent=2)
+        atomic_write_json(args.json, {"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
+                                      "epochs": args.epochs, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 from bench_core import timed
 
 from treeseek.model import DEFAULT_TEMPERATURE, TreeseekModel
+from treeseek.persistence import atomic_write_json
 from treeseek.search import HierarchicalIndex, smallest_k
 from treeseek.search.distances import normalize_rows
 from treeseek.search.inner_product import InnerProductIndex, augment, tree_factor
@@ -109,8 +110,7 @@ def main() -> None:
     print(json.dumps(results["soft"]), flush=True)
     print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        atomic_write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from treeseek.evaluation import evaluate_retrieval
 from treeseek.features import FeatureSet
 from treeseek.hierarchy.builders import lca_agreement
 from treeseek.model import TreeseekModel
+from treeseek.persistence import atomic_write_json
 from treeseek.selection import select_ranking
 
 BASE = {"max_components": 128, "covariance": "tied"}
@@ -126,10 +127,9 @@ def main() -> None:
     rows.append(row("true WordNet taxonomy, soft leaves", str(taxonomy_path), {**chosen_point, **soft}))
     closed = report(rows)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"dataset": args.dataset, "base": BASE, "gap_closed": closed,
-                       "chosen": {**selection.params, "method": selection.method}, "rows": rows,
-                       "validation_grid": grid, "selection_split": selection.split}, handle, indent=2)
+        atomic_write_json(args.json, {"dataset": args.dataset, "base": BASE, "gap_closed": closed,
+                                      "chosen": {**selection.params, "method": selection.method}, "rows": rows,
+                                      "validation_grid": grid, "selection_split": selection.split})
 
 
 if __name__ == "__main__":
