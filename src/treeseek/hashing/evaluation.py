@@ -48,9 +48,10 @@ def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int,
         ap.append(M.average_precision(relevant, relevant.sum(axis=1)))
         top_similarity = similarity[labels[:, None], ranked[:, :k_hp]]
         ahp.append(M.average_hierarchical_precision(top_similarity, ideal_sim[labels], k_hp))
+        wrong = ~relevant[:, :k_hp]
         same.append(relevant[:, :k_hp].mean(axis=1))
-        wrong_sum += float(top_similarity[~relevant[:, :k_hp]].sum())
-        wrong_count += int((~relevant[:, :k_hp]).sum())
+        wrong_sum += float(top_similarity[wrong].sum())
+        wrong_count += int(wrong.sum())
         gain = gains[labels[:, None], ranked[:, :k_ndcg]]
         ndcg.append(np.mean([M.ndcg_at_k(gain, ideal_gain[labels], k) for k in range(1, k_ndcg + 1)], axis=0))
     return {"map": float(np.nanmean(np.concatenate(ap))), f"mahp@{k_hp}": float(np.mean(np.concatenate(ahp))),
