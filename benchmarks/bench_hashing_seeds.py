@@ -19,6 +19,7 @@ from bench_images import DATASETS, train_test_features
 
 from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes
+from treeseek.hashing.hpdh import INITIAL_CENTRES
 from treeseek.hashing.selection import level_scales
 from treeseek.persistence import atomic_write_json
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--coarse-weight", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--initial-centres", default="class-means", choices=INITIAL_CENTRES)
     parser.add_argument("--json")
     args = parser.parse_args()
     _, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
@@ -41,7 +43,7 @@ def main() -> None:
     for seed in map(int, args.seeds.split(",")):
         for method, method_levels in methods.items():
             hasher = HPDHHasher(args.bits, level_scales(len(method_levels), args.coarse_weight), args.epochs,
-                                seed=seed)
+                                seed=seed, initial_centres=args.initial_centres)
             started = time.perf_counter()
             hasher.fit(X, method_levels)
             seconds = time.perf_counter() - started
@@ -56,7 +58,7 @@ def main() -> None:
         print(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
-                                      "epochs": args.epochs, "rows": rows})
+                                      "epochs": args.epochs, "initial_centres": args.initial_centres, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -79,13 +79,13 @@ def mahp(data, test, hasher, k=250):
     return average_hierarchical_precision(similarity[y_test[:, None], y_train[order]], ideal, k).mean()
 
 
-@pytest.mark.parametrize("bits", [16, 32])
-def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits):
+@pytest.mark.parametrize("bits, initial_centres", [(16, "class-means"), (32, "class-means"), (16, "random")])
+def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits, initial_centres):
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
     assert [len(np.unique(level)) for level in levels] == [48, 12, 3]
-    hpdh = HPDHHasher(bits, epochs=30).fit(data.features[~test], levels)
-    single = HPDHHasher(bits, epochs=30).fit(data.features[~test], levels[:1])
+    hpdh = HPDHHasher(bits, epochs=30, initial_centres=initial_centres).fit(data.features[~test], levels)
+    single = HPDHHasher(bits, epochs=30, initial_centres=initial_centres).fit(data.features[~test], levels[:1])
     itq = ITQHasher(bits).fit(data.features[~test])
     assert mahp(data, test, hpdh) > mahp(data, test, single) + 0.02
     assert mahp(data, test, single) > mahp(data, test, itq)
@@ -98,6 +98,35 @@ def test_training_is_deterministic_under_a_seed(planted):
     again = HPDHHasher(16, epochs=3, seed=5).fit(data.features[~test], levels).encode(data.features[test])
     other = HPDHHasher(16, epochs=3, seed=6).fit(data.features[~test], levels).encode(data.features[test])
     assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("initial_centres", ["class-means", "random"])
+def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, initial_centres):
+    """With lr = 0 the layer stays as initialised, so the first epoch's mean loss is the loss of the
+    initial outputs against the first centres, written out here in numpy."""
+    import torch
+
+    data, test = planted
+    X = data.features[~test]
+    levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
+    scales = [1.0, 0.5, 0.25]
+    hasher = HPDHHasher(16, scales, epochs=1, lr=0.0, seed=3, initial_centres=initial_centres).fit(X, levels)
+    u = hasher.transform(X)  # the untouched initial layer
+    if initial_centres == "random":
+        generator = torch.Generator().manual_seed(3)
+        centres = [torch.randn(len(np.unique(level)), 16, generator=generator).double().numpy() for level in levels]
+    else:
+        centres = [np.stack([u[levels[0] == k].mean(axis=0) for k in range(48)])]
+        for fine, coarse in zip(levels[:-1], levels[1:]):
+            children = [np.unique(fine[coarse == g]) for g in range(coarse.max() + 1)]
+            centres.append(np.stack([centres[-1][c].mean(axis=0) for c in children]))
+    expected = 0.0
+    for s, c, y in zip(scales, centres, levels):
+        logits = -0.5 * s * ((u[:, None, :] - c[None]) ** 2).sum(axis=2)
+        log_norm = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+        expected += np.mean(log_norm - logits[np.arange(len(u)), y])
+    expected += np.mean(10 * np.maximum(np.abs(u) - 1.1, 0).sum(1) + 0.1 * ((np.sign(u) - u) ** 2).sum(1)) / 16
+    assert hasher.history_[0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_itq_rotation_lowers_the_quantisation_loss(planted):
@@ -115,6 +144,8 @@ def test_bad_hashing_input_is_refused(planted):
     data, test = planted
     with pytest.raises(TreeseekError, match="multiple of 8"):
         HPDHHasher(12).fit(data.features, [data.labels])
+    with pytest.raises(TreeseekError, match="initial_centres must be one of"):
+        HPDHHasher(16, initial_centres="zeros").fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="one label per row"):
         HPDHHasher(16).fit(data.features, [data.labels[:5]])
     with pytest.raises(TreeseekError, match="packed bytes"):
@@ -173,10 +204,12 @@ def test_hashers_survive_a_save_and_load(planted, tmp_path):
 
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
-    for hasher in (HPDHHasher(16, epochs=2).fit(data.features[~test], levels), ITQHasher(24).fit(data.features)):
+    hpdh = HPDHHasher(16, epochs=2, initial_centres="random").fit(data.features[~test], levels)
+    for hasher in (hpdh, ITQHasher(24).fit(data.features)):
         save_hasher(hasher, tmp_path / "h", data.class_names, data.hierarchy, {"note": 1})
         loaded, names, tree, info = load_hasher(tmp_path / "h")
         assert type(loaded) is type(hasher) and names == data.class_names and tree == data.hierarchy
+        assert vars(loaded).get("initial_centres") == vars(hasher).get("initial_centres")
         assert np.array_equal(loaded.encode(data.features), hasher.encode(data.features)) and info == {"note": 1}
 
 

@@ -64,9 +64,10 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
 
     result = cli("--end-to-end", "--backbone", "resnet20", "--weights", weights, "--backbone-out", tmp_path / "bb",
                  "--hierarchy", SHARED / "hierarchies" / "cifar10.paths.tsv", "--epochs", "1", "--bits", "16",
-                 "--device", "cpu", "--out", tmp_path / "hasher", "--no-progress")
+                 "--device", "cpu", "--out", tmp_path / "hasher", "--no-progress", "--initial-centres", "random")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "bb" / "weights.safetensors").is_file() and (tmp_path / "hasher" / "hasher.json").is_file()
+    assert '"initial_centres": "random"' in (tmp_path / "hasher" / "hasher.json").read_text()
     refused = cli("--end-to-end", "--method", "itq", "--backbone-out", tmp_path / "x", "--out", tmp_path / "y")
     assert refused.returncode == 2 and "--end-to-end trains hpdh or dcwh" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0

@@ -59,12 +59,13 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
     hasher.mean_, hasher.std_ = features.mean(axis=0), float(features.std()) or 1.0
     mean = torch.as_tensor(hasher.mean_, dtype=torch.float32, device=device)
 
-    def centres():
+    def centres(first: bool = False):
         u, labels = outputs(scaled=True)
-        return [c.to(device) for c in level_centres(u, [level[labels] for level in class_levels], parents)]
+        levels = [level[labels] for level in class_levels]
+        return [c.to(device) for c in (hasher.first_centres if first else level_centres)(u, levels, parents)]
 
     optimizer, schedule = hasher.optimizer([*network.parameters(), *layer.parameters()])
-    current = centres()
+    current = centres(first=True)
     hasher.history_ = []
     for epoch in range(hasher.epochs):
         network.train()

@@ -5,6 +5,8 @@ For every level l of the hierarchy, with class centres C_l:
 and the total is sum_l L_l + (10 * sum relu(|u| - 1.1) + 0.1 * ||sign(u) - u||^2) / (batch * bits).
 Centres are not learned: after every epoch each fine centre becomes the mean output of its class,
 and each coarser centre the mean of its children's centres. With one level this is DCWH.
+The first epoch's centres are those means for the initial layer (``initial_centres="class-means"``)
+or, as in the authors' code, standard normal draws, independent per level (``"random"``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from ..errors import TreeseekError
 from ..features import check_features
 from ..hierarchy import Hierarchy
 from .codes import pack_codes
+
+INITIAL_CENTRES = ("class-means", "random")
 
 
 def hierarchy_level_labels(tree: Hierarchy, labels: np.ndarray) -> list[np.ndarray]:
@@ -34,10 +38,10 @@ class HPDHHasher:
 
     def __init__(self, bits: int = 64, scales: Sequence[float] | None = None, epochs: int = 150, lr: float = 1e-3,
                  momentum: float = 0.9, weight_decay: float = 5e-4, milestones: Sequence[int] = (50, 100),
-                 batch_size: int = 64, seed: int = 0):
+                 batch_size: int = 64, seed: int = 0, initial_centres: str = "class-means"):
         self.bits, self.scales, self.epochs, self.lr = bits, scales, epochs, lr
         self.momentum, self.weight_decay, self.milestones = momentum, weight_decay, milestones
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.initial_centres = batch_size, seed, initial_centres
 
     def level_scales(self, n_levels: int) -> list[float]:
         scales = list(self.scales) if self.scales is not None else [1.0 / (l + 1) for l in range(n_levels)]
@@ -48,6 +52,18 @@ class HPDHHasher:
     def check_params(self) -> None:
         if self.bits % 8 or self.bits <= 0:
             raise TreeseekError(f"bits must be a positive multiple of 8, got {self.bits}")
+        if self.initial_centres not in INITIAL_CENTRES:
+            raise TreeseekError(f"initial_centres must be one of {', '.join(INITIAL_CENTRES)}, "
+                                f"got {self.initial_centres!r}")
+
+    def first_centres(self, u: np.ndarray, levels: Sequence[np.ndarray], parents: Sequence[np.ndarray]) -> list:
+        """The centres of the first epoch, from the initial layer's outputs ``u`` (see ``initial_centres``)."""
+        import torch
+
+        if self.initial_centres == "class-means":
+            return level_centres(u, levels, parents)
+        generator = torch.Generator().manual_seed(self.seed)
+        return [torch.randn(int(level.max()) + 1, self.bits, generator=generator) for level in levels]
 
     def fit(self, X: np.ndarray, levels: Sequence[np.ndarray], progress: bool = False) -> "HPDHHasher":
         import torch
@@ -71,7 +87,7 @@ class HPDHHasher:
             with torch.no_grad():
                 return layer(inputs).numpy()
 
-        centres = level_centres(outputs(), levels, parents)
+        centres = self.first_centres(outputs(), levels, parents)
         self.history_ = []
         for _ in tqdm(range(self.epochs), desc="HPDH epochs", disable=not progress):
             total = 0.0

@@ -13,7 +13,8 @@ from .hpdh import HPDHHasher
 
 HASHER_FORMAT, HASHER_VERSION = "treeseek-hasher", 1
 KINDS = {"hpdh": HPDHHasher, "itq": ITQHasher, "pca": SignPCAHasher}
-PARAMS = {"hpdh": ("bits", "scales", "epochs", "lr", "momentum", "weight_decay", "milestones", "batch_size", "seed"),
+PARAMS = {"hpdh": ("bits", "scales", "epochs", "lr", "momentum", "weight_decay", "milestones", "batch_size", "seed",
+                   "initial_centres"),
           "itq": ("bits", "n_iter", "seed"), "pca": ("bits",)}
 
 
