@@ -21,6 +21,7 @@ from bench_images import DATASETS, train_test_features
 
 from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes, evaluate_distances
+from treeseek.hashing.hpdh import group_counts
 from treeseek.hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.model import TreeseekModel
 from treeseek.persistence import atomic_write_json
@@ -41,8 +42,7 @@ def main() -> None:
     names, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
     visual = TreeseekModel(hierarchy="visual").fit(X, y, names).hierarchy_
     levels = {"taxonomy": hierarchy_level_labels(taxonomy, y), "visual": hierarchy_level_labels(visual, y)}
-    print(f"levels: taxonomy {[int(l.max()) + 1 for l in levels['taxonomy']]}, "
-          f"visual {[int(l.max()) + 1 for l in levels['visual']]}", flush=True)
+    print(f"levels: taxonomy {group_counts(levels['taxonomy'])}, visual {group_counts(levels['visual'])}", flush=True)
     weight, weight_records = args.coarse_weight, []
     if weight is None:
         started = time.perf_counter()
@@ -86,7 +86,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     report = {"dataset": args.dataset, "train": len(X), "test": len(Q), "epochs": args.epochs,
               "coarse_weight": weight, "coarse_weight_validation": weight_records,
-              "levels": {key: [int(l.max()) + 1 for l in value] for key, value in levels.items()}, "rows": rows}
+              "levels": {key: group_counts(value) for key, value in levels.items()}, "rows": rows}
     print("| method | bits | mAP | mAHP@250 | nDCG@1-100 | mAHP@250 visual | nDCG visual | train s |\n"
           "|---|---|---|---|---|---|---|---|")
     for row in rows:

@@ -13,6 +13,7 @@ from .errors import TreeseekError
 from .features import align_labels, load_features
 from .hashing import HammingIndex, hierarchy_level_labels
 from .hashing.evaluation import evaluate_codes
+from .hashing.hpdh import group_counts
 from .hashing.selection import level_scales, select_coarse_weight
 from .hashing.storage import KINDS, load_hasher, save_hasher
 from .hierarchy import Hierarchy, load_taxonomy
@@ -91,7 +92,7 @@ def train(
     else:
         hasher.fit(features, levels, progress=progress)
     seconds = time.perf_counter() - start
-    info = {"method": method, "train_seconds": seconds, "levels": [int(level.max()) + 1 for level in levels or []]}
+    info = {"method": method, "train_seconds": seconds, "levels": group_counts(levels or [])}
     if end_to_end:
         info["backbone"] = str(backbone_out)
     save_hasher(hasher, out, names, tree, info)

@@ -20,7 +20,7 @@ from ..images.datasets import ImageSet
 from ..training.checkpoint import save_checkpoint
 from ..training.classifier import preprocessing_record, pretrained_network
 from ..training.image_loader import default_workers, image_batches
-from .hpdh import HPDHHasher, hierarchy_level_labels, hpdh_loss, level_centres, parent_maps
+from .hpdh import HPDHHasher, group_counts, hierarchy_level_labels, hpdh_loss, level_centres, parent_maps
 
 
 def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, backbone_name: str,
@@ -59,13 +59,12 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
     hasher.mean_, hasher.std_ = features.mean(axis=0), float(features.std()) or 1.0
     mean = torch.as_tensor(hasher.mean_, dtype=torch.float32, device=device)
 
-    def centres(first: bool = False):
+    def centres():
         u, labels = outputs(scaled=True)
-        levels = [level[labels] for level in class_levels]
-        return [c.to(device) for c in (hasher.first_centres if first else level_centres)(u, levels, parents)]
+        return [c.to(device) for c in level_centres(u, [level[labels] for level in class_levels], parents)]
 
     optimizer, schedule = hasher.optimizer([*network.parameters(), *layer.parameters()])
-    current = centres(first=True)
+    current = [c.to(device) for c in hasher.first_centres(centres, group_counts(class_levels))]
     hasher.history_ = []
     for epoch in range(hasher.epochs):
         network.train()

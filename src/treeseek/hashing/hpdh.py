@@ -10,7 +10,7 @@ or, as in the authors' code, standard normal draws, independent per level (``"ra
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -56,14 +56,15 @@ class HPDHHasher:
             raise TreeseekError(f"initial_centres must be one of {', '.join(INITIAL_CENTRES)}, "
                                 f"got {self.initial_centres!r}")
 
-    def first_centres(self, u: np.ndarray, levels: Sequence[np.ndarray], parents: Sequence[np.ndarray]) -> list:
-        """The centres of the first epoch, from the initial layer's outputs ``u`` (see ``initial_centres``)."""
+    def first_centres(self, class_means: Callable[[], list], n_groups: Sequence[int]) -> list:
+        """The first epoch's centres (see ``initial_centres``); ``class_means()`` gives those of the initial
+        layer and is called only when needed: end to end it is a pass over every training image."""
         import torch
 
         if self.initial_centres == "class-means":
-            return level_centres(u, levels, parents)
+            return class_means()
         generator = torch.Generator().manual_seed(self.seed)
-        return [torch.randn(int(level.max()) + 1, self.bits, generator=generator) for level in levels]
+        return [torch.randn(n, self.bits, generator=generator) for n in n_groups]
 
     def fit(self, X: np.ndarray, levels: Sequence[np.ndarray], progress: bool = False) -> "HPDHHasher":
         import torch
@@ -87,7 +88,7 @@ class HPDHHasher:
             with torch.no_grad():
                 return layer(inputs).numpy()
 
-        centres = self.first_centres(outputs(), levels, parents)
+        centres = self.first_centres(lambda: level_centres(outputs(), levels, parents), group_counts(levels))
         self.history_ = []
         for _ in tqdm(range(self.epochs), desc="HPDH epochs", disable=not progress):
             total = 0.0
@@ -151,6 +152,11 @@ def _group_means(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     # per-column bincount: np.add.at is unbuffered and ~20x slower on 50,000 rows
     sums = np.stack([np.bincount(groups, weights=column, minlength=n_groups) for column in values.T], axis=1)
     return sums / np.maximum(np.bincount(groups, minlength=n_groups), 1)[:, None]
+
+
+def group_counts(levels: Sequence[np.ndarray]) -> list[int]:
+    """The number of groups at each level (groups are numbered 0..max)."""
+    return [int(level.max()) + 1 for level in levels]
 
 
 def parent_maps(levels: Sequence[np.ndarray]) -> list[np.ndarray]:
