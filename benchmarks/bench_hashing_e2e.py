@@ -6,6 +6,9 @@ Run (on a machine with a GPU):
 Both hashers use WordNet's levels and 64 bits; queries are the test split and the database the train
 split. The frozen-feature hasher trains for the paper's 150 epochs; the end-to-end one for --epochs,
 with the learning-rate steps at 1/3 and 2/3 of them (the paper's 50/100 of 150).
+
+--codes FILE.npz keeps the end-to-end codes and labels, so that a later change to the evaluation can
+re-score them on any machine, without a GPU: --rescore FILE.npz evaluates saved codes and trains nothing.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 import tempfile
 import time
 
+import numpy as np
 import torch
 from bench_images import DATASETS, SHARED, dataset_features
 
@@ -23,7 +27,7 @@ from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.end_to_end import train_end_to_end
 from treeseek.hashing.evaluation import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
-from treeseek.persistence import atomic_write_json
+from treeseek.persistence import atomic_save_npz, atomic_write_json, load_npz
 
 
 def main() -> None:
@@ -35,7 +39,16 @@ def main() -> None:
     parser.add_argument("--skip-frozen", action="store_true", help="only the end-to-end run")
     parser.add_argument("--single-level", action="store_true", help="train on the class level only (DCWH)")
     parser.add_argument("--json")
+    parser.add_argument("--codes", help="save the end-to-end codes and labels to this .npz")
+    parser.add_argument("--rescore", help="evaluate the codes saved by --codes instead of training")
     args = parser.parse_args()
+    if args.rescore:
+        saved = load_npz(args.rescore, "saved codes")
+        names = [str(name) for name in saved["class_names"]]
+        tree = load_taxonomy(SHARED / "hierarchies" / DATASETS["cifar10"]["taxonomy"], names)
+        print(json.dumps(evaluate_codes(saved["query_codes"], saved["db_codes"], saved["query_labels"],
+                                        saved["db_labels"], tree)))
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     spec = DATASETS["cifar10"]
     images, features, _, _, _ = dataset_features("cifar10", 256, device)
@@ -66,6 +79,10 @@ def main() -> None:
         tuned, kept, _ = extract_features(load_backbone(out), images, 256, None, device=device)
     labels, splits = images.labels[kept], images.splits[kept]
     codes = hasher.encode(tuned)
+    if args.codes:
+        atomic_save_npz(args.codes, {"query_codes": codes[splits == "test"], "db_codes": codes[splits == "train"],
+                                     "query_labels": labels[splits == "test"], "db_labels": labels[splits == "train"],
+                                     "class_names": np.array(names)})
     rows.append({"method": f"{name}, end to end (ResNet-56 fine-tuned)", "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr,
                  "train_seconds": round(seconds, 1), "device": torch.cuda.get_device_name() if device == "cuda"
