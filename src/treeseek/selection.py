@@ -2,8 +2,9 @@
 
 The training features are split (stratified) into a fitting part and a
 validation part. Every grid point is fitted on the fitting part only, and
-scored by the combined method's mAP@10 with the validation images as queries
-and the fitting part as database. t is searched on the data's own scale: each
+scored by the ranking method's mAP@10 (the paper's combined method unless told
+otherwise) with the validation images as queries and the fitting part as
+database. For the paper's ``visual`` tree, t is searched on the data's own scale: each
 candidate is the quantile of the class-pair Bhattacharyya coefficients that
 leaves c x K pairs above t, for a few c, so the grid means the same thing on
 any dataset. The whole grid is returned for the record.
