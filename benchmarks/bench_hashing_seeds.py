@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--coarse-weight", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--initial-centres", default="class-means", choices=INITIAL_CENTRES)
+    parser.add_argument("--hidden", type=int, default=0, help="hidden ReLU units before the hash layer (0: linear)")
     parser.add_argument("--json")
     args = parser.parse_args()
     _, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
@@ -43,7 +44,7 @@ def main() -> None:
     for seed in map(int, args.seeds.split(",")):
         for method, method_levels in methods.items():
             hasher = HPDHHasher(args.bits, level_scales(len(method_levels), args.coarse_weight), args.epochs,
-                                seed=seed, initial_centres=args.initial_centres)
+                                seed=seed, initial_centres=args.initial_centres, hidden=args.hidden)
             started = time.perf_counter()
             hasher.fit(X, method_levels)
             seconds = time.perf_counter() - started
@@ -58,7 +59,8 @@ def main() -> None:
         print(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
-                                      "epochs": args.epochs, "initial_centres": args.initial_centres, "rows": rows})
+                                      "epochs": args.epochs, "initial_centres": args.initial_centres,
+                                      "hidden": args.hidden, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -91,6 +91,24 @@ def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bit
     assert mahp(data, test, single) > mahp(data, test, itq)
 
 
+def test_a_hidden_layer_codes_classes_that_no_linear_hash_layer_can_separate():
+    """XOR: each class is two opposite corners of a square, so a linear layer's outputs mix the classes."""
+    rng = np.random.default_rng(0)
+    corners = np.array([[3, 3], [-3, -3], [3, -3], [-3, 3]])
+    cluster = np.repeat(np.arange(4), 100)
+    X = np.concatenate([corners[cluster] + rng.normal(0, 0.7, (400, 2)), rng.normal(0, 0.7, (400, 6))], axis=1)
+    y = (cluster >= 2).astype(np.int64)
+    same = y[:, None] == y[None]
+
+    def separation(hidden):
+        codes = HPDHHasher(8, epochs=20, lr=1e-2, hidden=hidden).fit(X, [y]).encode(X)
+        distances = hamming_distances(codes, codes).astype(np.float64)
+        return distances[~same].mean() - distances[same].mean()
+
+    assert separation(hidden=32) > 3.0
+    assert abs(separation(hidden=0)) < 1.0
+
+
 def test_training_is_deterministic_under_a_seed(planted):
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
@@ -100,17 +118,19 @@ def test_training_is_deterministic_under_a_seed(planted):
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize("initial_centres", ["class-means", "random"])
-def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, initial_centres):
+@pytest.mark.parametrize("initial_centres, hidden", [("class-means", 0), ("random", 0), ("class-means", 8)])
+def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, initial_centres, hidden):
     """With lr = 0 the layer stays as initialised, so the first epoch's mean loss is the loss of the
-    initial outputs against the first centres, written out here in numpy."""
+    initial outputs against the first centres, written out here in numpy (with a hidden layer this
+    also checks that ``transform`` computes what training saw)."""
     import torch
 
     data, test = planted
     X = data.features[~test]
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
     scales = [1.0, 0.5, 0.25]
-    hasher = HPDHHasher(16, scales, epochs=1, lr=0.0, seed=3, initial_centres=initial_centres).fit(X, levels)
+    hasher = HPDHHasher(16, scales, epochs=1, lr=0.0, seed=3, initial_centres=initial_centres,
+                        hidden=hidden).fit(X, levels)
     u = hasher.transform(X)  # the untouched initial layer
     if initial_centres == "random":
         generator = torch.Generator().manual_seed(3)
@@ -146,6 +166,8 @@ def test_bad_hashing_input_is_refused(planted):
         HPDHHasher(12).fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="initial_centres must be one of"):
         HPDHHasher(16, initial_centres="zeros").fit(data.features, [data.labels])
+    with pytest.raises(TreeseekError, match="hidden must be 0"):
+        HPDHHasher(16, hidden=-4).fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="one label per row"):
         HPDHHasher(16).fit(data.features, [data.labels[:5]])
     with pytest.raises(TreeseekError, match="packed bytes"):
@@ -205,11 +227,13 @@ def test_hashers_survive_a_save_and_load(planted, tmp_path):
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
     hpdh = HPDHHasher(16, epochs=2, initial_centres="random").fit(data.features[~test], levels)
-    for hasher in (hpdh, ITQHasher(24).fit(data.features)):
+    deep = HPDHHasher(16, epochs=2, hidden=8).fit(data.features[~test], levels)
+    for hasher in (hpdh, deep, ITQHasher(24).fit(data.features)):
         save_hasher(hasher, tmp_path / "h", data.class_names, data.hierarchy, {"note": 1})
         loaded, names, tree, info = load_hasher(tmp_path / "h")
         assert type(loaded) is type(hasher) and names == data.class_names and tree == data.hierarchy
-        assert vars(loaded).get("initial_centres") == vars(hasher).get("initial_centres")
+        for param in ("initial_centres", "hidden"):
+            assert vars(loaded).get(param) == vars(hasher).get(param)
         assert np.array_equal(loaded.encode(data.features), hasher.encode(data.features)) and info == {"note": 1}
 
 
@@ -229,7 +253,7 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     save_features(tmp_path / "train.npz", data.features[~test], data.labels[~test], data.class_names)
     save_features(tmp_path / "test.npz", data.features[test], data.labels[test], data.class_names)
     trained = cli("train", tmp_path / "train.npz", "--out", tmp_path / "h", "--bits", "16", "--epochs", "3",
-                  "--no-progress")
+                  "--no-progress", "--hidden", "8")
     assert trained.returncode == 0, trained.stderr
     assert cli("encode", tmp_path / "h", tmp_path / "test.npz", "--out", tmp_path / "c.npz").returncode == 0
     assert np.load(tmp_path / "c.npz")["codes"].shape == (test.sum(), 2)
@@ -256,6 +280,8 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     assert scales[0] == 1.0 and any(scales[1] == pytest.approx(w / 2) for w in weights)
     bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-weight", "heavy")
     assert bad.returncode == 2 and "--coarse-weight must be a number or 'select'" in bad.stderr
+    bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--hidden", "-1")
+    assert bad.returncode == 2 and "hidden must be 0" in bad.stderr and "\n" not in bad.stderr.strip()
 
 
 def test_the_coarse_weight_is_chosen_on_validation_and_zero_weight_is_the_single_level_model(planted):

@@ -6,6 +6,7 @@ from treeseek.backbones import load_backbone
 from treeseek.extraction import extract_features
 from treeseek.hashing import HPDHHasher
 from treeseek.hashing.end_to_end import train_end_to_end
+from treeseek.hashing.storage import load_hasher
 from treeseek.hierarchy import load_taxonomy
 from treeseek.images.datasets import image_folder
 
@@ -64,10 +65,20 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
 
     result = cli("--end-to-end", "--backbone", "resnet20", "--weights", weights, "--backbone-out", tmp_path / "bb",
                  "--hierarchy", SHARED / "hierarchies" / "cifar10.paths.tsv", "--epochs", "1", "--bits", "16",
-                 "--device", "cpu", "--out", tmp_path / "hasher", "--no-progress", "--initial-centres", "random")
+                 "--device", "cpu", "--out", tmp_path / "hasher", "--no-progress", "--initial-centres", "random",
+                 "--hidden", "8")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "bb" / "weights.safetensors").is_file() and (tmp_path / "hasher" / "hasher.json").is_file()
     assert '"initial_centres": "random"' in (tmp_path / "hasher" / "hasher.json").read_text()
+    # the saved hidden layer and backbone give the outputs whose class means the trainer kept as centres
+    from treeseek.pipeline import load_images
+
+    hasher = load_hasher(tmp_path / "hasher")[0]
+    images = load_images(cifar_test_subset, "folder").split("train")  # what the command trained on
+    features, keep, _ = extract_features(load_backbone(str(tmp_path / "bb")), images, progress=False)
+    u, labels = hasher.transform(features), images.labels[keep]
+    assert hasher.hidden == 8
+    assert np.allclose(np.stack([u[labels == c].mean(axis=0) for c in range(10)]), hasher.centres_[0], atol=1e-4)
     refused = cli("--end-to-end", "--method", "itq", "--backbone-out", tmp_path / "x", "--out", tmp_path / "y")
     assert refused.returncode == 2 and "--end-to-end trains hpdh or dcwh" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0

@@ -39,6 +39,8 @@ def train(
                                       "paper's), or 'select' to choose it from 1, 0.3, 0.1 on a validation split."),
     initial_centres: str = typer.Option("class-means", help="hpdh, dcwh: the first epoch's centres, 'class-means' "
                                         "(of the initial layer's outputs) or 'random' (the authors' code)."),
+    hidden: int = typer.Option(0, help="hpdh, dcwh: 0 for the authors' linear hash layer, or N for a ReLU layer "
+                               "of N units before it (better codes from frozen features)."),
     end_to_end: bool = typer.Option(False, help="Fine-tune the backbone with the hash layer on the image folder "
                                     "SOURCE (hpdh, dcwh; a GPU is advisable)."),
     backbone: str = typer.Option("efficientnet_lite0", help="With --end-to-end: the backbone to fine-tune."),
@@ -77,7 +79,7 @@ def train(
         levels = hierarchy_level_labels(tree, labels)
         levels = levels[:1] if method == "dcwh" else levels
         params = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                  "initial_centres": initial_centres}
+                  "initial_centres": initial_centres, "hidden": hidden}
         weight = _coarse_weight(coarse_weight, features, labels, tree, bits, params, progress) \
             if method == "hpdh" else 1.0
         hasher = KINDS["hpdh"](bits, level_scales(len(levels), weight), **params)

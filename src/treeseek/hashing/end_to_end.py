@@ -39,7 +39,7 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
     base = load_backbone(backbone_name, weights)
     torch.manual_seed(hasher.seed)
     network = pretrained_network(base, len(train_set.class_names)).to(device)
-    layer = torch.nn.Linear(base.feature_dim, hasher.bits).to(device)
+    layer = hasher.hash_head(base.feature_dim).to(device)
 
     def outputs(scaled: bool):
         """Eval-mode outputs for every readable training image (features, or hash-layer outputs)."""

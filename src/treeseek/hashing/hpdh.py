@@ -7,6 +7,8 @@ Centres are not learned: after every epoch each fine centre becomes the mean out
 and each coarser centre the mean of its children's centres. With one level this is DCWH.
 The first epoch's centres are those means for the initial layer (``initial_centres="class-means"``)
 or, as in the authors' code, standard normal draws, independent per level (``"random"``).
+The hash layer is the authors' linear one; ``hidden=N`` puts a ReLU layer of N units before it
+(beyond the paper): frozen features cannot adapt to the codes the way a fine-tuned backbone does.
 """
 from __future__ import annotations
 
@@ -34,14 +36,15 @@ def hierarchy_level_labels(tree: Hierarchy, labels: np.ndarray) -> list[np.ndarr
 
 
 class HPDHHasher:
-    """``fit(X, levels)`` learns the hash layer (``weight_``, ``bias_``), the input scaling and ``centres_``."""
+    """``fit(X, levels)`` learns the hash layer (``weight_``, ``bias_``; with ``hidden``, also ``hidden_weight_``,
+    ``hidden_bias_``), the input scaling and ``centres_``."""
 
     def __init__(self, bits: int = 64, scales: Sequence[float] | None = None, epochs: int = 150, lr: float = 1e-3,
                  momentum: float = 0.9, weight_decay: float = 5e-4, milestones: Sequence[int] = (50, 100),
-                 batch_size: int = 64, seed: int = 0, initial_centres: str = "class-means"):
+                 batch_size: int = 64, seed: int = 0, initial_centres: str = "class-means", hidden: int = 0):
         self.bits, self.scales, self.epochs, self.lr = bits, scales, epochs, lr
         self.momentum, self.weight_decay, self.milestones = momentum, weight_decay, milestones
-        self.batch_size, self.seed, self.initial_centres = batch_size, seed, initial_centres
+        self.batch_size, self.seed, self.initial_centres, self.hidden = batch_size, seed, initial_centres, hidden
 
     def level_scales(self, n_levels: int) -> list[float]:
         scales = list(self.scales) if self.scales is not None else [1.0 / (l + 1) for l in range(n_levels)]
@@ -55,6 +58,17 @@ class HPDHHasher:
         if self.initial_centres not in INITIAL_CENTRES:
             raise TreeseekError(f"initial_centres must be one of {', '.join(INITIAL_CENTRES)}, "
                                 f"got {self.initial_centres!r}")
+        if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 0:
+            raise TreeseekError(f"hidden must be 0 (the linear hash layer) or a number of units, got {self.hidden!r}")
+
+    def hash_head(self, in_features: int):
+        """The torch module from features to the bits' real-valued outputs u."""
+        import torch
+
+        if not self.hidden:
+            return torch.nn.Linear(in_features, self.bits)
+        return torch.nn.Sequential(torch.nn.Linear(in_features, self.hidden), torch.nn.ReLU(),
+                                   torch.nn.Linear(self.hidden, self.bits))
 
     def first_centres(self, class_means: Callable[[], list], n_groups: Sequence[int]) -> list:
         """The first epoch's centres (see ``initial_centres``); ``class_means()`` gives those of the initial
@@ -77,7 +91,7 @@ class HPDHHasher:
         scales = self.level_scales(len(levels))
         self.mean_, self.std_ = X.mean(axis=0), float(X.std()) or 1.0
         torch.manual_seed(self.seed)
-        layer = torch.nn.Linear(X.shape[1], self.bits)
+        layer = self.hash_head(X.shape[1])
         inputs = torch.from_numpy((X - self.mean_) / self.std_)
         targets = [torch.from_numpy(level) for level in levels]
         parents = parent_maps(levels)
@@ -112,12 +126,19 @@ class HPDHHasher:
         return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), gamma=0.1)
 
     def keep_layer(self, layer, centres) -> None:
-        self.weight_ = layer.weight.detach().cpu().numpy().astype(np.float64)
-        self.bias_ = layer.bias.detach().cpu().numpy().astype(np.float64)
+        import torch
+
+        linears = [(m.weight.detach().cpu().numpy().astype(np.float64), m.bias.detach().cpu().numpy().astype(np.float64))
+                   for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+        self.weight_, self.bias_ = linears[-1]
+        if self.hidden:
+            self.hidden_weight_, self.hidden_bias_ = linears[0]
         self.centres_ = [c.cpu().numpy() for c in centres]
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = (np.asarray(X, dtype=np.float64) - self.mean_) / self.std_
+        if self.hidden:
+            X = np.maximum(X @ self.hidden_weight_.T + self.hidden_bias_, 0.0)
         return X @ self.weight_.T + self.bias_
 
     def encode(self, X: np.ndarray) -> np.ndarray:

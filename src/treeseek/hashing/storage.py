@@ -14,7 +14,7 @@ from .hpdh import HPDHHasher
 HASHER_FORMAT, HASHER_VERSION = "treeseek-hasher", 1
 KINDS = {"hpdh": HPDHHasher, "itq": ITQHasher, "pca": SignPCAHasher}
 PARAMS = {"hpdh": ("bits", "scales", "epochs", "lr", "momentum", "weight_decay", "milestones", "batch_size", "seed",
-                   "initial_centres"),
+                   "initial_centres", "hidden"),
           "itq": ("bits", "n_iter", "seed"), "pca": ("bits",)}
 
 
@@ -24,6 +24,8 @@ def save_hasher(hasher, directory: str | Path, class_names: list[str], tree: Hie
     if kind == "hpdh":
         arrays = {"mean": hasher.mean_, "weight": hasher.weight_, "bias": hasher.bias_,
                   "std": np.array(hasher.std_), **{f"centres_{i}": c for i, c in enumerate(hasher.centres_)}}
+        if hasher.hidden:
+            arrays.update(hidden_weight=hasher.hidden_weight_, hidden_bias=hasher.hidden_bias_)
     else:
         arrays = {"mean": hasher.mean_, "components": hasher.components_, "rotation": hasher.rotation_}
     name = save_named_arrays(directory, arrays)
@@ -49,6 +51,8 @@ def load_hasher(directory: str | Path):
         hasher.mean_ = arrays["mean"]
         if meta["kind"] == "hpdh":
             hasher.weight_, hasher.bias_, hasher.std_ = arrays["weight"], arrays["bias"], float(arrays["std"])
+            if hasher.hidden:
+                hasher.hidden_weight_, hasher.hidden_bias_ = arrays["hidden_weight"], arrays["hidden_bias"]
             hasher.centres_ = [arrays[f"centres_{i}"] for i in range(sum(k.startswith("centres_") for k in arrays))]
         else:
             hasher.components_, hasher.rotation_ = arrays["components"], arrays["rotation"]
