@@ -128,8 +128,10 @@ class HPDHHasher:
     def keep_layer(self, layer, centres) -> None:
         import torch
 
-        linears = [(m.weight.detach().cpu().numpy().astype(np.float64), m.bias.detach().cpu().numpy().astype(np.float64))
-                   for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+        def array(tensor):
+            return tensor.detach().cpu().numpy().astype(np.float64)
+
+        linears = [(array(m.weight), array(m.bias)) for m in layer.modules() if isinstance(m, torch.nn.Linear)]
         self.weight_, self.bias_ = linears[-1]
         if self.hidden:
             self.hidden_weight_, self.hidden_bias_ = linears[0]
