@@ -30,6 +30,11 @@ from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.persistence import atomic_save_npz, atomic_write_json, load_npz
 
 
+def score(saved: dict, tree: Hierarchy) -> dict:
+    """The HPDH protocol on the codes and labels that --codes saves."""
+    return evaluate_codes(saved["query_codes"], saved["db_codes"], saved["query_labels"], saved["db_labels"], tree)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
@@ -46,8 +51,7 @@ def main() -> None:
         saved = load_npz(args.rescore, "saved codes")
         names = [str(name) for name in saved["class_names"]]
         tree = load_taxonomy(SHARED / "hierarchies" / DATASETS["cifar10"]["taxonomy"], names)
-        print(json.dumps(evaluate_codes(saved["query_codes"], saved["db_codes"], saved["query_labels"],
-                                        saved["db_labels"], tree)))
+        print(json.dumps(score(saved, tree)))
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     spec = DATASETS["cifar10"]
@@ -78,17 +82,16 @@ def main() -> None:
         seconds = time.perf_counter() - start
         tuned, kept, _ = extract_features(load_backbone(out), images, 256, None, device=device)
     labels, splits = images.labels[kept], images.splits[kept]
-    codes = hasher.encode(tuned)
+    codes, test, train = hasher.encode(tuned), splits == "test", splits == "train"
+    saved = {"query_codes": codes[test], "db_codes": codes[train], "query_labels": labels[test],
+             "db_labels": labels[train]}
     if args.codes:
-        atomic_save_npz(args.codes, {"query_codes": codes[splits == "test"], "db_codes": codes[splits == "train"],
-                                     "query_labels": labels[splits == "test"], "db_labels": labels[splits == "train"],
-                                     "class_names": np.array(names)})
+        atomic_save_npz(args.codes, {**saved, "class_names": np.array(names)})
     rows.append({"method": f"{name}, end to end (ResNet-56 fine-tuned)", "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr,
                  "train_seconds": round(seconds, 1), "device": torch.cuda.get_device_name() if device == "cuda"
                  else "cpu", "loss_history": hasher.history_,
-                 **evaluate_codes(codes[splits == "test"], codes[splits == "train"], labels[splits == "test"],
-                                  labels[splits == "train"], tree)})
+                 **score(saved, tree)})
     print(json.dumps(rows[-1]), flush=True)
     for row in rows:
         print(f"| {row['method']} | {row['epochs']} | {row['map']:.3f} | {row['mahp@250']:.3f} | "

@@ -11,6 +11,10 @@ from treeseek.hierarchy import load_taxonomy
 from treeseek.images.datasets import image_folder
 
 
+def class_means(u: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.stack([u[labels == c].mean(axis=0) for c in range(n_classes)])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, cifar_test_subset):
     from conftest import SHARED
@@ -33,9 +37,8 @@ def test_the_saved_backbone_and_hasher_reproduce_the_trained_codes(trained):
     features, keep, _ = extract_features(load_backbone(str(out)), images, progress=False)
     u = hasher.transform(features)
     labels = images.labels[keep]
-    class_means = np.stack([u[labels == c].mean(axis=0) for c in range(len(images.class_names))])
     # The trainer's last fine centres are the class means of its eval-mode outputs: the same network + layer.
-    assert np.allclose(class_means, hasher.centres_[0], atol=1e-4)
+    assert np.allclose(class_means(u, labels, len(images.class_names)), hasher.centres_[0], atol=1e-4)
 
 
 def test_end_to_end_training_changes_the_backbone_and_lowers_the_loss(trained):
@@ -78,7 +81,7 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
     features, keep, _ = extract_features(load_backbone(str(tmp_path / "bb")), images, progress=False)
     u, labels = hasher.transform(features), images.labels[keep]
     assert hasher.hidden == 8
-    assert np.allclose(np.stack([u[labels == c].mean(axis=0) for c in range(10)]), hasher.centres_[0], atol=1e-4)
+    assert np.allclose(class_means(u, labels, 10), hasher.centres_[0], atol=1e-4)
     refused = cli("--end-to-end", "--method", "itq", "--backbone-out", tmp_path / "x", "--out", tmp_path / "y")
     assert refused.returncode == 2 and "--end-to-end trains hpdh or dcwh" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0
