@@ -82,7 +82,8 @@ def test_codes_survive_save_open_compact_and_refit(planted, model, hasher, tmp_p
     assert np.array_equal(np.asarray(stored.codes)[order], hasher.encode(planted.features[live]))
 
 
-def test_rerank_orders_the_hamming_candidates_by_the_combined_distance(planted, model, hasher, tmp_path):
+@pytest.mark.parametrize("method", ["combined", "soft", "flat", "cosine"])
+def test_rerank_orders_the_hamming_candidates_by_the_method_distance(planted, model, hasher, tmp_path, method):
     index, live = split_index(planted, model, hasher, tmp_path)
     Q = queries(planted)
     for rerank, k, alpha in ((40, 10, None), (200, 25, 3.0), (len(live) + 10, 5, 1.0)):
@@ -91,14 +92,27 @@ def test_rerank_orders_the_hamming_candidates_by_the_combined_distance(planted, 
         expected_keys, expected_ids = [], []
         for q, row in enumerate(candidates):
             stored = index.items(row)
-            keys = ranking_keys("combined", Q[q : q + 1], stored["vectors"], model.assign(Q[q : q + 1]),
-                                stored["leaves"], model.hierarchy_, alpha_used)[0]
+            # the soft reference takes posteriors of the features as added, not of the stored copies
+            keys = ranking_keys(method, Q[q : q + 1], stored["vectors"], model.assign(Q[q : q + 1]),
+                                stored["leaves"], model.hierarchy_, alpha_used,
+                                model.posteriors(Q[q : q + 1]), model.posteriors(planted.features[row]))[0]
             order = np.lexsort((row, keys))[:k]
             expected_keys.append(keys[order])
             expected_ids.append(row[order])
-        distances, ids = index.search_codes(Q, k, rerank=rerank, alpha=alpha)
+        distances, ids = index.search_codes(Q, k, rerank=rerank, method=method, alpha=alpha)
         assert np.array_equal(ids, np.array(expected_ids))
         assert np.allclose(distances, np.array(expected_keys))
+
+
+def test_rerank_in_blocks_and_chunks_equals_one_pass(planted, model, hasher, tmp_path, monkeypatch):
+    index, _ = split_index(planted, model, hasher, tmp_path)
+    Q = queries(planted)
+    whole = [index.search_codes(Q, 10, rerank=60, method=method) for method in ("combined", "soft")]
+    monkeypatch.setattr("treeseek.index.code_search.RERANK_BLOCK", 1)  # one query per block
+    monkeypatch.setattr("treeseek.index.code_search.POSTERIOR_CHUNK", 7)  # and posteriors 7 items at a time
+    for method, (distances, ids) in zip(("combined", "soft"), whole):
+        blocked_d, blocked_ids = index.search_codes(Q, 10, rerank=60, method=method)
+        assert np.array_equal(blocked_ids, ids) and np.allclose(blocked_d, distances)
 
 
 def test_hnsw_codes_find_most_exact_neighbours(planted, model, hasher, tmp_path):
@@ -106,6 +120,10 @@ def test_hnsw_codes_find_most_exact_neighbours(planted, model, hasher, tmp_path)
     Q = queries(planted)
     exact_d, _ = index.search_codes(Q, 20)
     approx_d, approx_ids = index.search_codes(Q, 20, kind="hnsw")
+    graphs = [stored.hamming_["hnsw"][1] for stored in index.segments_]
+    index.search_codes(Q, 20)  # the exact search in between must not drop the graphs
+    assert np.array_equal(index.search_codes(Q, 20, kind="hnsw")[1], approx_ids)
+    assert all(stored.hamming_["hnsw"][1] is graph for stored, graph in zip(index.segments_, graphs))
     assert (approx_ids >= 0).all()
     # Ties make ids ambiguous; the k-th distance found may only be slightly worse than the exact one.
     assert np.mean(approx_d[:, -1] <= exact_d[:, -1] + 1) >= 0.9
@@ -121,8 +139,16 @@ def test_bad_hasher_or_search_is_a_clear_error(planted, model, hasher):
     index.set_hasher(hasher)
     with pytest.raises(TreeseekError, match="rerank"):
         index.search_codes(planted.features[:2], 5, rerank=-1)
+    with pytest.raises(TreeseekError, match="alpha must be a finite number"):
+        index.search_codes(planted.features[:2], 5, rerank=10, alpha=float("nan"))
+    with pytest.raises(TreeseekError, match="rerank method must be one of"):
+        index.search_codes(planted.features[:2], 5, rerank=10, method="euclidean")
     with pytest.raises(TreeseekError, match="dimensions"):
         index.search_codes(planted.features[:2, :10], 5)
+    index.remove(np.arange(50))  # nothing left: every method pads with -1
+    for method in ("combined", "soft"):
+        distances, ids = index.search_codes(planted.features[:2], 5, rerank=10, method=method)
+        assert (ids == -1).all() and np.isinf(distances).all()
     index.set_hasher(None)
     with pytest.raises(TreeseekError, match="no binary codes"):
         index.search_codes(planted.features[:2], 5)

@@ -3,15 +3,19 @@
 Codes are searched per segment through a FAISS binary index over the segment's live rows in id order,
 so exact ties come back by smaller id, as in every other treeseek ranking. The binary index is built
 in memory on first use (a copy for ``flat``, a graph for ``hnsw``) and rebuilt after removals.
+Re-ranking scores queries in blocks, each block's distinct candidates read once, so memory stays
+bounded when R and the number of queries are large.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..hashing import HammingIndex
-from ..hierarchy import Hierarchy
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 from .stored_segment import StoredSegment
+
+RERANK_BLOCK = 1 << 24  # float64 values per block of queries: bounds the gathered copies
+POSTERIOR_CHUNK = 8192  # candidates whose vectors are restored at once for their posteriors
 
 
 def hamming_topk(segments: list[StoredSegment], query_codes: np.ndarray, k: int, bits: int,
@@ -32,30 +36,65 @@ def hamming_topk(segments: list[StoredSegment], query_codes: np.ndarray, k: int,
 
 def _binary_index(stored: StoredSegment, bits: int, kind: str) -> tuple[HammingIndex, np.ndarray]:
     rows = stored.live_rows_by_id()
-    key = (kind, bits, len(rows))  # a segment only loses rows, so their count names its state
-    if stored.hamming_ is None or stored.hamming_[0] != key:
+    key = (bits, len(rows))  # a segment only loses rows, so their count names its state
+    cached = stored.hamming_.get(kind)  # one per kind, so that switching kinds does not rebuild a graph
+    if cached is None or cached[0] != key:
         index = HammingIndex(bits, kind)
         if len(rows):
             index.add(np.asarray(stored.codes)[rows])
-        stored.hamming_ = (key, index, stored.segment.ids[rows])
-    return stored.hamming_[1], stored.hamming_[2]
+        cached = stored.hamming_[kind] = (key, index, stored.segment.ids[rows])
+    return cached[1], cached[2]
 
 
 def rerank_candidates(segments: list[StoredSegment], candidate_ids: np.ndarray, unit_queries: np.ndarray,
-           query_leaves: np.ndarray, tree: Hierarchy, weight: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k candidates of each query with the smallest D_cos + weight * normalised LCA height."""
-    flat = candidate_ids.ravel()
-    vectors = np.zeros((len(flat), unit_queries.shape[1]))
-    leaves = np.zeros(len(flat), dtype=np.int64)
-    found = np.zeros(len(flat), dtype=bool)
+                      leaf_costs: np.ndarray, k: int, posteriors=None) -> tuple[np.ndarray, np.ndarray]:
+    """The k candidates of each query with the smallest D_cos + hierarchy term.
+
+    ``leaf_costs[q, b]`` is query q's hierarchy term against an item at leaf b. An item's term is the
+    cost at its stored leaf or, given ``posteriors`` (raw features -> p(leaf | x)), the expected cost.
+    """
+    unique, inverse = np.unique(candidate_ids, return_inverse=True)
+    inverse = inverse.reshape(candidate_ids.shape)
+    # A posterior costs far more than a cosine, so each distinct candidate gets its own once.
+    weights = None if posteriors is None else _posteriors(segments, unique, unit_queries.shape[1], posteriors,
+                                                           leaf_costs.shape[1])
+    keys = np.empty(candidate_ids.shape)
+    block = max(1, RERANK_BLOCK // (candidate_ids.shape[1] * unit_queries.shape[1]))
+    for first in range(0, len(unit_queries), block):
+        rows = slice(first, first + block)
+        # the block's distinct candidates are read once and scored against its queries in one product
+        needed, local = np.unique(inverse[rows], return_inverse=True)
+        local = local.reshape(inverse[rows].shape)
+        unit, _, leaves, found = _gather(segments, unique[needed], unit_queries.shape[1])
+        cosine = np.clip(1.0 - np.take_along_axis(unit_queries[rows] @ unit.T, local, axis=1), 0.0, 2.0)
+        if weights is None:
+            term = np.take_along_axis(leaf_costs[rows], leaves[local], axis=1)
+        else:
+            term = np.take_along_axis(leaf_costs[rows] @ weights[needed].T, local, axis=1)
+        keys[rows] = np.where(found[local], cosine + term, np.inf)
+    return smallest_k(keys, candidate_ids, k)
+
+
+def _posteriors(segments: list[StoredSegment], ids: np.ndarray, dim: int, posteriors, n_leaves: int) -> np.ndarray:
+    """p(leaf | x) of each id's stored vector restored to its length; zeros for ids not found."""
+    out = np.zeros((len(ids), n_leaves))
+    for first in range(0, len(ids), POSTERIOR_CHUNK):
+        part = slice(first, first + POSTERIOR_CHUNK)
+        unit, norms, _, found = _gather(segments, ids[part], dim)
+        if found.any():
+            out[part][found] = posteriors(unit[found] * norms[found, None])
+    return out
+
+
+def _gather(segments: list[StoredSegment], ids: np.ndarray, dim: int):
+    """Unit vectors, lengths, leaves and a found mask of the given ids across segments (zeros where missing)."""
+    unit, norms = np.zeros((len(ids), dim)), np.zeros(len(ids))
+    leaves, found = np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
     for stored in segments:
-        rows = stored.find(flat)
+        rows = stored.find(ids)
         hit = rows >= 0
-        vectors[hit] = stored.segment.vectors[rows[hit]]
+        unit[hit] = stored.segment.vectors[rows[hit]]
+        norms[hit] = stored.norms[rows[hit]]
         leaves[hit] = stored.segment.leaves[rows[hit]]
         found |= hit
-    vectors = vectors.reshape(*candidate_ids.shape, -1)
-    cosine = np.clip(1.0 - np.einsum("qd,qcd->qc", unit_queries, vectors), 0.0, 2.0)
-    keys = cosine + weight * tree.normalized_lca[query_leaves[:, None], leaves.reshape(candidate_ids.shape)]
-    keys = np.where(found.reshape(candidate_ids.shape), keys, np.inf)
-    return smallest_k(keys, candidate_ids, k)
+    return unit, norms, leaves, found

@@ -28,7 +28,7 @@ class StoredSegment:
     _source_blob: bytes | None = None
     _source_offsets: np.ndarray | None = None
     _by_id: np.ndarray | None = field(default=None, repr=False)
-    hamming_: tuple | None = field(default=None, repr=False)  # (state, binary index, ids) of code_search
+    hamming_: dict = field(default_factory=dict, repr=False)  # kind -> (state, binary index, ids) of code_search
     soft_: tuple | None = field(default=None, repr=False)     # (state, inner-product index, ids) of soft_search
 
     @classmethod

@@ -225,9 +225,7 @@ class TreeIndex:
             raise TreeseekError(f"method must be one of {', '.join(SEARCH_METHODS)}, soft; got {method!r}")
         if k < 1:
             raise TreeseekError(f"k must be at least 1, got {k}")
-        alpha = self.model.alpha if alpha is None else float(alpha)
-        if alpha < 0 or not np.isfinite(alpha):
-            raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+        alpha = self._alpha(alpha)
         self._flush()
         queries = self.model.check_dim(queries, "queries")
         if method == "soft":
@@ -248,23 +246,34 @@ class TreeIndex:
         """Top-k by Hamming distance between binary codes (``kind`` flat: exact, hnsw: sub-linear).
 
         With ``rerank`` = R > 0 the R nearest codes are re-ranked by ``method``'s distance (the combined
-        D_cos + alpha * LCA term by default) on the stored vectors, and those distances are returned.
+        D_cos + alpha * LCA term by default, or ``soft``'s expected LCA height) on the stored vectors, and
+        those distances are returned.
         """
         if self.hasher is None:
             raise TreeseekError("this index stores no binary codes; attach a hasher first")
         if k < 1 or rerank < 0:
             raise TreeseekError(f"k must be at least 1 and rerank at least 0, got k={k}, rerank={rerank}")
-        if method not in SEARCH_METHODS:
-            raise TreeseekError(f"rerank method must be one of cosine, flat, hierarchy, combined; got {method!r}")
+        if method not in (*SEARCH_METHODS, "soft"):
+            raise TreeseekError(f"rerank method must be one of {', '.join(SEARCH_METHODS)}, soft; got {method!r}")
         self._flush()
         queries = self.model.check_dim(queries, "queries")
         keys, ids = hamming_topk(self.segments_, self.hasher.encode(queries), max(k, rerank), self.hasher.bits, kind)
         if rerank:
             tree = self._method_tree(method)
-            alpha = self.model.alpha if alpha is None else float(alpha)
-            keys, ids = rerank_candidates(self.segments_, ids, normalize_rows(queries), self.model.assign(queries),
-                                          tree, hierarchy_weight(method, alpha, tree), k)
+            weight = hierarchy_weight(method, self._alpha(alpha), tree)
+            if method == "soft":  # expected LCA height: p_q L against each candidate's posterior
+                costs = weight * (self.model.posteriors(queries) @ tree.normalized_lca)
+                posteriors = self.model.posteriors
+            else:
+                costs, posteriors = weight * tree.normalized_lca[self.model.assign(queries)], None
+            keys, ids = rerank_candidates(self.segments_, ids, normalize_rows(queries), costs, k, posteriors)
         return keys[:, :k], np.where(ids[:, :k] == MISSING_ID, -1, ids[:, :k])
+
+    def _alpha(self, alpha: float | None) -> float:
+        alpha = self.model.alpha if alpha is None else float(alpha)
+        if alpha < 0 or not np.isfinite(alpha):
+            raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+        return alpha
 
     def _method_tree(self, method: str) -> Hierarchy:
         cache = self.__dict__.setdefault("_trees", {})
