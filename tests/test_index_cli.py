@@ -66,14 +66,21 @@ def test_binary_codes_in_an_index_from_the_command_line(workspace):
     attached = cli("index", "codes", ix, hasher)
     assert attached.returncode == 0 and "200 codes of 16 bits" in attached.stdout, attached.stderr
     assert "binary codes: 16 bits" in cli("index", "info", ix).stdout
-    for extra, method in (((), "hamming (flat)"), (("--rerank", "30"), "hamming (flat), top 30 re-ranked by combined")):
+    for extra, method in (((), "hamming (flat)"),
+                          (("--rerank", "30", "--method", "combined"), "hamming (flat), top 30 re-ranked by combined"),
+                          (("--rerank", "30"), "hamming (flat), top 30 re-ranked by soft")):
         found = cli("search", ix, "--query", workspace / "q.npz", "-k", "3", "--hamming", *extra,
                     "--json", workspace / "h.json")
         assert found.returncode == 0, found.stderr
         report = json.loads((workspace / "h.json").read_text())
         assert report["method"] == method
         first = report["queries"][0]["results"][0]
-        assert first["path"] == "db0" and first["distance"] == pytest.approx(0.0, abs=1e-6)
+        assert first["path"] == "db0" and first["cosine"] == pytest.approx(0.0, abs=1e-6)
+        # a Hamming distance is reported as it is; a re-ranked one is cosine + alpha (1) * hierarchy term
+        hierarchy = 0.0 if method == "hamming (flat)" else first["hierarchy"]
+        assert first["distance"] == pytest.approx(hierarchy, abs=1e-5)
+        if method.endswith("soft"):
+            assert 0 < first["hierarchy"] < 1  # the expected LCA height of an item with itself
     assert cli("index", "add", ix, workspace / "more.npz").returncode == 0  # new items get codes too
     cli("search", ix, "--query", workspace / "q.npz", "-k", "1", "--hamming", "--rerank", "50",
         "--json", workspace / "h.json")

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -64,6 +65,29 @@ def test_search_an_image_against_the_index(main_job, caltech_subset, tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 1000
     missing = run_cli("search", main_job / "index", tmp_path / "nothing.jpg")
     assert missing.returncode == 2 and missing.stderr.startswith("error:")
+
+
+def test_search_an_image_by_binary_codes_re_ranked_with_soft_leaves(main_job, caltech_subset, tmp_path):
+    shutil.copytree(main_job / "index", tmp_path / "index")  # the shared index stays without codes
+    trained = run_cli("hash", "train", main_job / "features" / "train.npz", "--method", "itq", "--bits", "32",
+                      "--out", tmp_path / "hasher", "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    assert run_cli("index", "codes", tmp_path / "index", tmp_path / "hasher").returncode == 0
+    query = sorted((caltech_subset / "accordion").iterdir())[0]
+    for extra, method in ((), "hamming (flat)"), (("--rerank", "20"), "hamming (flat), top 20 re-ranked by soft"):
+        result = run_cli("search", tmp_path / "index", query, "-k", "3", "--hamming", *extra,
+                         "--json", tmp_path / "r.json", "--grid", tmp_path / "grid.png")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["method"] == method
+        results = report["queries"][0]["results"]
+        assert results[0]["class"] == "accordion"
+        distances = [entry["distance"] for entry in results]
+        assert distances == sorted(distances)
+        # re-ranked: alpha times an expected normalised LCA height; Hamming alone: the hard leaves' LCA height
+        assert all(0.0 <= entry["hierarchy"] <= 1.0 for entry in results)
+        if not extra:
+            assert all(d == int(d) for d in distances)  # Hamming distances are whole numbers of bits
 
 
 def test_grayscale_and_cmyk_queries(main_job, caltech_subset, tmp_path):

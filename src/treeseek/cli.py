@@ -10,7 +10,7 @@ import typer
 
 from .cli_hash import hash_app
 from .cli_images import experiment, run, search_images, train
-from .cli_index import index_app, ranking_name, search_index
+from .cli_index import distance_method, index_app, ranking_name, search_index
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
@@ -120,8 +120,8 @@ def search(
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="soft (the default: expected LCA height under the class "
-                                         "posteriors), combined (the paper's hard leaves; the default for "
-                                         "--rerank), flat, hierarchy, cosine, or euclidean (model directory only)."),
+                                         "posteriors), combined (the paper's hard leaves), flat, hierarchy, "
+                                         "cosine, or euclidean (model directory only)."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
@@ -140,12 +140,10 @@ def search(
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
-    method = method or ("combined" if hamming or rerank else "soft")
+    method = method or "soft"
     if is_index(target):
         if method == "euclidean":
             raise TreeseekError("index search ranks with soft, combined, flat, hierarchy or cosine")
-        if method == "soft" and (hamming or rerank):
-            raise TreeseekError("--hamming and --rerank work with combined, flat, hierarchy or cosine, not soft")
         codes = (hamming, rerank, hamming_index)
         if query is None:
             search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes)
@@ -199,7 +197,7 @@ def _search_index_features(directory, query, k, alpha, method, json_out, codes) 
     query_leaves = index.model.assign(query_x)
     distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
     described = describe_index_results(index, query_x, query_leaves, distances, ids,
-                                       soft_alpha_of(method, alpha, index.model))
+                                       soft_alpha_of(distance_method(method, *codes), alpha, index.model))
     _report(index.model, queries.row_ids(), query_leaves, described, ranking_name(method, *codes), alpha, json_out)
 
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli_index import ranking_name, search_index
+from .cli_index import distance_method, ranking_name, search_index
 from .errors import TreeseekError
 from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
@@ -95,7 +95,7 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
     distances, ids = search_index(index.index, queries, query_leaves, k, method, alpha, *codes)
     names = model.class_names_
     described = describe_index_results(index.index, queries, query_leaves, distances, ids,
-                                       soft_alpha_of(method, alpha, model))
+                                       soft_alpha_of(distance_method(method, *codes), alpha, model))
     report = []
     for q, (path, entries) in enumerate(zip(images, described)):
         typer.echo(f"query {path} (leaf {names[query_leaves[q]]})")

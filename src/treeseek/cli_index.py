@@ -149,6 +149,11 @@ def search_index(index: TreeIndex, queries, query_leaves, k: int, method: str, a
     return index.search(queries, k, method, alpha, query_leaves)
 
 
+def distance_method(method: str, hamming: bool, rerank: int, hamming_index: str) -> str:
+    """The method whose distances ``search_index`` returns: Hamming search without re-ranking has its own."""
+    return "hamming" if hamming and not rerank else method
+
+
 def ranking_name(method: str, hamming: bool, rerank: int, hamming_index: str) -> str:
     """What the distances of ``search_index`` are, for reports."""
     if not hamming:
