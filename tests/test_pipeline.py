@@ -84,7 +84,7 @@ def test_search_an_image_by_binary_codes_re_ranked_with_soft_leaves(main_job, ca
         assert results[0]["class"] == "accordion"
         distances = [entry["distance"] for entry in results]
         assert distances == sorted(distances)
-        # re-ranked: alpha times an expected normalised LCA height; Hamming alone: the hard leaves' LCA height
+        # re-ranked: the expected normalised LCA height; Hamming alone: the hard leaves' normalised LCA height
         assert all(0.0 <= entry["hierarchy"] <= 1.0 for entry in results)
         if not extra:
             assert all(d == int(d) for d in distances)  # Hamming distances are whole numbers of bits
