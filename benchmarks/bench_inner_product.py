@@ -47,6 +47,16 @@ def agreement(reference, candidate) -> dict:
             "max_abs_distance_difference": float(np.max(np.abs(d_ref - d_new)))}
 
 
+def synthetic_split(per_class: int):
+    """Planted 100-class data in 128 dims: (database X, queries Q, their labels y and yq, rows of X to fit on,
+    class names). 10 queries per class (1,000 in all); the model is fitted on 100 items per class."""
+    data = planted_hierarchy((10, 10), 128, per_class + 10, scale=4.0, noise=0.5, seed=12)
+    is_query = np.arange(len(data.labels)) % (per_class + 10) < 10
+    X, Q = data.features[~is_query], data.features[is_query]
+    fit_rows = np.flatnonzero(np.arange(len(X)) % max(1, per_class // 100) == 0)
+    return X, Q, data.labels[~is_query], data.labels[is_query], fit_rows, data.class_names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="100,000 items, for a smoke run")
@@ -55,12 +65,9 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=1.0)
     args = parser.parse_args()
     per_class, k, alpha = (1000 if args.small else 10000), 100, args.alpha
-    data = planted_hierarchy((10, 10), 128, per_class + 10, scale=4.0, noise=0.5, seed=12)
-    is_query = np.arange(len(data.labels)) % (per_class + 10) < 10  # 10 per class: 1,000 queries
-    X, Q, y = data.features[~is_query], data.features[is_query], data.labels[~is_query]
-    fit_rows = np.flatnonzero(np.arange(len(X)) % max(1, per_class // 100) == 0)
+    X, Q, y, _, fit_rows, class_names = synthetic_split(per_class)
     model = TreeseekModel(hierarchy="visual", threshold="auto", max_components=128, temperature=args.temperature)
-    model.fit(X[fit_rows], y[fit_rows], data.class_names)
+    model.fit(X[fit_rows], y[fit_rows], class_names)
     tree, G = model.hierarchy_, tree_factor(model.hierarchy_)
     leaves, query_leaves = model.assign(X), model.assign(Q)
     one_hot = np.eye(model.n_classes_)

@@ -28,6 +28,8 @@ import time
 import numpy as np
 from bench_core import timed
 from bench_images import DATASETS, train_test_features
+from bench_inner_product import synthetic_split
+from bench_trees import BASE
 
 from treeseek.evaluation import metrics as M
 from treeseek.evaluation.harness import ideal_values
@@ -36,10 +38,8 @@ from treeseek.hashing.selection import level_scales
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
 from treeseek.persistence import atomic_write_json
-from treeseek.synthetic import planted_hierarchy
 
 TOP = 250
-BASE = {"max_components": 128, "covariance": "tied"}
 
 
 def scorer(y: np.ndarray, yq: np.ndarray, taxonomy):
@@ -121,13 +121,8 @@ def main() -> None:
 
 
 def at_scale(args) -> None:
-    per_class = args.items // 100
-    data = planted_hierarchy((10, 10), 128, per_class + 10, scale=4.0, noise=0.5, seed=12)
-    is_query = np.arange(len(data.labels)) % (per_class + 10) < 10  # 10 per class: 1,000 queries
-    X, Q = data.features[~is_query], data.features[is_query]
-    y, yq = data.labels[~is_query], data.labels[is_query]
-    fit_rows = np.flatnonzero(np.arange(len(X)) % max(1, per_class // 100) == 0)
-    model = TreeseekModel(max_components=128).fit(X[fit_rows], y[fit_rows], data.class_names)
+    X, Q, y, yq, fit_rows, class_names = synthetic_split(args.items // 100)
+    model = TreeseekModel(max_components=128).fit(X[fit_rows], y[fit_rows], class_names)
     index = TreeIndex(model)
     _, add_seconds = timed(index.add, X, y)
     _, code_seconds = timed(index.set_hasher, ITQHasher(args.bits).fit(X[fit_rows]))

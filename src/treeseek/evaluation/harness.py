@@ -19,6 +19,7 @@ from ..features import FeatureSet, align_labels
 from ..hierarchy import Hierarchy
 from ..hierarchy.builders import lca_agreement
 from ..search import METHODS, ranking_keys, smallest_k
+from ..search.distances import checked_alpha
 from . import metrics as M
 
 MAHP_K = 250
@@ -74,9 +75,7 @@ def evaluate_retrieval(
         raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if not ks or min(ks) < 1:
         raise TreeseekError("every k must be a positive integer")
-    alpha = model.alpha if alpha is None else float(alpha)
-    if alpha < 0 or not np.isfinite(alpha):
-        raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+    alpha = checked_alpha(model.alpha if alpha is None else alpha)
     leave_one_out = database is None
     query_x = model.check_dim(queries.features, queries.source)
     query_y = align_labels(FeatureSet(query_x, queries.require_labels(), queries.class_names, source=queries.source),

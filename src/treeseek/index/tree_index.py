@@ -22,7 +22,7 @@ from ..hierarchy import Hierarchy
 from ..model import TreeseekModel
 from ..persistence import atomic_write_json
 from ..search import hierarchical_topk, make_backend
-from ..search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from ..search.distances import checked_alpha, hierarchy_weight, method_hierarchy, normalize_rows
 from ..search.hierarchical_index import SEARCH_METHODS
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .code_search import hamming_topk, rerank_candidates
@@ -270,10 +270,7 @@ class TreeIndex:
         return keys[:, :k], np.where(ids[:, :k] == MISSING_ID, -1, ids[:, :k])
 
     def _alpha(self, alpha: float | None) -> float:
-        alpha = self.model.alpha if alpha is None else float(alpha)
-        if alpha < 0 or not np.isfinite(alpha):
-            raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
-        return alpha
+        return checked_alpha(self.model.alpha if alpha is None else alpha)
 
     def _method_tree(self, method: str) -> Hierarchy:
         cache = self.__dict__.setdefault("_trees", {})

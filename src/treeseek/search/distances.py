@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 
 METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined", "soft")
@@ -41,6 +42,14 @@ def euclidean_distances(Q: np.ndarray, X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     squared = np.sum(Q**2, axis=1)[:, None] + np.sum(X**2, axis=1)[None, :] - 2.0 * Q @ X.T
     return np.sqrt(np.maximum(squared, 0.0))
+
+
+def checked_alpha(alpha: float) -> float:
+    """alpha as a float, refused unless it is finite and >= 0 (every ranking with a hierarchy term)."""
+    alpha = float(alpha)
+    if alpha < 0 or not np.isfinite(alpha):
+        raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+    return alpha
 
 
 def hierarchy_weight(method: str, alpha: float, hierarchy: Hierarchy) -> float:

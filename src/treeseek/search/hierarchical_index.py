@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from .backends import make_backend
-from .distances import hierarchy_weight, method_hierarchy, normalize_rows
+from .distances import checked_alpha, hierarchy_weight, method_hierarchy, normalize_rows
 from .segment import Segment
 from .topk import MISSING_ID, merge_smallest_k, no_candidates
 
@@ -86,10 +86,8 @@ class HierarchicalIndex:
                  backend: str = "exact", **backend_params):
         if method not in SEARCH_METHODS:
             raise TreeseekError(f"method {method!r} cannot use a hierarchical index")
-        if alpha < 0 or not np.isfinite(alpha):
-            raise TreeseekError(f"alpha must be a finite number >= 0, got {alpha}")
+        self.alpha = checked_alpha(alpha)
         self.hierarchy = method_hierarchy(method, hierarchy)
-        self.alpha = float(alpha)
         self.method = method
         self._weight = hierarchy_weight(method, alpha, self.hierarchy)
         self._backend_spec = (backend, backend_params)
