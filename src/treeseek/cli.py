@@ -10,7 +10,7 @@ import typer
 
 from .cli_hash import hash_app
 from .cli_images import experiment, run, search_images, train
-from .cli_index import distance_method, index_app, ranking_name, search_index
+from .cli_index import index_app
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
@@ -20,7 +20,8 @@ from .index import TreeIndex, is_index
 from .model import DEFAULT_HIERARCHY, TreeseekModel
 from .persistence import atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
-from .results import describe_index_results, describe_results, format_entry, plain_value, soft_alpha_of
+from .querying import CodeSearch, search_described, search_report
+from .results import describe_results, format_entry, soft_alpha_of
 from .search import METHODS, FlatIndex
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -144,7 +145,7 @@ def search(
     if is_index(target):
         if method == "euclidean":
             raise TreeseekError("index search ranks with soft, combined, flat, hierarchy or cosine")
-        codes = (hamming, rerank, hamming_index)
+        codes = CodeSearch(hamming, rerank, hamming_index)
         if query is None:
             search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes)
         elif inputs:
@@ -190,28 +191,21 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
     _report(model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
 
 
-def _search_index_features(directory, query, k, alpha, method, json_out, codes) -> None:
+def _search_index_features(directory, query, k, alpha, method, json_out, codes: CodeSearch) -> None:
     index = TreeIndex.open(directory)
     queries = load_features(query, require_labels=False)
-    query_x = index.model.check_dim(queries.features, queries.source)
-    query_leaves = index.model.assign(query_x)
-    distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
-    described = describe_index_results(index, query_x, query_leaves, distances, ids,
-                                       soft_alpha_of(distance_method(method, *codes), alpha, index.model))
-    _report(index.model, queries.row_ids(), query_leaves, described, ranking_name(method, *codes), alpha, json_out)
+    query_leaves, described = search_described(index, queries.features, k, method, alpha, codes, queries.source)
+    _report(index.model, queries.row_ids(), query_leaves, described, method, alpha, json_out, codes)
 
 
-def _report(model, query_ids, query_leaves, described, method, alpha, json_out) -> None:
-    names = model.class_names_
-    report = []
-    for q, entries in enumerate(described):
-        typer.echo(f"query {plain_value(query_ids[q])} (leaf {names[query_leaves[q]]})")
-        for entry in entries:
+def _report(model, query_ids, query_leaves, described, method, alpha, json_out, codes=CodeSearch()) -> None:
+    report = search_report(model, query_ids, query_leaves, described, method, alpha, codes)
+    for query in report["queries"]:
+        typer.echo(f"query {query['query']} (leaf {query['leaf']})")
+        for entry in query["results"]:
             typer.echo(format_entry(entry))
-        report.append({"query": plain_value(query_ids[q]), "leaf": names[query_leaves[q]], "results": entries})
     if json_out is not None:
-        used_alpha = model.alpha if alpha is None else alpha
-        atomic_write_json(json_out, {"method": method, "alpha": used_alpha, "queries": report})
+        atomic_write_json(json_out, report)
 
 
 @app.command("hierarchy")
@@ -263,6 +257,26 @@ def synthetic(
                       np.flatnonzero(mask))
     save_hierarchy(data.hierarchy, out / "taxonomy.json")
     typer.echo(f"wrote {out}/train.npz, test.npz ({len(data.class_names)} classes, {dim} dims) and taxonomy.json")
+
+
+@app.command()
+def serve(
+    index_dir: Path = typer.Argument(..., help="An index directory ('treeseek run' writes OUT/index)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest query image accepted, in MB."),
+) -> None:
+    """Serve an index over HTTP: a web page at /, a JSON API under /api (described at /openapi.json).
+
+    The server only reads: it opens the index again whenever a writer ('treeseek index add', ...) commits.
+    """
+    import uvicorn
+
+    from .server import create_app
+
+    application = create_app(index_dir, max_upload_mb)
+    typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ (Ctrl+C stops)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 app.command()(run)

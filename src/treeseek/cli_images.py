@@ -6,13 +6,13 @@ from typing import List, Optional
 
 import typer
 
-from .cli_index import distance_method, ranking_name, search_index
 from .errors import TreeseekError
 from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
 from .persistence import atomic_write_json
 from .plots import image_grid
-from .results import describe_index_results, format_entry, soft_alpha_of
+from .querying import CodeSearch, search_described, search_report
+from .results import format_entry
 
 
 def _split_files(text: Optional[str]) -> list[str]:
@@ -76,7 +76,7 @@ def experiment(
 
 
 def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[float], method: str,
-                  json_out: Optional[Path], grid_out: Optional[Path], codes=(False, 0, "flat")) -> None:
+                  json_out: Optional[Path], grid_out: Optional[Path], codes: CodeSearch = CodeSearch()) -> None:
     """Top-k of an image index for each query image; prints parts of the distance and writes a grid."""
     from .image_index import ImageIndex
 
@@ -89,27 +89,22 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
             pictures.append(load_rgb(path))
         except UnreadableImage as exc:
             raise TreeseekError(f"cannot read query image {exc}") from None
-    queries = index.embed(pictures)
-    model = index.model
-    query_leaves = model.assign(queries)
-    distances, ids = search_index(index.index, queries, query_leaves, k, method, alpha, *codes)
-    names = model.class_names_
-    described = describe_index_results(index.index, queries, query_leaves, distances, ids,
-                                       soft_alpha_of(distance_method(method, *codes), alpha, model))
-    report = []
-    for q, (path, entries) in enumerate(zip(images, described)):
-        typer.echo(f"query {path} (leaf {names[query_leaves[q]]})")
-        for entry in entries:
+    query_leaves, described = search_described(index.index, index.embed(pictures), k, method, alpha, codes)
+    report = search_report(index.model, [str(path) for path in images], query_leaves, described, method, alpha,
+                           codes)
+    for q, (path, query) in enumerate(zip(images, report["queries"])):
+        typer.echo(f"query {path} (leaf {query['leaf']})")
+        for entry in query["results"]:
             typer.echo(format_entry(entry))
-        report.append({"query": str(path), "leaf": names[query_leaves[q]], "results": entries})
         target = grid_out or Path(f"{Path(path).stem}.results.png")
         if len(images) > 1 and grid_out is not None:
             target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
-        thumbs = [(index.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}") for e in entries]
-        image_grid(pictures[q], f"query\n{names[query_leaves[q]]}?", thumbs, target)
+        thumbs = [(index.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}")
+                  for e in query["results"]]
+        image_grid(pictures[q], f"query\n{query['leaf']}?", thumbs, target)
         typer.echo(f"  grid: {target}")
     if json_out is not None:
-        atomic_write_json(json_out, {"method": ranking_name(method, *codes), "queries": report})
+        atomic_write_json(json_out, report)
 
 
 def train(

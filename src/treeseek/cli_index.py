@@ -139,28 +139,6 @@ def attach_codes(
     typer.echo(f"{directory}: codes dropped" if drop else f"{directory}: {len(index)} codes of {index.hasher.bits} bits")
 
 
-def search_index(index: TreeIndex, queries, query_leaves, k: int, method: str, alpha, hamming: bool, rerank: int,
-                 hamming_index: str):
-    """The index's own search, or its Hamming search (re-ranking ``rerank`` candidates with ``method``)."""
-    if hamming:
-        return index.search_codes(queries, k, rerank, method, alpha, hamming_index)
-    if rerank:
-        raise TreeseekError("--rerank re-ranks Hamming candidates; add --hamming")
-    return index.search(queries, k, method, alpha, query_leaves)
-
-
-def distance_method(method: str, hamming: bool, rerank: int, hamming_index: str) -> str:
-    """The method whose distances ``search_index`` returns: Hamming search without re-ranking has its own."""
-    return "hamming" if hamming and not rerank else method
-
-
-def ranking_name(method: str, hamming: bool, rerank: int, hamming_index: str) -> str:
-    """What the distances of ``search_index`` are, for reports."""
-    if not hamming:
-        return method
-    return f"hamming ({hamming_index})" + (f", top {rerank} re-ranked by {method}" if rerank else "")
-
-
 @index_app.command("info")
 def info(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
     """Items, segments, removed items, vector type, backend and tree of an index."""

@@ -1,0 +1,65 @@
+"""Queries in, described results out: the one search path that the command line and the HTTP server share."""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from .errors import TreeseekError
+from .index import TreeIndex
+from .results import describe_index_results, plain_value, soft_alpha_of
+
+
+class CodeSearch(NamedTuple):
+    """How binary codes take part: rank by Hamming distance, and re-rank that many candidates (0: none)."""
+
+    hamming: bool = False
+    rerank: int = 0
+    hamming_index: str = "flat"
+
+
+def search_index(index: TreeIndex, queries, query_leaves, k: int, method: str, alpha, hamming: bool = False,
+                 rerank: int = 0, hamming_index: str = "flat"):
+    """The index's own search, or its Hamming search (re-ranking ``rerank`` candidates with ``method``)."""
+    if hamming:
+        return index.search_codes(queries, k, rerank, method, alpha, hamming_index)
+    if rerank:
+        raise TreeseekError("--rerank re-ranks Hamming candidates; add --hamming")
+    return index.search(queries, k, method, alpha, query_leaves)
+
+
+def distance_method(method: str, hamming: bool = False, rerank: int = 0, hamming_index: str = "flat") -> str:
+    """The method whose distances ``search_index`` returns: Hamming search without re-ranking has its own."""
+    return "hamming" if hamming and not rerank else method
+
+
+def ranking_name(method: str, hamming: bool = False, rerank: int = 0, hamming_index: str = "flat") -> str:
+    """What the distances of ``search_index`` are, for reports."""
+    if not hamming:
+        return method
+    return f"hamming ({hamming_index})" + (f", top {rerank} re-ranked by {method}" if rerank else "")
+
+
+def search_described(index: TreeIndex, queries: np.ndarray, k: int, method: str = "soft", alpha: float | None = None,
+                     codes: CodeSearch = CodeSearch(), source: str = "queries"):
+    """Check the queries, place them at their leaves and search; returns the leaves and, per query, its hits."""
+    if k < 1:
+        raise TreeseekError(f"k must be at least 1, got {k}")
+    query_x = index.model.check_dim(queries, source)
+    query_leaves = index.model.assign(query_x)
+    distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
+    described = describe_index_results(index, query_x, query_leaves, distances, ids,
+                                       soft_alpha_of(distance_method(method, *codes), alpha, index.model))
+    return query_leaves, described
+
+
+def search_report(model, query_names: Sequence, query_leaves, described, method: str, alpha: float | None,
+                  codes: CodeSearch = CodeSearch()) -> dict:
+    """The JSON form of a search: what ranked, with which alpha, and per query its leaf and hits."""
+    names = model.class_names_
+    return {
+        "method": ranking_name(method, *codes),
+        "alpha": model.alpha if alpha is None else float(alpha),
+        "queries": [{"query": plain_value(name), "leaf": names[int(leaf)], "results": entries}
+                    for name, leaf, entries in zip(query_names, query_leaves, described)],
+    }
