@@ -33,3 +33,4 @@ fi
 $ts search "$out/index" "$query" -k 8 --grid "$out/query.results.png"
 echo
 echo "outputs in $out/: report.md (+ .json), map_at_k.png, hierarchy.png, query.results.png, index/, model/, features/"
+echo "search it in a browser: $ts serve $out/index   (then open http://127.0.0.1:8000/)"

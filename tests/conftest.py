@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -44,3 +46,20 @@ def cifar_test_subset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar")
     unpack_subset("cifar10.tar.gz", root, 2, lambda parts: parts[1] == "test", 20)
     return root / "cifar10" / "test"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def main_job(caltech_subset, tmp_path_factory):
+    """'treeseek run --quick' on the Caltech subset: features, model, image index and report."""
+    out = tmp_path_factory.mktemp("run")
+    taxonomy = SHARED / "hierarchies" / "caltech101.paths.tsv"
+    args = ["run", caltech_subset, "--out", out, "--quick", "--no-progress"]
+    if taxonomy.is_file():
+        args += ["--taxonomy", taxonomy]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return out

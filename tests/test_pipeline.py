@@ -1,33 +1,14 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
-import pytest
-from conftest import SHARED
+from conftest import run_cli
 
 from treeseek.backbones import load_backbone
 from treeseek.images.datasets import image_folder
 from treeseek.pipeline import load_images
 from treeseek.training.classifier import train_classifier
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def main_job(caltech_subset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    taxonomy = SHARED / "hierarchies" / "caltech101.paths.tsv"
-    args = ["run", caltech_subset, "--out", out, "--quick", "--no-progress"]
-    if taxonomy.is_file():
-        args += ["--taxonomy", taxonomy]
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def test_main_job_writes_every_output(main_job):

@@ -18,9 +18,10 @@ from .model import TreeseekModel
 
 
 class ImageIndex:
-    def __init__(self, index: TreeIndex, backbone_spec: dict):
+    def __init__(self, index: TreeIndex, backbone_spec: dict, backbone: Backbone | None = None):
+        """``backbone``: the network the spec describes, when it is already loaded (else loaded on first use)."""
         self.index, self.backbone_spec = index, backbone_spec
-        self._backbone: Backbone | None = None
+        self._backbone = backbone
 
     @property
     def model(self) -> TreeseekModel:
@@ -36,9 +37,7 @@ class ImageIndex:
         index.add(features, labels, [str(s) for s in sources])
         if pixels is not None:
             index.attachments_["pixels"] = np.asarray(pixels)
-        image_index = cls(index, spec)
-        image_index._backbone = backbone
-        return image_index
+        return cls(index, spec, backbone)
 
     def save(self, directory: str | Path, progress: bool = False) -> None:
         self.index.extra_["backbone"] = self.backbone_spec
@@ -79,6 +78,11 @@ class ImageIndex:
         with torch.inference_mode():
             batch = torch.from_numpy(np.stack([backbone.preprocess(picture) for picture in pictures]))
             return backbone.network.features(batch).float().numpy()
+
+    @property
+    def loaded_backbone(self) -> Backbone | None:
+        """The network if it has been loaded already (None: it loads on first use)."""
+        return self._backbone
 
     def backbone(self) -> Backbone:
         if self._backbone is None:

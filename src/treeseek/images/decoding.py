@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -14,8 +15,10 @@ class UnreadableImage(Exception):
     """An image file that cannot be decoded."""
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """The image as 8-bit RGB (grayscale, palette, CMYK and alpha images are converted)."""
+def load_rgb(path: str | Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """The image as 8-bit RGB (grayscale, palette, CMYK and alpha images are converted).
+
+    ``path`` is a file path or a binary file object; ``name`` is how errors call it (default: the path)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
     try:
         with warnings.catch_warnings():
@@ -30,9 +33,11 @@ def load_rgb(path: str | Path) -> Image.Image:
                     background.paste(rgba, mask=rgba.getchannel("A"))
                     return background
                 return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
+    except UnidentifiedImageError:  # Pillow's message names the file object, not the file
+        raise UnreadableImage(f"{name or path}: not an image file in a format Pillow can decode") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from None
+        raise UnreadableImage(f"{name or path}: {exc}") from None
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:

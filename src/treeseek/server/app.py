@@ -1,0 +1,203 @@
+"""The HTTP API and web page over one index: search by image or by feature vector, see items and the tree.
+
+Every error is a JSON body ``{"error": "<one line>"}`` with a 4xx status; nothing the server does writes
+to the index, so any number of servers can read an index that one writer keeps updating.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import numpy as np
+from fastapi import FastAPI, File, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import TreeseekError
+from ..images.decoding import UnreadableImage, load_rgb
+from ..plots import plot_hierarchy
+from ..querying import CodeSearch, search_described, search_report
+from ..search.hierarchical_index import SEARCH_METHODS
+from .live_index import LiveIndex
+
+INDEX_METHODS = ("soft", *SEARCH_METHODS)
+THUMBNAIL_PIXELS = 256
+
+
+class FeatureQuery(BaseModel):
+    """Query vectors in the index's feature space, and how to rank."""
+
+    features: List[List[float]]
+    names: Optional[List[str]] = None
+    k: int = Field(10, ge=1, le=10_000)
+    method: str = "soft"
+    alpha: Optional[float] = None
+    hamming: bool = False
+    rerank: int = Field(0, ge=0)
+    hamming_index: str = "flat"
+
+
+def create_app(directory: str | Path, max_upload_mb: float = 20.0) -> FastAPI:
+    """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here)."""
+    live = LiveIndex(directory)
+    max_bytes = int(max_upload_mb * 2**20)
+    app = FastAPI(title="treeseek", version=__version__,
+                  description="Hierarchy-aware image retrieval: results right visually and semantically.")
+    tree_pictures: dict[int, bytes] = {}
+
+    @app.exception_handler(TreeseekError)
+    async def bad_input(request, exc: TreeseekError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc: RequestValidationError):
+        problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems)}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return resources.files("treeseek.server").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/api/info")
+    def info() -> dict:
+        """What the index holds: items, classes, tree, ranking defaults, and whether it takes images."""
+        with live.lock:
+            live.refresh()
+            index, model = live.index, live.index.model
+            tree = model.hierarchy_
+            return {
+                "treeseek": __version__, "items": len(index), "segments": len(index.segments_),
+                "dimensions": model.input_dim_, "classes": list(model.class_names_),
+                "tree": {"leaves": tree.n_leaves, "height": tree.max_height, "shape": tree.shape()},
+                "alpha": model.alpha, "temperature": model.temperature, "methods": list(INDEX_METHODS),
+                "backend": index.backend["name"],
+                "code_bits": index.hasher.bits if index.hasher is not None else None,
+                "backbone": live.images.backbone_spec["name"] if live.images is not None else None,
+            }
+
+    @app.post("/api/search")
+    def search_images(
+        images: Annotated[List[UploadFile], File(description="One or more query images.")],
+        k: Annotated[int, Query(ge=1, le=10_000)] = 10,
+        method: str = "soft", alpha: Optional[float] = None, hamming: bool = False,
+        rerank: Annotated[int, Query(ge=0)] = 0, hamming_index: str = "flat",
+    ) -> dict:
+        """Top-k for each uploaded image, embedded by the network that embedded the collection."""
+        codes = CodeSearch(hamming, rerank, hamming_index)
+        names = [upload.filename or f"image {i}" for i, upload in enumerate(images)]
+        with live.lock:
+            live.refresh()
+            if live.images is None:
+                raise TreeseekError("this index holds feature vectors, not images: POST them to /api/search/features")
+            queries = live.images.embed([_decoded(upload, max_bytes) for upload in images])
+            return _linked(_search(live, queries, names, k, method, alpha, codes), live)
+
+    @app.post("/api/search/features")
+    def search_features(query: FeatureQuery) -> dict:
+        """Top-k for each feature vector (rows of ``features``, in the index's input dimensions)."""
+        try:
+            queries = np.asarray(query.features, dtype=np.float64)
+        except ValueError:
+            raise TreeseekError("features must be a list of rows of equal length") from None
+        if queries.ndim != 2 or queries.shape[0] == 0:
+            raise TreeseekError("features must be a non-empty list of rows")
+        names = query.names if query.names is not None else list(range(len(queries)))
+        if len(names) != len(queries):
+            raise TreeseekError(f"{len(names)} names for {len(queries)} feature rows")
+        codes = CodeSearch(query.hamming, query.rerank, query.hamming_index)
+        with live.lock:
+            live.refresh()
+            return _linked(_search(live, queries, names, query.k, query.method, query.alpha, codes), live)
+
+    @app.get("/api/items/{item_id}")
+    def item(item_id: int) -> dict:
+        """An item's class (when labelled), leaf and source."""
+        with live.lock:
+            live.refresh()
+            _require(live, item_id)
+            found = live.index.items([item_id])
+            names = live.index.model.class_names_
+            label = int(found["labels"][0])
+            return {"id": item_id, "class": names[label] if label >= 0 else None,
+                    "leaf": names[int(found["leaves"][0])], "source": found["sources"][0],
+                    "image_url": _image_url(live, item_id)}
+
+    @app.get("/api/items/{item_id}/image", responses={200: {"content": {"image/png": {}}}})
+    def item_image(item_id: int) -> Response:
+        """The item's picture as a PNG thumbnail (at most 256 pixels a side)."""
+        with live.lock:
+            live.refresh()
+            _require(live, item_id)
+            if live.images is None:
+                raise HTTPException(404, "this index holds feature vectors, not images")
+            picture = live.images.thumbnail(item_id, live.index.items([item_id])["sources"][0])
+        if picture is None:
+            raise HTTPException(404, f"the image of item {item_id} is no longer readable")
+        picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    @app.get("/api/hierarchy.png", responses={200: {"content": {"image/png": {}}}})
+    def hierarchy_picture() -> Response:
+        """The index's class tree as a dendrogram."""
+        with live.lock:
+            live.refresh()
+            if live.version not in tree_pictures:
+                tree_pictures.clear()
+                tree_pictures[live.version] = _rendered(live.index.model.hierarchy_)
+            return Response(tree_pictures[live.version], media_type="image/png")
+
+    return app
+
+
+def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
+    if method not in INDEX_METHODS:
+        raise TreeseekError(f"method must be one of {', '.join(INDEX_METHODS)}; got {method!r}")
+    leaves, described = search_described(live.index, queries, k, method, alpha, codes)
+    return search_report(live.index.model, names, leaves, described, method, alpha, codes)
+
+
+def _linked(report: dict, live: LiveIndex) -> dict:
+    """Each hit gets the address of its picture (None in an index of feature vectors)."""
+    for query in report["queries"]:
+        for entry in query["results"]:
+            entry["image_url"] = _image_url(live, entry["id"])
+    return report
+
+
+def _image_url(live: LiveIndex, item_id) -> str | None:
+    return f"/api/items/{item_id}/image" if live.images is not None else None
+
+
+def _require(live: LiveIndex, item_id: int) -> None:
+    if not live.holds(item_id):
+        raise HTTPException(404, f"item {item_id} is not in the index")
+
+
+def _decoded(upload: UploadFile, max_bytes: int):
+    name = upload.filename or "the uploaded image"
+    data = upload.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{name} is larger than {max_bytes / 2**20:g} MB")
+    try:
+        return load_rgb(io.BytesIO(data), name)
+    except UnreadableImage as exc:
+        raise TreeseekError(f"cannot read query image {exc}") from None
+
+
+def _rendered(tree) -> bytes:
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "hierarchy.png"
+        plot_hierarchy(tree, target)
+        return target.read_bytes()

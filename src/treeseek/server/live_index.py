@@ -1,0 +1,61 @@
+"""An index on disk as a server sees it: opened once, and opened again whenever a writer commits."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TreeseekError
+from ..image_index import ImageIndex
+from ..index import TreeIndex
+
+
+class LiveIndex:
+    """The newest committed state of an index directory, for one reader shared by many requests.
+
+    A writer (``treeseek index add``, ``remove``, ``compact``...) commits by atomically replacing
+    ``manifest.json``, so a changed manifest (inode, size or time) is the signal to open the index
+    again. Requests hold ``lock`` while they use the index: the search structures are not thread-safe.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.lock = threading.RLock()
+        self.index: TreeIndex | None = None
+        self.images: ImageIndex | None = None
+        self.version = 0  # increases with every reopening; lets callers cache what they derive
+        self._signature = None
+        self.refresh()
+
+    def _manifest_signature(self):
+        try:
+            stat = (self.directory / "manifest.json").stat()
+        except OSError:
+            raise TreeseekError(f"{self.directory} is not a treeseek index (no manifest.json)") from None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def refresh(self) -> None:
+        """Open the index again if a writer has committed since the last look."""
+        with self.lock:
+            signature = self._manifest_signature()
+            if signature == self._signature:
+                return
+            try:
+                index = TreeIndex.open(self.directory)
+            except TreeseekError:  # a writer may have committed and swept files while we read: look once more
+                signature = self._manifest_signature()
+                index = TreeIndex.open(self.directory)
+            spec = index.extra_.get("backbone")
+            # a new manifest usually keeps the network: keep its loaded weights too
+            reuse = self.images is not None and self.images.backbone_spec == spec
+            self.images = ImageIndex(index, spec, self.images.loaded_backbone if reuse else None) if spec else None
+            self.index, self._signature = index, signature
+            self.version += 1
+
+    def holds(self, item_id: int) -> bool:
+        """Whether the id is a live item (present and not removed)."""
+        wanted = np.array([item_id], dtype=np.int64)
+        if np.isin(wanted, self.index.removed_).any():
+            return False
+        return any((stored.find(wanted) >= 0).any() for stored in self.index.segments_)

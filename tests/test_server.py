@@ -1,0 +1,187 @@
+"""The HTTP API and web page: same answers as the library's references, one-line errors, live updates."""
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from fastapi.testclient import TestClient
+from PIL import Image
+from test_index import brute_force, brute_force_soft, queries
+
+from treeseek.index import TreeIndex
+from treeseek.model import TreeseekModel
+from treeseek.server import create_app
+from treeseek.synthetic import planted_hierarchy
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_hierarchy((3, 4), dim=24, samples_per_class=60, scale=4.0, seed=5)
+
+
+@pytest.fixture(scope="module")
+def model(planted):
+    return TreeseekModel(hierarchy="average:4:cosine", temperature=4).fit(planted.features, planted.labels,
+                                                                          planted.class_names)
+
+
+@pytest.fixture
+def feature_index(planted, model, tmp_path):
+    """Two segments on disk and two removed items."""
+    index = TreeIndex(model)
+    index.add(planted.features[:400], planted.labels[:400])
+    index.save(tmp_path / "ix")
+    index.add(planted.features[400:600], planted.labels[400:600])
+    index.remove([3, 401])
+    index.save(tmp_path / "ix")
+    return tmp_path / "ix"
+
+
+def post_features(client, Q, **options):
+    return client.post("/api/search/features", json={"features": np.asarray(Q).tolist(), **options})
+
+
+def hits(report):
+    ids = [[hit["id"] for hit in query["results"]] for query in report["queries"]]
+    distances = [[hit["distance"] for hit in query["results"]] for query in report["queries"]]
+    return np.array(ids), np.array(distances)
+
+
+def assert_one_line_error(response, status, words):
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    assert "\n" not in message and words in message, message
+
+
+def test_feature_search_equals_the_brute_force_formulas(planted, feature_index):
+    client = TestClient(create_app(feature_index))
+    index = TreeIndex.open(feature_index)
+    Q = queries(planted)
+    response = post_features(client, Q, k=10, alpha=2.0, method="combined")
+    assert response.status_code == 200, response.text
+    ids, distances = hits(response.json())
+    expected_D, expected_ids = brute_force(index, Q, 10, alpha=2.0)
+    assert np.array_equal(ids, expected_ids) and np.allclose(distances, expected_D)
+    report = post_features(client, Q, k=10, alpha=2.0).json()  # soft leaves by default
+    assert report["method"] == "soft" and report["alpha"] == 2.0
+    ids, distances = hits(report)
+    expected_D, expected_ids = brute_force_soft(index, Q, 10, 2.0)
+    assert np.allclose(distances, expected_D, atol=1e-5)
+    assert np.mean(ids == expected_ids) > 0.99  # float32 may swap near-equal neighbours
+    first = report["queries"][0]
+    assert first["query"] == 0 and first["leaf"] in planted.class_names
+    assert first["results"][0]["image_url"] is None  # feature vectors have no pictures
+
+
+def test_bad_requests_get_one_line_errors(planted, feature_index):
+    client = TestClient(create_app(feature_index))
+    Q = queries(planted, n=2)
+    assert_one_line_error(post_features(client, Q[:, :10]), 400, "dimensions")
+    nan = Q.copy()
+    nan[1, 3] = np.nan
+    assert_one_line_error(client.post("/api/search/features", content=json.dumps({"features": nan.tolist()}),
+                                      headers={"content-type": "application/json"}), 400, "NaN")
+    assert_one_line_error(client.post("/api/search/features", json={"features": [[1.0, 2.0], [1.0]]}), 400,
+                          "equal length")
+    assert_one_line_error(post_features(client, Q, method="euclidean"), 400, "method must be one of")
+    assert_one_line_error(post_features(client, Q, k=0), 422, "k")
+    assert_one_line_error(post_features(client, Q, hamming=True), 400, "no binary codes")
+    assert_one_line_error(post_features(client, Q, names=["only one"]), 400, "1 names for 2")
+    assert_one_line_error(client.post("/api/search", files={"images": ("a.png", b"x", "image/png")}), 400,
+                          "feature vectors, not images")
+    assert_one_line_error(client.post("/api/search"), 422, "images")
+    assert_one_line_error(client.get("/api/items/3"), 404, "not in the index")  # removed
+    assert_one_line_error(client.get("/api/items/99999"), 404, "not in the index")
+    assert_one_line_error(client.get("/api/items/5/image"), 404, "feature vectors")
+
+
+def test_a_bad_index_directory_fails_at_start(tmp_path):
+    with pytest.raises(Exception, match="not a treeseek index"):
+        create_app(tmp_path)
+    result = run_cli("serve", tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1
+
+
+def test_the_server_follows_what_a_writer_commits(planted, feature_index):
+    client = TestClient(create_app(feature_index))
+    assert client.get("/api/info").json()["items"] == 598
+    assert client.get("/api/items/5").json()["class"] == planted.class_names[planted.labels[5]]
+    writer = TreeIndex.open(feature_index)
+    new_ids = writer.add(planted.features[600:610] + 0.01, planted.labels[600:610])
+    writer.remove([5])
+    writer.save(feature_index)
+    assert client.get("/api/info").json()["items"] == 598 + 10 - 1
+    assert client.get("/api/items/5").status_code == 404
+    ids, _ = hits(post_features(client, planted.features[600:610] + 0.01, k=1, method="cosine").json())
+    assert ids[:, 0].tolist() == list(new_ids)
+
+
+def test_info_tree_picture_and_page(planted, model, feature_index):
+    client = TestClient(create_app(feature_index))
+    info = client.get("/api/info").json()
+    assert info["classes"] == list(planted.class_names) and info["dimensions"] == 24
+    assert info["tree"]["shape"] == model.hierarchy_.shape() and info["backbone"] is None
+    assert info["methods"][0] == "soft" and info["code_bits"] is None
+    picture = client.get("/api/hierarchy.png")
+    assert picture.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(picture.content)).size[0] > 100
+    page = client.get("/")
+    assert page.status_code == 200 and '<form id="search">' in page.text and "/api/search" in page.text
+
+
+def test_image_search_gives_the_command_lines_results(main_job, caltech_subset, tmp_path):
+    query = sorted((caltech_subset / "anchor").iterdir())[1]
+    cli = run_cli("search", main_job / "index", query, "-k", "6", "--json", tmp_path / "r.json", "--grid",
+                  tmp_path / "g.png")
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
+    client = TestClient(create_app(main_job / "index"))
+    response = client.post("/api/search", params={"k": 6},
+                           files=[("images", (query.name, query.read_bytes(), "image/jpeg"))])
+    assert response.status_code == 200, response.text
+    results = response.json()["queries"][0]["results"]
+    assert [hit["id"] for hit in results] == [hit["id"] for hit in expected]
+    assert np.allclose([hit["distance"] for hit in results], [hit["distance"] for hit in expected])
+    thumbnail = client.get(results[0]["image_url"])
+    assert thumbnail.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(thumbnail.content))
+    assert max(picture.size) <= 256 and picture.getextrema() != ((0, 0), (0, 0), (0, 0))
+    assert client.get("/api/info").json()["backbone"] == "efficientnet_lite0"
+    corrupt = client.post("/api/search", files={"images": ("broken.jpg", query.read_bytes()[:300], "image/jpeg")})
+    assert_one_line_error(corrupt, 400, "cannot read query image broken.jpg")
+    small = TestClient(create_app(main_job / "index", max_upload_mb=0.001))
+    assert_one_line_error(small.post("/api/search", files={"images": (query.name, query.read_bytes())}), 413,
+                          "larger than")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_answers_over_http(feature_index):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", str(feature_index), "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=2) as answer:
+                    info = json.load(answer)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "the server did not answer within 60 s"
+                time.sleep(0.3)
+        assert info["items"] == 598
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
