@@ -98,6 +98,7 @@ def test_bad_requests_get_one_line_errors(planted, feature_index):
     assert_one_line_error(client.post("/api/search"), 422, "images")
     assert_one_line_error(client.get("/api/items/3"), 404, "not in the index")  # removed
     assert_one_line_error(client.get("/api/items/99999"), 404, "not in the index")
+    assert_one_line_error(client.get(f"/api/items/{10**30}"), 422, "item_id")
     assert_one_line_error(client.get("/api/items/5/image"), 404, "feature vectors")
 
 
@@ -182,6 +183,8 @@ def test_serve_answers_over_http(feature_index):
                 assert time.monotonic() < deadline, "the server did not answer within 60 s"
                 time.sleep(0.3)
         assert info["items"] == 598
+        taken = run_cli("serve", feature_index, "--port", port)  # the first server holds the port
+        assert taken.returncode == 2 and taken.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
     finally:
         server.terminate()
         server.wait(timeout=30)

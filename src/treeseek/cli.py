@@ -275,8 +275,20 @@ def serve(
     from .server import create_app
 
     application = create_app(index_dir, max_upload_mb)
+    _check_can_listen(host, port)
     typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ (Ctrl+C stops)")
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail with one line before announcing a server that could not start (uvicorn would log and exit 3)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise TreeseekError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 app.command()(run)

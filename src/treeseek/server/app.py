@@ -13,6 +13,7 @@ from typing import Annotated, List, Optional
 
 import numpy as np
 from fastapi import FastAPI, File, Query, UploadFile
+from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -28,6 +29,8 @@ from .live_index import LiveIndex
 
 INDEX_METHODS = ("soft", *SEARCH_METHODS)
 THUMBNAIL_PIXELS = 256
+MAX_IMAGES = 64  # per request: the images are embedded as one batch
+ItemId = Annotated[int, PathParameter(ge=0, le=2**62, description="An item id of the index.")]
 
 
 class FeatureQuery(BaseModel):
@@ -93,6 +96,8 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0) -> FastAPI:
         rerank: Annotated[int, Query(ge=0)] = 0, hamming_index: str = "flat",
     ) -> dict:
         """Top-k for each uploaded image, embedded by the network that embedded the collection."""
+        if len(images) > MAX_IMAGES:
+            raise TreeseekError(f"at most {MAX_IMAGES} images per request, got {len(images)}")
         codes = CodeSearch(hamming, rerank, hamming_index)
         names = [upload.filename or f"image {i}" for i, upload in enumerate(images)]
         with live.lock:
@@ -120,7 +125,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0) -> FastAPI:
             return _linked(_search(live, queries, names, query.k, query.method, query.alpha, codes), live)
 
     @app.get("/api/items/{item_id}")
-    def item(item_id: int) -> dict:
+    def item(item_id: ItemId) -> dict:
         """An item's class (when labelled), leaf and source."""
         with live.lock:
             live.refresh()
@@ -133,7 +138,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0) -> FastAPI:
                     "image_url": _image_url(live, item_id)}
 
     @app.get("/api/items/{item_id}/image", responses={200: {"content": {"image/png": {}}}})
-    def item_image(item_id: int) -> Response:
+    def item_image(item_id: ItemId) -> Response:
         """The item's picture as a PNG thumbnail (at most 256 pixels a side)."""
         with live.lock:
             live.refresh()
