@@ -13,7 +13,9 @@ from conftest import run_cli
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_index import brute_force, brute_force_soft, queries
+from test_index_codes import brute_hamming
 
+from treeseek.hashing import ITQHasher
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
 from treeseek.server import create_app
@@ -100,6 +102,24 @@ def test_bad_requests_get_one_line_errors(planted, feature_index):
     assert_one_line_error(client.get("/api/items/99999"), 404, "not in the index")
     assert_one_line_error(client.get(f"/api/items/{10**30}"), 422, "item_id")
     assert_one_line_error(client.get("/api/items/5/image"), 404, "feature vectors")
+
+
+def test_hamming_search_equals_a_popcount_full_sort(planted, feature_index):
+    index = TreeIndex.open(feature_index)
+    hasher = ITQHasher(16, seed=0).fit(planted.features)
+    index.set_hasher(hasher)
+    index.save(feature_index)
+    client = TestClient(create_app(feature_index))
+    assert client.get("/api/info").json()["code_bits"] == 16
+    Q = queries(planted, n=12)
+    live = np.setdiff1d(np.arange(600), [3, 401])
+    report = post_features(client, Q, k=20, hamming=True).json()
+    assert report["method"] == "hamming (flat)"
+    ids, distances = hits(report)
+    expected_d, expected_ids = brute_hamming(hasher, planted.features, live, Q, 20)
+    assert np.array_equal(ids, expected_ids) and np.array_equal(distances, expected_d)
+    reranked = post_features(client, Q, k=5, hamming=True, rerank=len(live), method="combined").json()
+    assert np.array_equal(hits(reranked)[0], brute_force(index, Q, 5)[1])  # every item re-ranked: the exact top 5
 
 
 def test_a_bad_index_directory_fails_at_start(tmp_path):
