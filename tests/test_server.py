@@ -1,11 +1,14 @@
 """The HTTP API and web page: same answers as the library's references, one-line errors, live updates."""
 import io
 import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +157,16 @@ def test_info_tree_picture_and_page(planted, model, feature_index):
     assert Image.open(io.BytesIO(picture.content)).size[0] > 100
     page = client.get("/")
     assert page.status_code == 200 and '<form id="search">' in page.text and "/api/search" in page.text
+
+
+def test_the_page_script_parses(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    page = (Path(__file__).resolve().parents[1] / "src" / "treeseek" / "server" / "page.html").read_text()
+    (tmp_path / "page.js").write_text(re.search(r"<script>(.*)</script>", page, re.S).group(1))
+    checked = subprocess.run([node, "--check", str(tmp_path / "page.js")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_image_search_gives_the_command_lines_results(main_job, caltech_subset, tmp_path):
