@@ -157,6 +157,11 @@ def test_info_tree_picture_and_page(planted, model, feature_index):
     assert Image.open(io.BytesIO(picture.content)).size[0] > 100
     page = client.get("/")
     assert page.status_code == 200 and '<form id="search">' in page.text and "/api/search" in page.text
+    other_site = {"origin": "https://museum.example", "access-control-request-method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/api/search/features", headers=other_site).headers
+    allowed = TestClient(create_app(feature_index, cors_origins=["https://museum.example"]))
+    preflight = allowed.options("/api/search/features", headers=other_site)
+    assert preflight.headers["access-control-allow-origin"] == "https://museum.example"
 
 
 def test_the_page_script_parses(tmp_path):

@@ -265,6 +265,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, help="Port to listen on."),
     max_upload_mb: float = typer.Option(20.0, help="Largest query image accepted, in MB."),
+    cors_origin: Optional[List[str]] = typer.Option(None, help="A web origin (https://host:port, or *) whose pages "
+                                                    "may call the API (repeatable; none by default)."),
 ) -> None:
     """Serve an index over HTTP: a web page at /, a JSON API under /api (described at /openapi.json).
 
@@ -274,7 +276,7 @@ def serve(
 
     from .server import create_app
 
-    application = create_app(index_dir, max_upload_mb)
+    application = create_app(index_dir, max_upload_mb, cors_origin or ())
     _check_can_listen(host, port)
     typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ (Ctrl+C stops)")
     uvicorn.run(application, host=host, port=port, log_level="warning")

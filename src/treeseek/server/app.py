@@ -9,12 +9,13 @@ import io
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Optional, Sequence
 
 import numpy as np
 from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -46,13 +47,18 @@ class FeatureQuery(BaseModel):
     hamming_index: str = "flat"
 
 
-def create_app(directory: str | Path, max_upload_mb: float = 20.0) -> FastAPI:
-    """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here)."""
+def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins: Sequence[str] = ()) -> FastAPI:
+    """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here).
+
+    ``cors_origins``: web origins (``https://host:port``, or ``*``) whose pages may call the API; none by default."""
     live = LiveIndex(directory)
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="treeseek", version=__version__,
                   description="Hierarchy-aware image retrieval: results right visually and semantically.")
     tree_pictures: dict[int, bytes] = {}
+    if cors_origins:  # browsers block other sites' pages from reading the answers unless they are named here
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["content-type"])
 
     @app.exception_handler(TreeseekError)
     async def bad_input(request, exc: TreeseekError):
