@@ -44,6 +44,7 @@ from .storage import (
 from .stored_segment import StoredSegment
 
 DTYPES = ("float32", "float16")
+INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
 ADD_CHUNK = 65536  # rows placed at once: bounds the float64 copies made while adding
 
@@ -221,8 +222,8 @@ class TreeIndex:
 
         ``soft`` ranks by the expected LCA height under the model's class posteriors (one inner-product
         search per segment, ``soft_search``); the other methods search level by level."""
-        if method not in (*SEARCH_METHODS, "soft"):
-            raise TreeseekError(f"method must be one of {', '.join(SEARCH_METHODS)}, soft; got {method!r}")
+        if method not in INDEX_METHODS:
+            raise TreeseekError(f"method must be one of {', '.join(INDEX_METHODS)}; got {method!r}")
         if k < 1:
             raise TreeseekError(f"k must be at least 1, got {k}")
         alpha = self._alpha(alpha)
@@ -253,8 +254,8 @@ class TreeIndex:
             raise TreeseekError("this index stores no binary codes; attach a hasher first")
         if k < 1 or rerank < 0:
             raise TreeseekError(f"k must be at least 1 and rerank at least 0, got k={k}, rerank={rerank}")
-        if method not in (*SEARCH_METHODS, "soft"):
-            raise TreeseekError(f"rerank method must be one of {', '.join(SEARCH_METHODS)}, soft; got {method!r}")
+        if method not in INDEX_METHODS:
+            raise TreeseekError(f"rerank method must be one of {', '.join(INDEX_METHODS)}; got {method!r}")
         self._flush()
         queries = self.model.check_dim(queries, "queries")
         keys, ids = hamming_topk(self.segments_, self.hasher.encode(queries), max(k, rerank), self.hasher.bits, kind)

@@ -23,12 +23,11 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import TreeseekError
 from ..images.decoding import UnreadableImage, load_rgb
+from ..index import INDEX_METHODS
 from ..plots import plot_hierarchy
 from ..querying import CodeSearch, search_described, search_report
-from ..search.hierarchical_index import SEARCH_METHODS
 from .live_index import LiveIndex
 
-INDEX_METHODS = ("soft", *SEARCH_METHODS)
 THUMBNAIL_PIXELS = 256
 MAX_IMAGES = 64  # per request: the images are embedded as one batch
 ItemId = Annotated[int, PathParameter(ge=0, le=2**62, description="An item id of the index.")]
@@ -173,8 +172,6 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
 
 
 def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
-    if method not in INDEX_METHODS:
-        raise TreeseekError(f"method must be one of {', '.join(INDEX_METHODS)}; got {method!r}")
     leaves, described = search_described(live.index, queries, k, method, alpha, codes)
     return search_report(live.index.model, names, leaves, described, method, alpha, codes)
 
