@@ -9,6 +9,7 @@ the model again on the stored items and rebuilds everything.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -126,13 +127,8 @@ class TreeIndex:
         """Remove items by id; an id that is not in the index is an error and nothing is removed."""
         self._flush()
         ids = np.unique(np.asarray(ids, dtype=np.int64))
-        rows = [segment.find(ids) for segment in self.segments_]
-        found = np.zeros(len(ids), dtype=bool)
-        for segment, where in zip(self.segments_, rows):
-            hit = where >= 0
-            if segment.segment.alive is not None:
-                hit[hit] &= segment.segment.alive[where[hit]]
-            found |= hit
+        rows = self._live_rows(ids)
+        found = _held(rows, len(ids))
         if not found.all():
             raise TreeseekError(f"item {ids[~found][0]} is not in the index")
         for segment, where in zip(self.segments_, rows):
@@ -142,6 +138,22 @@ class TreeIndex:
                     segment.segment.alive = np.ones(len(segment), dtype=bool)
                 segment.segment.alive[where] = False
         self.removed_ = np.union1d(self.removed_, ids)
+
+    def contains(self, ids) -> np.ndarray:
+        """Whether each id is an item of the index (added and not removed)."""
+        self._flush()
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        return _held(self._live_rows(ids), len(ids))
+
+    def _live_rows(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Per segment, the row of each id, -1 where the segment does not hold it or it was removed."""
+        rows = []
+        for stored in self.segments_:
+            where = stored.find(ids)
+            if stored.segment.alive is not None:
+                where = np.where((where >= 0) & stored.segment.alive[np.maximum(where, 0)], where, -1)
+            rows.append(where)
+        return rows
 
     def compact(self, progress: bool = False) -> None:
         """Rewrite all segments as one, without removed items (and rebuild the backend's structure)."""
@@ -397,6 +409,11 @@ class TreeIndex:
                 check_size(path, expected)
                 if file_sha256(path) != expected["sha256"]:
                     raise TreeseekError(f"index file {path} is corrupt (checksum mismatch)")
+
+
+def _held(rows: list[np.ndarray], n: int) -> np.ndarray:
+    """Whether some segment holds each of n ids alive, from ``_live_rows``."""
+    return functools.reduce(np.logical_or, (where >= 0 for where in rows), np.zeros(n, dtype=bool))
 
 
 def _codes(hasher, part: dict) -> np.ndarray:

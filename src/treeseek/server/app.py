@@ -189,7 +189,7 @@ def _image_url(live: LiveIndex, item_id) -> str | None:
 
 
 def _require(live: LiveIndex, item_id: int) -> None:
-    if not live.holds(item_id):
+    if not live.index.contains([item_id])[0]:
         raise HTTPException(404, f"item {item_id} is not in the index")
 
 

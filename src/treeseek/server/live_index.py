@@ -4,8 +4,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import TreeseekError
 from ..image_index import ImageIndex
 from ..index import TreeIndex
@@ -52,10 +50,3 @@ class LiveIndex:
             self.images = ImageIndex(index, spec, self.images.loaded_backbone if reuse else None) if spec else None
             self.index, self._signature = index, signature
             self.version += 1
-
-    def holds(self, item_id: int) -> bool:
-        """Whether the id is a live item (present and not removed)."""
-        wanted = np.array([item_id], dtype=np.int64)
-        if np.isin(wanted, self.index.removed_).any():
-            return False
-        return any((stored.find(wanted) >= 0).any() for stored in self.index.segments_)
