@@ -43,8 +43,6 @@ def ranking_name(method: str, hamming: bool = False, rerank: int = 0, hamming_in
 def search_described(index: TreeIndex, queries: np.ndarray, k: int, method: str = "soft", alpha: float | None = None,
                      codes: CodeSearch = CodeSearch(), source: str = "queries"):
     """Check the queries, place them at their leaves and search; returns the leaves and, per query, its hits."""
-    if k < 1:
-        raise TreeseekError(f"k must be at least 1, got {k}")
     query_x = index.model.check_dim(queries, source)
     query_leaves = index.model.assign(query_x)
     distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
