@@ -15,15 +15,28 @@ from .hierarchy import Hierarchy  # noqa: E402
 from .persistence import atomic_write_bytes  # noqa: E402
 
 
-def _save(figure, path: str | Path) -> None:
+def _encoded(figure, image_format: str) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    figure.savefig(buffer, format=image_format, dpi=120, bbox_inches="tight")
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _save(figure, path: str | Path) -> None:
+    atomic_write_bytes(path, _encoded(figure, Path(path).suffix.lstrip(".") or "png"))
 
 
 def plot_hierarchy(hierarchy: Hierarchy, path: str | Path, title: str = "") -> None:
     """Elbow dendrogram: leaves top to bottom in tree order, nodes at x = their height."""
+    _save(_hierarchy_figure(hierarchy, title), path)
+
+
+def hierarchy_picture(hierarchy: Hierarchy, image_format: str = "png", title: str = "") -> bytes:
+    """``plot_hierarchy``'s dendrogram as encoded bytes, for callers that send rather than save it."""
+    return _encoded(_hierarchy_figure(hierarchy, title), image_format)
+
+
+def _hierarchy_figure(hierarchy: Hierarchy, title: str):
     k = hierarchy.n_leaves
     y = np.zeros(hierarchy.n_nodes)
     y[hierarchy.leaf_order] = np.arange(k)
@@ -45,7 +58,7 @@ def plot_hierarchy(hierarchy: Hierarchy, path: str | Path, title: str = "") -> N
     axes.set_xlabel("node height")
     axes.set_title(title or f"{k} classes, shape {hierarchy.shape()}")
     axes.spines[["top", "right"]].set_visible(False)
-    _save(figure, path)
+    return figure
 
 
 def plot_map_curves(curves: Mapping[str, np.ndarray], path: str | Path, title: str = "mAP@k") -> None:

@@ -6,7 +6,6 @@ to the index, so any number of servers can read an index that one writer keeps u
 from __future__ import annotations
 
 import io
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, List, Optional, Sequence
@@ -24,7 +23,7 @@ from .. import __version__
 from ..errors import TreeseekError
 from ..images.decoding import UnreadableImage, load_rgb
 from ..index import INDEX_METHODS
-from ..plots import plot_hierarchy
+from ..plots import hierarchy_picture
 from ..querying import CodeSearch, search_described, search_report
 from .live_index import LiveIndex
 
@@ -110,7 +109,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
             if live.images is None:
                 raise TreeseekError("this index holds feature vectors, not images: POST them to /api/search/features")
             queries = live.images.embed([_decoded(upload, max_bytes) for upload in images])
-            return _linked(_search(live, queries, names, k, method, alpha, codes), live)
+            return _search(live, queries, names, k, method, alpha, codes)
 
     @app.post("/api/search/features")
     def search_features(query: FeatureQuery) -> dict:
@@ -127,7 +126,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
         codes = CodeSearch(query.hamming, query.rerank, query.hamming_index)
         with live.lock:
             live.refresh()
-            return _linked(_search(live, queries, names, query.k, query.method, query.alpha, codes), live)
+            return _search(live, queries, names, query.k, query.method, query.alpha, codes)
 
     @app.get("/api/items/{item_id}")
     def item(item_id: ItemId) -> dict:
@@ -159,25 +158,22 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
         return Response(buffer.getvalue(), media_type="image/png")
 
     @app.get("/api/hierarchy.png", responses={200: {"content": {"image/png": {}}}})
-    def hierarchy_picture() -> Response:
+    def tree_picture() -> Response:
         """The index's class tree as a dendrogram."""
         with live.lock:
             live.refresh()
             if live.version not in tree_pictures:
                 tree_pictures.clear()
-                tree_pictures[live.version] = _rendered(live.index.model.hierarchy_)
+                tree_pictures[live.version] = hierarchy_picture(live.index.model.hierarchy_)
             return Response(tree_pictures[live.version], media_type="image/png")
 
     return app
 
 
 def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
+    """The report of ``treeseek search --json``, each hit with the address of its picture (None without)."""
     leaves, described = search_described(live.index, queries, k, method, alpha, codes)
-    return search_report(live.index.model, names, leaves, described, method, alpha, codes)
-
-
-def _linked(report: dict, live: LiveIndex) -> dict:
-    """Each hit gets the address of its picture (None in an index of feature vectors)."""
+    report = search_report(live.index.model, names, leaves, described, method, alpha, codes)
     for query in report["queries"]:
         for entry in query["results"]:
             entry["image_url"] = _image_url(live, entry["id"])
@@ -203,9 +199,3 @@ def _decoded(upload: UploadFile, max_bytes: int):
     except UnreadableImage as exc:
         raise TreeseekError(f"cannot read query image {exc}") from None
 
-
-def _rendered(tree) -> bytes:
-    with tempfile.TemporaryDirectory() as scratch:
-        target = Path(scratch) / "hierarchy.png"
-        plot_hierarchy(tree, target)
-        return target.read_bytes()
