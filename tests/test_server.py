@@ -18,6 +18,7 @@ from PIL import Image
 from test_index import brute_force, brute_force_soft, queries
 from test_index_codes import brute_hamming
 
+from treeseek.errors import TreeseekError
 from treeseek.hashing import ITQHasher
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
@@ -126,7 +127,7 @@ def test_hamming_search_equals_a_popcount_full_sort(planted, feature_index):
 
 
 def test_a_bad_index_directory_fails_at_start(tmp_path):
-    with pytest.raises(Exception, match="not a treeseek index"):
+    with pytest.raises(TreeseekError, match="not a treeseek index"):
         create_app(tmp_path)
     result = run_cli("serve", tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1
