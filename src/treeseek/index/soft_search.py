@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import TreeseekModel
-from ..search.inner_product import InnerProductIndex, augment, tree_factor
+from ..search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .stored_segment import StoredSegment
 
@@ -42,8 +42,16 @@ def _inner_product_index(stored: StoredSegment, model: TreeseekModel, factor: np
     if stored.soft_ is None or stored.soft_[0] != key:
         index = InnerProductIndex(1.0)
         for start in range(0, len(rows), CHUNK):  # chunks bound the float64 copies, not the index
-            part = rows[start : start + CHUNK]
-            unit = np.asarray(stored.segment.vectors[part], dtype=np.float64)
-            index.add(augment(unit, model.posteriors(unit * stored.norms[part, None]), factor))
+            index.add(segment_vectors(stored, model, factor, rows[start : start + CHUNK]))
         stored.soft_ = (key, index, stored.segment.ids[rows])
     return stored.soft_[1], stored.soft_[2]
+
+
+def segment_vectors(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray, rows: np.ndarray,
+                    hard: bool = False) -> np.ndarray:
+    """Augmented item vectors [x̂, Gᵀp] of a segment's rows: p is the posterior of the stored vector restored
+    to its length or, with ``hard``, the stored leaf (the paper's distance)."""
+    unit = np.asarray(stored.segment.vectors[rows], dtype=np.float64)
+    if hard:
+        return augment_leaves(unit, stored.segment.leaves[rows], factor)
+    return augment(unit, model.posteriors(unit * stored.norms[rows, None]), factor)

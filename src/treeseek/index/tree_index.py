@@ -225,6 +225,11 @@ class TreeIndex:
         return labels.astype(np.int32)
 
     # ----------------------------------------------------------------- search
+    def stored_segments(self) -> list[StoredSegment]:
+        """The segments, with everything added so far sorted in: for code that reads items segment by segment."""
+        self._flush()
+        return self.segments_
+
     def __len__(self) -> int:
         return sum(segment.segment.n_alive for segment in self.segments_) + sum(len(p["ids"]) for p in self._pending)
 

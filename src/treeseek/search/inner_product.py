@@ -33,7 +33,16 @@ def tree_factor(tree: Hierarchy) -> np.ndarray:
 
 def augment(features: np.ndarray, posteriors: np.ndarray, factor: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """[x̂, alpha Gᵀp]: items use alpha = 1 and queries the ranking's alpha (float32, FAISS's type)."""
-    return np.hstack([normalize_rows(features), alpha * (np.asarray(posteriors) @ factor)]).astype(np.float32)
+    return _joined(features, np.asarray(posteriors) @ factor, alpha)
+
+
+def augment_leaves(features: np.ndarray, leaves: np.ndarray, factor: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """``augment`` with one-hot posteriors at ``leaves`` (the paper's hard distance), without the K-wide one-hots."""
+    return _joined(features, factor[np.asarray(leaves, dtype=np.int64)], alpha)
+
+
+def _joined(features: np.ndarray, tree_part: np.ndarray, alpha: float) -> np.ndarray:
+    return np.hstack([normalize_rows(features), alpha * tree_part]).astype(np.float32)
 
 
 class InnerProductIndex:
