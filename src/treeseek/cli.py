@@ -8,6 +8,14 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from .cli_engine import (
+    MILVUS_OPTION,
+    MILVUS_PARAM_OPTION,
+    SEARCH_COLLECTION_OPTION,
+    TOKEN_OPTION,
+    engine_app,
+    milvus_target,
+)
 from .cli_hash import hash_app
 from .cli_images import experiment, run, search_images, train
 from .cli_index import index_app
@@ -129,6 +137,10 @@ def search(
     hamming: bool = typer.Option(False, help="Rank by Hamming distance between the index's binary codes."),
     rerank: int = typer.Option(0, help="With --hamming: re-rank this many nearest codes by --method's distance."),
     hamming_index: str = typer.Option("flat", help="With --hamming: flat (exact) or hnsw (sub-linear)."),
+    milvus: Optional[str] = MILVUS_OPTION,
+    collection: Optional[str] = SEARCH_COLLECTION_OPTION,
+    milvus_param: Optional[List[str]] = MILVUS_PARAM_OPTION,
+    token: str = TOKEN_OPTION,
 ) -> None:
     """Top-k for every query, with the parts of its distance and the LCA it shares with the query.
 
@@ -138,6 +150,7 @@ def search(
 
     With --hamming an index that stores binary codes ('treeseek index codes') is searched by Hamming
     distance, and --rerank R re-ranks the R nearest codes with the hierarchy-aware distance.
+    With --milvus the ranking runs in Milvus, on the collection that 'treeseek engine push' filled.
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
@@ -146,13 +159,16 @@ def search(
         if method == "euclidean":
             raise TreeseekError("index search ranks with soft, combined, flat, hierarchy or cosine")
         codes = CodeSearch(hamming, rerank, hamming_index)
+        engine = milvus_target(target, milvus, collection, milvus_param, token).open if milvus else None
         if query is None:
-            search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes)
+            search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes, engine)
         elif inputs:
             raise TreeseekError("give query images or --query Q.npz, not both")
         else:
-            _search_index_features(target, query, k, alpha, method, json_out, codes)
+            _search_index_features(target, query, k, alpha, method, json_out, codes, engine)
         return
+    if milvus:
+        raise TreeseekError("--milvus searches the collection pushed from an index; give the index directory")
     if hamming or rerank:
         raise TreeseekError("--hamming and --rerank search an index that stores binary codes")
     if not inputs or len(inputs) != 1 or query is None:
@@ -191,10 +207,11 @@ def _search_features(model_dir, database, query, k, alpha, method, use_database_
     _report(model, queries.row_ids(), query_leaves, described, method, alpha, json_out)
 
 
-def _search_index_features(directory, query, k, alpha, method, json_out, codes: CodeSearch) -> None:
+def _search_index_features(directory, query, k, alpha, method, json_out, codes: CodeSearch, engine=None) -> None:
     index = TreeIndex.open(directory)
     queries = load_features(query, require_labels=False)
-    query_leaves, described = search_described(index, queries.features, k, method, alpha, codes, queries.source)
+    query_leaves, described = search_described(index, queries.features, k, method, alpha, codes, queries.source,
+                                               engine)
     _report(index.model, queries.row_ids(), query_leaves, described, method, alpha, json_out, codes)
 
 
@@ -267,6 +284,10 @@ def serve(
     max_upload_mb: float = typer.Option(20.0, help="Largest query image accepted, in MB."),
     cors_origin: Optional[List[str]] = typer.Option(None, help="A web origin (https://host:port, or *) whose pages "
                                                     "may call the API (repeatable; none by default)."),
+    milvus: Optional[str] = MILVUS_OPTION,
+    collection: Optional[str] = SEARCH_COLLECTION_OPTION,
+    milvus_param: Optional[List[str]] = MILVUS_PARAM_OPTION,
+    token: str = TOKEN_OPTION,
 ) -> None:
     """Serve an index over HTTP: a web page at /, a JSON API under /api (described at /openapi.json).
 
@@ -276,7 +297,8 @@ def serve(
 
     from .server import create_app
 
-    application = create_app(index_dir, max_upload_mb, cors_origin or ())
+    target = milvus_target(index_dir, milvus, collection, milvus_param, token) if milvus else None
+    application = create_app(index_dir, max_upload_mb, cors_origin or (), target)
     _check_can_listen(host, port)
     typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ (Ctrl+C stops)")
     uvicorn.run(application, host=host, port=port, log_level="warning")
@@ -298,6 +320,7 @@ app.command()(experiment)
 app.command()(train)
 app.add_typer(index_app, name="index")
 app.add_typer(hash_app, name="hash")
+app.add_typer(engine_app, name="engine")
 
 
 def main() -> None:

@@ -76,8 +76,10 @@ def experiment(
 
 
 def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[float], method: str,
-                  json_out: Optional[Path], grid_out: Optional[Path], codes: CodeSearch = CodeSearch()) -> None:
-    """Top-k of an image index for each query image; prints parts of the distance and writes a grid."""
+                  json_out: Optional[Path], grid_out: Optional[Path], codes: CodeSearch = CodeSearch(),
+                  engine=None) -> None:
+    """Top-k of an image index (or of ``engine``: see ``search_described``) for each query image; prints parts of
+    the distance and writes a grid."""
     from .image_index import ImageIndex
 
     if not images:
@@ -89,7 +91,8 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
             pictures.append(load_rgb(path))
         except UnreadableImage as exc:
             raise TreeseekError(f"cannot read query image {exc}") from None
-    query_leaves, described = search_described(index.index, index.embed(pictures), k, method, alpha, codes)
+    query_leaves, described = search_described(index.index, index.embed(pictures), k, method, alpha, codes,
+                                               engine=engine)
     report = search_report(index.model, [str(path) for path in images], query_leaves, described, method, alpha,
                            codes)
     for q, (path, query) in enumerate(zip(images, report["queries"])):

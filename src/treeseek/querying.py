@@ -41,11 +41,24 @@ def ranking_name(method: str, hamming: bool = False, rerank: int = 0, hamming_in
 
 
 def search_described(index: TreeIndex, queries: np.ndarray, k: int, method: str = "soft", alpha: float | None = None,
-                     codes: CodeSearch = CodeSearch(), source: str = "queries"):
-    """Check the queries, place them at their leaves and search; returns the leaves and, per query, its hits."""
+                     codes: CodeSearch = CodeSearch(), source: str = "queries", engine=None):
+    """Check the queries, place them at their leaves and search; returns the leaves and, per query, its hits.
+
+    ``engine(model, method)``, e.g. ``MilvusTarget.open``, gives the engine that answers the search instead of the
+    index, which then only describes the hits."""
     query_x = index.model.check_dim(queries, source)
     query_leaves = index.model.assign(query_x)
-    distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
+    if engine is not None:
+        if codes.hamming or codes.rerank:
+            raise TreeseekError("an engine ranks the stored vectors; --hamming and --rerank search the index itself")
+        distances, ids = engine(index.model, method).search(query_x, k, alpha)
+        returned = np.unique(ids[ids >= 0])
+        stale = returned[~index.contains(returned)]
+        if len(stale):
+            raise TreeseekError(f"Milvus returned item {stale[0]}, which the index no longer holds; push the index "
+                                f"again")
+    else:
+        distances, ids = search_index(index, query_x, query_leaves, k, method, alpha, *codes)
     described = describe_index_results(index, query_x, query_leaves, distances, ids,
                                        soft_alpha_of(distance_method(method, *codes), alpha, index.model))
     return query_leaves, described

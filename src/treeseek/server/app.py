@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..engines.vectors import ENGINE_METHODS
 from ..errors import TreeseekError
 from ..images.decoding import UnreadableImage, load_rgb
 from ..index import INDEX_METHODS
@@ -45,11 +46,15 @@ class FeatureQuery(BaseModel):
     hamming_index: str = "flat"
 
 
-def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins: Sequence[str] = ()) -> FastAPI:
+def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins: Sequence[str] = (),
+               milvus=None) -> FastAPI:
     """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here).
 
-    ``cors_origins``: web origins (``https://host:port``, or ``*``) whose pages may call the API; none by default."""
-    live = LiveIndex(directory)
+    ``cors_origins``: web origins (``https://host:port``, or ``*``) whose pages may call the API; none by default.
+    ``milvus``: a ``MilvusTarget`` whose collection ('treeseek engine push') ranks instead of the index."""
+    live = LiveIndex(directory, milvus)
+    if milvus is not None:
+        milvus.open(live.index.model).connect()  # an unreachable engine or a missing collection fails here
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="treeseek", version=__version__,
                   description="Hierarchy-aware image retrieval: results right visually and semantically.")
@@ -86,8 +91,8 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
                 "treeseek": __version__, "items": len(index), "segments": len(index.segments_),
                 "dimensions": model.input_dim_, "classes": list(model.class_names_),
                 "tree": {"leaves": tree.n_leaves, "height": tree.max_height, "shape": tree.shape()},
-                "alpha": model.alpha, "temperature": model.temperature, "methods": list(INDEX_METHODS),
-                "backend": index.backend["name"],
+                "alpha": model.alpha, "temperature": model.temperature, "methods": list(INDEX_METHODS if live.milvus is None else ENGINE_METHODS),
+                "backend": index.backend["name"] if live.milvus is None else f"milvus {live.milvus.collection}",
                 "code_bits": index.hasher.bits if index.hasher is not None else None,
                 "backbone": live.images.backbone_spec["name"] if live.images is not None else None,
             }
@@ -172,7 +177,8 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
 
 def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
     """The report of ``treeseek search --json``, each hit with the address of its picture (None without)."""
-    leaves, described = search_described(live.index, queries, k, method, alpha, codes)
+    leaves, described = search_described(live.index, queries, k, method, alpha, codes,
+                                         engine=live.engine if live.milvus is not None else None)
     report = search_report(live.index.model, names, leaves, described, method, alpha, codes)
     for query in report["queries"]:
         for entry in query["results"]:

@@ -17,8 +17,11 @@ class LiveIndex:
     again. Requests hold ``lock`` while they use the index: the search structures are not thread-safe.
     """
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, milvus=None):
+        """``milvus``: a ``MilvusTarget`` that ranks instead of the index (see ``engine``)."""
         self.directory = Path(directory)
+        self.milvus = milvus
+        self._engines: dict = {}  # method -> the engine for the index now open
         self.lock = threading.RLock()
         self.index: TreeIndex | None = None
         self.images: ImageIndex | None = None
@@ -49,4 +52,12 @@ class LiveIndex:
             reuse = self.images is not None and self.images.backbone_spec == spec
             self.images = ImageIndex(index, spec, self.images.loaded_backbone if reuse else None) if spec else None
             self.index, self._signature = index, signature
+            self._engines.clear()
             self.version += 1
+
+    def engine(self, model, method: str):
+        """The Milvus engine for ``method``, opened once per state of the index (it checks the collection and
+        holds a connection)."""
+        if method not in self._engines:
+            self._engines[method] = self.milvus.open(model, method)
+        return self._engines[method]
