@@ -5,8 +5,23 @@ from pathlib import Path
 
 import pytest
 
+from treeseek.model import TreeseekModel
+from treeseek.synthetic import planted_hierarchy
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CALTECH_CLASSES = ["accordion", "airplanes", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain"]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """A small planted hierarchy (3 x 4 classes, 24 dims) for the index, code, engine and server tests."""
+    return planted_hierarchy((3, 4), dim=24, samples_per_class=60, scale=4.0, seed=5)
+
+
+@pytest.fixture(scope="module")
+def model(planted):
+    """The paper's threshold tree fitted on ``planted`` (modules may override it with another model)."""
+    return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
 
 
 @pytest.fixture

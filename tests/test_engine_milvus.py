@@ -12,19 +12,8 @@ from treeseek.errors import TreeseekError
 from treeseek.features import save_features
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
-from treeseek.synthetic import planted_hierarchy
 
 pytest.importorskip("milvus_lite")  # Milvus Lite: the local engine behind a "FILE.db" URI
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_hierarchy((3, 4), dim=24, samples_per_class=60, scale=4.0, seed=5)
-
-
-@pytest.fixture(scope="module")
-def model(planted):
-    return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
 
 
 def two_segment_index(planted, model, tmp_path):

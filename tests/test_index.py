@@ -11,20 +11,8 @@ import pytest
 
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
-from treeseek.model import TreeseekModel
 from treeseek.search import full_sort_search
 from treeseek.search.distances import normalize_rows
-from treeseek.synthetic import planted_hierarchy
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_hierarchy((3, 4), dim=24, samples_per_class=60, scale=4.0, seed=5)
-
-
-@pytest.fixture(scope="module")
-def model(planted):
-    return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
 
 
 def queries(planted, n=40, seed=0):

@@ -5,21 +5,9 @@ import pytest
 from treeseek.errors import TreeseekError
 from treeseek.hashing import ITQHasher, hamming_distances
 from treeseek.index import TreeIndex
-from treeseek.model import TreeseekModel
 from treeseek.search.distances import ranking_keys
-from treeseek.synthetic import planted_hierarchy
 
 BITS = 16  # short codes: many exact ties, which the id order must break
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_hierarchy((3, 4), dim=24, samples_per_class=60, scale=4.0, seed=5)
-
-
-@pytest.fixture(scope="module")
-def model(planted):
-    return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
 
 
 @pytest.fixture(scope="module")

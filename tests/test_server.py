@@ -23,12 +23,6 @@ from treeseek.hashing import ITQHasher
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
 from treeseek.server import create_app
-from treeseek.synthetic import planted_hierarchy
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_hierarchy((3, 4), dim=24, samples_per_class=60, scale=4.0, seed=5)
 
 
 @pytest.fixture(scope="module")
