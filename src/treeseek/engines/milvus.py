@@ -32,7 +32,7 @@ from .vectors import (
 # build parameters of each index type, and the search parameters that tune it
 INDEX_TYPES = {"FLAT": ({}, ()), "IVF_FLAT": ({"nlist": 1024}, ("nprobe",)),
                "HNSW": ({"M": 16, "efConstruction": 200}, ("ef",))}
-FINGERPRINT, INDEX_TYPE = "treeseek.fingerprint", "treeseek.index_type"  # collection properties
+FINGERPRINT, METHOD, INDEX_TYPE = "treeseek.fingerprint", "treeseek.method", "treeseek.index_type"  # properties
 MAX_SOURCE_BYTES = 65535      # Milvus's longest VARCHAR
 MAX_TOPK = 16384              # Milvus's largest limit per search
 REQUEST_BYTES = 16 << 20      # vectors per request: Milvus refuses gRPC messages over 64 MB
@@ -141,7 +141,7 @@ class MilvusIndex:
         index_params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP",
                                params=self.index_params)
         self.client_.create_collection(self.collection, schema=schema, index_params=index_params,
-                                       properties={FINGERPRINT: self.fingerprint_, "treeseek.method": self.method,
+                                       properties={FINGERPRINT: self.fingerprint_, METHOD: self.method,
                                                    INDEX_TYPE: self.index_type})
 
     def _stored_ids(self) -> np.ndarray:
