@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_inner_product import synthetic_split
+from tables import markdown_table
 
 from treeseek.engines.milvus import MilvusIndex
 from treeseek.index import TreeIndex
@@ -71,11 +72,10 @@ def main() -> None:
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
     print(f"\nin process (TreeIndex.search, soft): {1000 * in_process / len(Q):.3f} ms per query")
-    print("| Milvus Lite index | push, items/s | ms per query | time / in process | recall of exact top-10 |")
-    print("|---|---|---|---|---|")
-    for row in results["rows"]:
-        print(f"| {row['index_type']} | {row['items_per_second_pushed']:,} | {row['ms_per_query']} | "
-              f"{row['time_over_in_process']}× | {row['recall_of_exact_top10']:.3f} |")
+    print(markdown_table(
+        ["Milvus Lite index", "push, items/s", "ms per query", "time / in process", "recall of exact top-10"],
+        [[row["index_type"], f"{row['items_per_second_pushed']:,}", row["ms_per_query"],
+          f"{row['time_over_in_process']}×", f"{row['recall_of_exact_top10']:.3f}"] for row in results["rows"]]))
     if args.json:
         atomic_write_json(args.json, results)
 

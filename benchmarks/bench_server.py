@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_inner_product import synthetic_split
+from tables import markdown_table
 
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
@@ -107,11 +108,11 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print("\n| ranking | queries per request | ms per query, HTTP | ms per query, in process | HTTP / in process |")
-    print("|---|---|---|---|---|")
-    for row in results["rows"]:
-        print(f"| {row['method']} | {row['queries_per_request']} | {row['ms_per_query_http']} | "
-              f"{row['ms_per_query_in_process']} | {row['http_over_in_process_time']}× |")
+    print()
+    print(markdown_table(
+        ["ranking", "queries per request", "ms per query, HTTP", "ms per query, in process", "HTTP / in process"],
+        [[row["method"], row["queries_per_request"], row["ms_per_query_http"], row["ms_per_query_in_process"],
+          f"{row['http_over_in_process_time']}×"] for row in results["rows"]]))
     if args.json:
         atomic_write_json(args.json, results)
 
