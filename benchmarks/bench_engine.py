@@ -13,19 +13,17 @@ scales.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_inner_product import synthetic_split
+from bench_server import synthetic_setup
 from tables import markdown_table
 
 from treeseek.engines.milvus import MilvusIndex
 from treeseek.index import TreeIndex
-from treeseek.model import TreeseekModel
 from treeseek.persistence import atomic_write_json
 
 K = 10
@@ -38,12 +36,7 @@ def timed(function, *args, **kwargs):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=100_000, help="database size (a multiple of 100)")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-    X, Q, y, _, fit_rows, class_names = synthetic_split(args.items // 100)
-    model = TreeseekModel(max_components=128).fit(X[fit_rows], y[fit_rows], class_names)
+    args, X, Q, y, model = synthetic_setup(__doc__.splitlines()[0])
     index = TreeIndex(model)
     index.add(X, y)
     index.search(Q[:1], K, "soft")  # builds the in-process inner-product index before timing

@@ -81,13 +81,19 @@ def measure(directory: Path, Q: np.ndarray, method: str, batch: int, port: int, 
             "http_over_in_process_time": round(http_seconds / direct_seconds, 2), "identical_ids": same}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def synthetic_setup(description: str):
+    """Arguments --items and --json, and the split of bench_inner_product at that size with the model fitted on
+    it (PCA 128): ``(args, X, Q, y, model)``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--items", type=int, default=100_000, help="database size (a multiple of 100)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     X, Q, y, _, fit_rows, class_names = synthetic_split(args.items // 100)
-    model = TreeseekModel(max_components=128).fit(X[fit_rows], y[fit_rows], class_names)
+    return args, X, Q, y, TreeseekModel(max_components=128).fit(X[fit_rows], y[fit_rows], class_names)
+
+
+def main() -> None:
+    args, X, Q, y, model = synthetic_setup(__doc__.splitlines()[0])
     results = {"n_database": len(X), "n_queries": len(Q), "dim": X.shape[1], "k": 10,
                "tree_shape": model.hierarchy_.shape(), "rows": []}
     with tempfile.TemporaryDirectory() as scratch:

@@ -16,7 +16,11 @@ engine_app = typer.Typer(no_args_is_help=True, help="Serve an index's ranking fr
                                                     "can: see treeseek.engines.vectors).")
 
 URI_HELP = "Milvus URI: http://HOST:19530 (a server or cluster), or a local FILE.db (Milvus Lite)."
-COLLECTION_HELP = "Collection name (default: treeseek_ and the index directory's name)."
+# the options of 'engine push' and 'engine status'
+INDEX_ARGUMENT = typer.Argument(..., help="Index directory.")
+URI_OPTION = typer.Option(..., "--uri", help=URI_HELP)
+COLLECTION_OPTION = typer.Option(None, "--collection", help="Collection name (default: treeseek_ and the index "
+                                                            "directory's name).")
 TOKEN_OPTION = typer.Option("", envvar="TREESEEK_MILVUS_TOKEN", help="Milvus token (USER:PASSWORD or an API key).")
 # the options of the commands that search a pushed collection ('search', 'serve')
 MILVUS_OPTION = typer.Option(None, "--milvus", help="Rank in Milvus ('treeseek engine push'): " + URI_HELP)
@@ -45,9 +49,9 @@ def _quiet_pymilvus() -> None:
 
 @engine_app.command("push")
 def push(
-    directory: Path = typer.Argument(..., help="Index directory."),
-    uri: str = typer.Option(..., "--uri", help=URI_HELP),
-    collection: Optional[str] = typer.Option(None, help=COLLECTION_HELP),
+    directory: Path = INDEX_ARGUMENT,
+    uri: str = URI_OPTION,
+    collection: Optional[str] = COLLECTION_OPTION,
     method: str = typer.Option("soft", help=f"Ranking the vectors are made for: {' or '.join(ENGINE_METHODS)}."),
     index_type: str = typer.Option("FLAT", help=f"Milvus index: {', '.join(INDEX_TYPES)} (FLAT is exact)."),
     param: Optional[List[str]] = typer.Option(None, help="Build parameter NAME=VALUE (repeatable): nlist "
@@ -70,9 +74,9 @@ def push(
 
 @engine_app.command("status")
 def status(
-    directory: Path = typer.Argument(..., help="Index directory."),
-    uri: str = typer.Option(..., "--uri", help=URI_HELP),
-    collection: Optional[str] = typer.Option(None, help=COLLECTION_HELP),
+    directory: Path = INDEX_ARGUMENT,
+    uri: str = URI_OPTION,
+    collection: Optional[str] = COLLECTION_OPTION,
     method: str = typer.Option("soft", help=f"Ranking the collection was pushed for: {' or '.join(ENGINE_METHODS)}."),
     token: str = TOKEN_OPTION,
 ) -> None:
