@@ -102,7 +102,7 @@ class MilvusIndex:
             stale, missing, live = self._differences(index)
             for start in range(0, len(stale), ID_BATCH):
                 client.delete(self.collection, ids=stale[start : start + ID_BATCH].tolist())
-            rows = max(1, REQUEST_BYTES // (4 * vector_dim(self.model)))
+            rows = _rows_per_request(vector_dim(self.model))
             with tqdm(total=len(missing), desc="pushing to Milvus", disable=not progress) as bar:
                 for batch in item_batches(index, self.method, rows, only=missing):
                     client.insert(self.collection, _records(batch))
@@ -162,13 +162,14 @@ class MilvusIndex:
         alpha = checked_alpha(self.model.alpha if alpha is None else alpha)
         vectors = query_vectors(self.model, queries, self.method, alpha)
         distances, ids = np.full((len(vectors), k), np.inf), np.full((len(vectors), k), -1, dtype=np.int64)
-        client = self.connect()
+        client = self._client()
         with self._engine_errors():
-            if not self._checked:
+            if not self._checked:  # once per MilvusIndex: a server's searches make no extra round trips
+                self.connect()
                 self._check_collection()
                 client.load_collection(self.collection)
                 self._checked = True
-            rows = max(1, REQUEST_BYTES // (4 * vectors.shape[1]))
+            rows = _rows_per_request(vectors.shape[1])
             for start in range(0, len(vectors), rows):
                 hits = client.search(self.collection, data=list(vectors[start : start + rows]), limit=k,
                                      search_params={"metric_type": "IP", "params": self.search_params})
@@ -218,6 +219,11 @@ class MilvusIndex:
         except MilvusException as exc:
             message = str(getattr(exc, "message", "") or exc).strip().splitlines()
             raise TreeseekError(f"Milvus at {self.uri}: {message[0] if message else type(exc).__name__}") from None
+
+
+def _rows_per_request(dim: int) -> int:
+    """float32 vectors of ``dim`` that fit in one request of ``REQUEST_BYTES``."""
+    return max(1, REQUEST_BYTES // (4 * dim))
 
 
 def _check_names(params: dict | None, known, problem: str) -> None:

@@ -54,7 +54,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
     ``milvus``: a ``MilvusTarget`` whose collection ('treeseek engine push') ranks instead of the index."""
     live = LiveIndex(directory, milvus)
     if milvus is not None:
-        milvus.open(live.index.model).connect()  # an unreachable engine or a missing collection fails here
+        live.engine(live.index.model, "soft").connect()  # an unreachable engine or a missing collection fails here
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="treeseek", version=__version__,
                   description="Hierarchy-aware image retrieval: results right visually and semantically.")
