@@ -1,6 +1,11 @@
+import contextlib
+import json
+import socket
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,6 +70,36 @@ def cifar_test_subset(tmp_path_factory) -> Path:
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(*args, timeout: float = 60):
+    """A real 'treeseek serve ARGS' process on a free port: yields its base URL and its /api/info answer."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", *map(str, args), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/info", timeout=2) as answer:
+                    info = json.load(answer)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, f"the server did not answer within {timeout} s"
+                time.sleep(0.3)
+        yield base, info
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,12 @@ import io
 import json
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, serving
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_index import brute_force, brute_force_soft, queries
@@ -194,30 +190,9 @@ def test_image_search_gives_the_command_lines_results(main_job, caltech_subset, 
                           "larger than")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_serve_answers_over_http(feature_index):
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", str(feature_index), "--port",
-                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=2) as answer:
-                    info = json.load(answer)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()
-                assert time.monotonic() < deadline, "the server did not answer within 60 s"
-                time.sleep(0.3)
+    with serving(feature_index) as (base, info):
         assert info["items"] == 598
+        port = base.rsplit(":", 1)[1]
         taken = run_cli("serve", feature_index, "--port", port)  # the first server holds the port
         assert taken.returncode == 2 and taken.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
