@@ -16,6 +16,7 @@ from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
@@ -56,8 +57,10 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
     if milvus is not None:
         live.engine(live.index.model, "soft").connect()  # an unreachable engine or a missing collection fails here
     max_bytes = int(max_upload_mb * 2**20)
-    app = FastAPI(title="treeseek", version=__version__,
-                  description="Hierarchy-aware image retrieval: results right visually and semantically.")
+    # /docs loads its scripts from a package, not from a CDN, so it works where the server has no internet;
+    # ReDoc is left out: its page fetches a logo from its CDN all the same
+    app = FastAPIOffline(redoc_url=None, title="treeseek", version=__version__,
+                         description="Hierarchy-aware image retrieval: results right visually and semantically.")
     tree_pictures: dict[int, bytes] = {}
     if cors_origins:  # browsers block other sites' pages from reading the answers unless they are named here
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
