@@ -21,6 +21,14 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 extras=${1:-}
+# The web page's tests drive Debian's Chromium through playwright, which downloads no browser of its own.
+if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "note: no chromium, so the web page's browser tests will be skipped (sudo apt-get install chromium)" >&2
+    fi
+fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip

@@ -1,0 +1,136 @@
+"""The web page and the API documentation in a real browser (headless Chromium driven by playwright).
+
+The page must show what the library ranks, and nothing it loads may come from outside the server: the
+users who point treeseek at a folder of microscope images often have no internet. Without Chromium these
+tests are skipped, unless TREESEEK_BROWSER_TESTS=required (as in CI), where a missing browser fails them.
+``TREESEEK_SCREENSHOT_DIR=docs`` also saves the README's picture of the page.
+"""
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, serving
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+def missing(reason: str):
+    if os.environ.get("TREESEEK_BROWSER_TESTS") == "required":
+        pytest.fail(f"browser tests are required here, but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed (pip install -e '.[test]')")
+    executable = os.environ.get("TREESEEK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        missing("Chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def served(main_job):
+    with serving(main_job / "index") as (base, info):
+        yield base, info
+
+
+@pytest.fixture
+def page(browser, served):
+    """A fresh page that may only reach the server; ``page.outside`` lists what it tried to load elsewhere."""
+    base, _ = served
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.outside = []
+
+    def only_the_server(route):
+        if route.request.url.startswith(base + "/"):
+            route.continue_()
+        else:
+            opened.outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    yield opened
+    context.close()
+
+
+def tone(share) -> str:
+    """The page's colour for a hit that meets the query at this share of the tree's height."""
+    share = 1.0 if share is None else min(1.0, max(0.0, share))
+    return f"hsl({round(120 * (1 - share))}, 60%, 45%)"
+
+
+def test_the_page_shows_the_ranking_of_the_command_line(page, served, main_job, caltech_subset, tmp_path):
+    base, info = served
+    query = sorted((caltech_subset / "anchor").iterdir())[1]
+    cli = run_cli("search", main_job / "index", query, "-k", "14", "--json", tmp_path / "r.json",
+                  "--grid", tmp_path / "grid.png")
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    expected = report["queries"][0]
+
+    page.goto(base + "/")
+    summary = f"{info['items']} items · {len(info['classes'])} classes"
+    page.wait_for_function("text => document.querySelector('#summary').textContent.startsWith(text)", arg=summary)
+    assert page.eval_on_selector_all("#method option", "options => options.map(o => o.value)") == info["methods"]
+    page.set_input_files("#files", str(query))
+    page.fill("#k", "14")  # beyond the query's class: hits that meet it higher up the tree
+    page.click("button[type=submit]")
+    page.wait_for_selector(".hit >> nth=13")
+
+    cards = page.locator(".hit")
+    assert cards.count() == 14
+    for card, hit in zip(cards.all(), expected["results"]):
+        title, scores, meets = card.inner_text().splitlines()
+        assert title == f"{hit['rank']}. {hit['class']}"
+        assert meets == f"meets at {hit['lca']} · id {hit['id']}"
+        assert float(re.search(r"D (\S+)", scores).group(1)) == pytest.approx(hit["distance"], abs=6e-4)
+        assert card.evaluate("node => node.style.getPropertyValue('--tone')") == tone(hit["hierarchy"])
+    assert len({hit["lca"] for hit in expected["results"]}) > 1  # the colours were checked at several heights
+    head = page.inner_text(".query")
+    assert head == f"{query.name}: placed at leaf “{expected['leaf']}” · ranked by soft, alpha {report['alpha']:g}"
+    assert re.fullmatch(r"1 query image\(s\) in \d+ ms", page.inner_text("#status"))
+    # every thumbnail and the query's preview decoded in the browser
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
+                           ".every(img => img.complete && img.naturalWidth > 0)")
+    assert page.locator("#results img").count() == 15
+    assert page.outside == []
+    if os.environ.get("TREESEEK_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(os.environ["TREESEEK_SCREENSHOT_DIR"]) / "web-page.png"), full_page=True)
+
+
+def test_the_page_reports_bad_input_in_one_line(page, served, caltech_subset, tmp_path):
+    base, _ = served
+    page.goto(base + "/")
+    page.wait_for_selector("#method option", state="attached")  # the page has read /api/info
+    page.click("button[type=submit]")
+    assert page.inner_text("#status") == "Choose one or more images first."
+    assert page.get_attribute("#status", "class") == "error"
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(sorted((caltech_subset / "ant").iterdir())[0].read_bytes()[:300])
+    page.set_input_files("#files", str(broken))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#status.error")
+    assert page.inner_text("#status").startswith("cannot read query image broken.jpg")
+    assert "\n" not in page.inner_text("#status") and page.locator(".hit").count() == 0
+    assert page.outside == []
+
+
+def test_the_api_documentation_works_offline(page, served):
+    base, _ = served
+    page.goto(base + "/docs")
+    for path in ("/api/search", "/api/search/features", "/api/info"):
+        page.wait_for_selector(f".opblock-summary-path[data-path='{path}']", timeout=30_000)
+    assert page.outside == []
