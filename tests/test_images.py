@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from treeseek.errors import TreeseekError
-from treeseek.images.datasets import cifar, fashion_mnist, image_folder, stratified_split
+from treeseek.images.datasets import cifar, fashion_mnist, image_files, image_folder, stratified_split
 from treeseek.images.decoding import UnreadableImage, load_rgb
 
 
@@ -124,3 +124,31 @@ def test_train_and_test_folders_become_splits(tmp_path):
     write_images(tmp_path / "test" / "eel", 1)
     with pytest.raises(TreeseekError, match="other classes"):
         load_images(tmp_path)
+
+
+def test_a_relative_folder_gives_absolute_paths_and_relative_ids(tmp_path, monkeypatch):
+    """An index stores these paths: they must still name the pictures when it is served from elsewhere."""
+    from treeseek.pipeline import load_images
+
+    write_images(tmp_path / "photos" / "cat", 2)
+    write_images(tmp_path / "split" / "train" / "cat", 2)
+    write_images(tmp_path / "split" / "test" / "cat", 1)
+    monkeypatch.chdir(tmp_path)
+    data = image_folder("photos")
+    assert data.items == [str(tmp_path / "photos" / "cat" / f"img{i}.jpg") for i in range(2)]
+    assert data.ids().tolist() == ["cat/img0.jpg", "cat/img1.jpg"]
+    both = load_images("split")
+    assert all(item.startswith(str(tmp_path)) for item in both.items)
+    assert both.ids().tolist() == ["train/cat/img0.jpg", "train/cat/img1.jpg", "test/cat/img0.jpg"]
+
+
+def test_image_files_expands_folders_and_refuses_missing_paths(tmp_path, monkeypatch):
+    write_images(tmp_path / "new" / "deep" / "cat", 2)
+    (tmp_path / "new" / "notes.txt").write_text("not an image")
+    write_images(tmp_path / "one", 1, suffix=".png")
+    monkeypatch.chdir(tmp_path)
+    assert image_files(["new", "one/img0.png", "new/deep"]) == [str(tmp_path / "new" / "deep" / "cat" / "img0.jpg"),
+                                                   str(tmp_path / "new" / "deep" / "cat" / "img1.jpg"),
+                                                   str(tmp_path / "one" / "img0.png")]
+    with pytest.raises(TreeseekError, match="no such image file or folder: missing"):
+        image_files(["new", "missing"])

@@ -65,9 +65,10 @@ def image_folder(
     """``root/<class>/<image>``; ``split_files`` maps a split name to a file of ``<class>/<image>`` lines.
 
     Without split files every item is in split ``"all"``. Non-image files are
-    ignored; empty class folders are left out with a warning.
+    ignored; empty class folders are left out with a warning. Items are absolute
+    paths, so that an index built from them finds its pictures from any directory.
     """
-    root = Path(root)
+    root = Path(root).absolute()
     if not root.is_dir():
         raise TreeseekError(f"image folder not found: {root}")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in exclude and not p.name.startswith("."))
@@ -111,6 +112,21 @@ def image_folder(
     return ImageSet(items, labels, names, splits.astype(str), str(root))
 
 
+def image_files(paths: Sequence[str | Path]) -> list[str]:
+    """The absolute paths of the given image files and of every image file below the given folders, sorted
+    per folder (files given one by one are taken whatever their suffix: decoding decides)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(str(p.absolute()) for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(str(path.absolute()))
+        else:
+            raise TreeseekError(f"no such image file or folder: {path}")
+    return list(dict.fromkeys(found))  # a file named twice, or inside two of the folders, counts once
+
+
 def split_folders(root: str | Path, names: Sequence[str] = ("train", "test")) -> ImageSet:
     """``root/<split>/<class>/<image>``: one image folder per split, with the same classes."""
     parts = [image_folder(Path(root) / name) for name in names]
@@ -119,7 +135,8 @@ def split_folders(root: str | Path, names: Sequence[str] = ("train", "test")) ->
         if part.class_names != classes:
             raise TreeseekError(f"{root}/{name} has other classes than {root}/{names[0]}")
     return ImageSet([item for part in parts for item in part.items], np.concatenate([p.labels for p in parts]),
-                    classes, np.concatenate([np.full(len(p), n) for n, p in zip(names, parts)]), str(root))
+                    classes, np.concatenate([np.full(len(p), n) for n, p in zip(names, parts)]),
+                    str(Path(root).absolute()))
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
