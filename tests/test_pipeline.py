@@ -1,12 +1,18 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import run_cli
 
 from treeseek.backbones import load_backbone
-from treeseek.images.datasets import image_folder
+from treeseek.errors import TreeseekError
+from treeseek.features import load_features
+from treeseek.image_index import ImageIndex
+from treeseek.images.datasets import image_files, image_folder
+from treeseek.index import TreeIndex
 from treeseek.pipeline import load_images
 from treeseek.training.classifier import train_classifier
 
@@ -69,6 +75,94 @@ def test_search_an_image_by_binary_codes_re_ranked_with_soft_leaves(main_job, ca
         assert all(0.0 <= entry["hierarchy"] <= 1.0 for entry in results)
         if not extra:
             assert all(d == int(d) for d in distances)  # Hamming distances are whole numbers of bits
+
+
+def test_add_images_embeds_new_pictures_with_the_index_network(main_job, caltech_subset, tmp_path):
+    shutil.copytree(main_job / "index", tmp_path / "index")  # the shared index stays as built
+    index_dir = tmp_path / "index"
+    before = ImageIndex.load(index_dir)
+    anchors = image_files([caltech_subset / "anchor"])
+    indexed = before.sources()
+    new = [file for file in anchors if file not in indexed]  # the anchors of the test split
+    assert 0 < len(new) < len(anchors)
+    # the reference: the test split's features, computed by the main job in its own batches
+    test = load_features(main_job / "features" / "test.npz")
+    rows = [test.row_ids().tolist().index(f"anchor/{Path(file).name}") for file in new]
+
+    (tmp_path / "incoming" / "zebra").mkdir(parents=True)
+    shutil.copy(new[0], tmp_path / "incoming" / "zebra" / "z.jpg")
+    manifest = (index_dir / "manifest.json").read_bytes()
+    unknown = run_cli("index", "add-images", index_dir, tmp_path / "incoming", "--class-from-folder")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown class 'zebra'")
+    assert len(unknown.stderr.splitlines()) == 1 and (index_dir / "manifest.json").read_bytes() == manifest
+
+    added = run_cli("index", "add-images", index_dir, caltech_subset / "anchor", "--class-from-folder",
+                    "--no-progress")
+    assert added.returncode == 0, added.stderr
+    assert f"added {len(new)} image(s)" in added.stdout
+    assert f"{len(anchors) - len(new)} of the {len(anchors)} image(s) were in the index already" in added.stdout
+    after = ImageIndex.load(index_dir)
+    assert len(after.index) == len(before.index) + len(new)
+    new_ids = np.arange(before.index.next_id_, after.index.next_id_)
+    items = after.index.items(new_ids)
+    assert items["sources"] == new
+    expected = test.features[rows] / np.linalg.norm(test.features[rows], axis=1, keepdims=True)
+    assert np.allclose(items["vectors"], expected, atol=1e-4)
+    assert np.array_equal(items["leaves"], after.model.assign(test.features[rows]))
+    assert (items["labels"] == after.model.class_names_.index("anchor")).all()
+    again = run_cli("index", "add-images", index_dir, caltech_subset / "anchor", "--class-from-folder")
+    assert again.returncode == 0 and "added" not in again.stdout
+    assert f"{len(anchors)} of the {len(anchors)} image(s) were in the index already" in again.stdout
+
+    # unlabelled, beside a corrupt file: placed by the model, found by its own picture
+    (tmp_path / "loose").mkdir()
+    ant = next(file for file in image_files([caltech_subset / "ant"]) if file not in indexed)
+    shutil.copy(ant, tmp_path / "loose" / "new_ant.jpg")
+    (tmp_path / "loose" / "broken.jpg").write_bytes(Path(ant).read_bytes()[:300])
+    loose = run_cli("index", "add-images", index_dir, tmp_path / "loose", "--no-progress")
+    assert loose.returncode == 0, loose.stderr
+    assert "added 1 image(s)" in loose.stdout and "skipped 1 unreadable" in loose.stdout
+    assert "broken.jpg" in loose.stderr
+    found = run_cli("search", index_dir, tmp_path / "loose" / "new_ant.jpg", "-k", "1", "--json",
+                    tmp_path / "r.json", "--grid", tmp_path / "grid.png")
+    assert found.returncode == 0, found.stderr
+    hit = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"][0]
+    assert hit["id"] == after.index.next_id_ and hit["class"] is None and hit["cosine"] < 1e-5
+
+    (tmp_path / "loose" / "new_ant.jpg").unlink()
+    manifest = (index_dir / "manifest.json").read_bytes()
+    listed = run_cli("index", "prune", index_dir, "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{after.index.next_id_}  {tmp_path / 'loose' / 'new_ant.jpg'}" in listed.stdout
+    assert "would remove 1 of" in listed.stdout and (index_dir / "manifest.json").read_bytes() == manifest
+    pruned = run_cli("index", "prune", index_dir)
+    assert pruned.returncode == 0 and "removed 1 of" in pruned.stdout
+    assert not ImageIndex.load(index_dir).index.contains([after.index.next_id_])[0]
+
+    features_only = run_cli("index", "create", main_job / "features" / "train.npz", "--model", main_job / "model",
+                            "--out", tmp_path / "features-index")
+    assert features_only.returncode == 0, features_only.stderr
+    refused = run_cli("index", "add-images", tmp_path / "features-index", tmp_path / "loose")
+    assert refused.returncode == 2 and "feature vectors, not of images" in refused.stderr
+
+
+def test_prune_checks_absolute_files_only_and_never_empties_the_index(planted, model, tmp_path):
+    files = [tmp_path / f"{i}.jpg" for i in range(4)]
+    for file in files[:3]:
+        file.write_bytes(b"")  # prune asks only whether the file is there
+    index = TreeIndex(model)
+    index.add(planted.features[:6], planted.labels[:6], ["cifar key 0", *map(str, files), "relative/a.jpg"])
+    index.attachments_["pixels"] = np.zeros((1, 2, 2, 3), np.uint8)  # item 0 keeps its picture in the index
+    images = ImageIndex(index, {"name": "efficientnet_lite0"})
+    assert images.prune(dry_run=True) == {"removed": {4: str(files[3])}, "checked": 4, "unchecked": 1}
+    assert len(index) == 6
+    assert images.prune()["removed"] == {4: str(files[3])}
+    assert len(index) == 5 and not index.contains([4])[0]
+    for file in files[:3]:
+        file.unlink()
+    with pytest.raises(TreeseekError, match="none of the 3 image files of the index exists"):
+        images.prune()
+    assert len(index) == 5
 
 
 def test_grayscale_and_cmyk_queries(main_job, caltech_subset, tmp_path):

@@ -71,6 +71,54 @@ def add(
     typer.echo(f"added ids {ids[0]}..{ids[-1]}; {len(index)} items")
 
 
+@index_app.command("add-images")
+def add_images(
+    directory: Path = typer.Argument(..., help="Index directory built from images ('treeseek run')."),
+    paths: List[Path] = typer.Argument(..., help="Image files, or folders searched for images at any depth."),
+    class_from_folder: bool = typer.Option(False, "--class-from-folder",
+                                           help="Each image's class is the name of its folder (a class of the "
+                                                "model); without it, images are unlabelled and placed by the model."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Embed new images with the index's own network and add them; images already in the index are skipped."""
+    from .image_index import ImageIndex
+    from .images.datasets import image_files
+
+    index = ImageIndex.load(directory)
+    files = image_files(paths)
+    if not files:
+        raise TreeseekError("no image files in the given paths")
+    indexed = index.sources()
+    new = [file for file in files if file not in indexed]
+    if new:
+        labels = [Path(file).parent.name for file in new] if class_from_folder else None
+        ids, unreadable = index.add_images(new, labels, progress)
+        index.save(directory)
+        typer.echo(f"added {len(ids)} image(s), ids {ids[0]}..{ids[-1]}" +
+                   (f"; skipped {len(unreadable)} unreadable" if unreadable else ""))
+    typer.echo(f"{len(files) - len(new)} of the {len(files)} image(s) were in the index already; "
+               f"{len(index.index)} items")
+
+
+@index_app.command("prune")
+def prune(
+    directory: Path = typer.Argument(..., help="Index directory built from images ('treeseek run')."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, and remove nothing."),
+) -> None:
+    """Remove the items whose image file is gone (deleted or moved since it was added)."""
+    from .image_index import ImageIndex
+
+    index = ImageIndex.load(directory)
+    outcome = index.prune(dry_run)
+    for item_id, path in outcome["removed"].items():
+        typer.echo(f"  {item_id}  {path}")
+    if outcome["removed"] and not dry_run:
+        index.save(directory)
+    typer.echo(f"{'would remove' if dry_run else 'removed'} {len(outcome['removed'])} of {outcome['checked']} "
+               f"item(s) whose image file is gone; {len(index.index)} items" +
+               (f" ({outcome['unchecked']} with relative paths not checked)" if outcome["unchecked"] else ""))
+
+
 @index_app.command("remove")
 def remove(
     directory: Path = typer.Argument(..., help="Index directory."),

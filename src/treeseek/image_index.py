@@ -8,6 +8,7 @@ embedded the collection. Collections held in memory rather than in files
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -69,6 +70,53 @@ class ImageIndex:
             return load_rgb(source) if source else None
         except (UnreadableImage, OSError):
             return None
+
+    def add_images(self, files: Sequence[str], labels: Sequence[str] | None = None,
+                   progress: bool = False) -> tuple[np.ndarray, list[str]]:
+        """Embed image files with the index's own backbone and add them: ``(new ids, unreadable files)``.
+
+        ``labels`` are class names, or None: the images are then unlabelled, and shown as the leaf they are
+        placed at. Unreadable files are skipped with a warning, as when the index was built."""
+        from .extraction import extract_features
+        from .images.datasets import ImageSet
+
+        names = self.model.class_names_
+        if labels is not None:
+            unknown = sorted(set(labels) - set(names))
+            if unknown:  # before embedding anything: a typo should not cost the whole extraction
+                raise TreeseekError(f"unknown class '{unknown[0]}' (the model knows {len(names)} classes, "
+                                    f"e.g. {', '.join(names[:3])})")
+        files = [str(Path(file).absolute()) for file in files]
+        images = ImageSet(files, np.full(len(files), -1), list(names), np.full(len(files), "all"))
+        features, kept, _ = extract_features(self.backbone(), images, progress=progress)
+        if not kept.any():
+            raise TreeseekError(f"none of the {len(files)} image(s) could be read")
+        kept_labels = None if labels is None else np.asarray(labels, dtype=str)[kept]
+        ids = self.index.add(features, kept_labels, [file for file, keep in zip(files, kept) if keep])
+        return ids, [file for file, keep in zip(files, kept) if not keep]
+
+    def sources(self) -> dict[str, int]:
+        """Source (file path, or dataset key) -> id, of every item not removed."""
+        return {stored.source(int(row)): int(stored.segment.ids[row])
+                for stored in self.index.stored_segments() for row in stored.live_rows_by_id()}
+
+    def prune(self, dry_run: bool = False) -> dict:
+        """Remove the items whose image file is gone: ``{"removed": {id: path}, "checked": n, "unchecked": n}``.
+
+        Pictures kept in the index, and relative paths (of indexes built before paths were stored absolute,
+        which depend on the working directory), are not checked. When no checked file exists at all, nothing
+        is removed: that is an unmounted disk or a moved collection far more often than a deleted one."""
+        kept = len(self.index.attachments_.get("pixels", ()))
+        candidates = {source: i for source, i in self.sources().items() if i >= kept}
+        checked = {source: i for source, i in candidates.items() if Path(source).is_absolute()}
+        gone = {i: source for source, i in checked.items() if not Path(source).is_file()}
+        if gone and len(gone) == len(checked):
+            raise TreeseekError(f"none of the {len(checked)} image files of the index exists (a disk not mounted, or "
+                                f"a moved collection?); nothing removed")
+        if gone and not dry_run:
+            self.index.remove(sorted(gone))
+        return {"removed": dict(sorted(gone.items())), "checked": len(checked),
+                "unchecked": len(candidates) - len(checked)}
 
     def embed(self, pictures) -> np.ndarray:
         """Backbone features of PIL images."""
