@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,8 @@ def test_the_page_shows_the_ranking_of_the_command_line(page, served, main_job, 
     cards = page.locator(".hit")
     assert cards.count() == 14
     for card, hit in zip(cards.all(), expected["results"]):
-        title, scores, meets = card.inner_text().splitlines()
+        title, scores, meets, button = card.inner_text().splitlines()
+        assert button == "more like this"
         assert title == f"{hit['rank']}. {hit['class']}"
         assert meets == f"meets at {hit['lca']} · id {hit['id']}"
         assert float(re.search(r"D (\S+)", scores).group(1)) == pytest.approx(hit["distance"], abs=6e-4)
@@ -108,6 +110,30 @@ def test_the_page_shows_the_ranking_of_the_command_line(page, served, main_job, 
     assert page.outside == []
     if os.environ.get("TREESEEK_SCREENSHOT_DIR"):
         page.screenshot(path=str(Path(os.environ["TREESEEK_SCREENSHOT_DIR"]) / "web-page.png"), full_page=True)
+
+
+def card_ids(page) -> list[int]:
+    return [int(text.rsplit(" ", 1)[1]) for text in page.locator(".hit span:has-text('meets at')").all_inner_texts()]
+
+
+def test_more_like_this_searches_from_a_result(page, served, caltech_subset):
+    base, _ = served
+    page.goto(base + "/")
+    page.wait_for_selector("#method option", state="attached")
+    page.set_input_files("#files", str(sorted((caltech_subset / "bass").iterdir())[0]))
+    page.fill("#k", "5")
+    page.click("button[type=submit]")
+    page.wait_for_selector(".hit >> nth=4")
+    chosen = card_ids(page)[2]
+    page.locator(".hit button.like").nth(2).click()
+    page.wait_for_function("id => document.querySelector('#status').textContent.startsWith(`more like item ${id} in`)",
+                           arg=chosen)
+    with urllib.request.urlopen(f"{base}/api/items/{chosen}/similar?k=5&method=soft") as answer:
+        expected = json.load(answer)["queries"][0]
+    assert card_ids(page) == [hit["id"] for hit in expected["results"]] and chosen not in card_ids(page)
+    assert page.inner_text(".query").startswith(f"item {chosen}: placed at leaf “{expected['leaf']}”")
+    assert page.get_attribute(".query img", "src") == f"/api/items/{chosen}/image"  # the item is the query
+    assert page.outside == []
 
 
 def test_the_page_reports_bad_input_in_one_line(page, served, caltech_subset, tmp_path):

@@ -75,6 +75,40 @@ def test_feature_search_equals_the_brute_force_formulas(planted, feature_index):
     assert first["results"][0]["image_url"] is None  # feature vectors have no pictures
 
 
+def without_self(ids, distances, own, k):
+    keep = ids != own
+    return ids[keep][:k], distances[keep][:k]
+
+
+def test_more_like_an_item_equals_the_brute_force_ranking_without_the_item(planted, feature_index, tmp_path):
+    client = TestClient(create_app(feature_index))
+    index = TreeIndex.open(feature_index)
+    for own in (7, 450):  # one item of each segment
+        query = planted.features[own : own + 1]  # what the item was added with
+        answer = client.get(f"/api/items/{own}/similar", params={"k": 6, "method": "combined", "alpha": 2.0})
+        assert answer.status_code == 200, answer.text
+        report = answer.json()
+        assert report["queries"][0]["query"] == f"item {own}" and report["method"] == "combined"
+        ids, distances = hits(report)
+        expected_D, expected_ids = brute_force(index, query, 7, alpha=2.0)
+        expected_ids, expected_D = without_self(expected_ids[0], expected_D[0], own, 6)
+        assert np.array_equal(ids[0], expected_ids) and np.allclose(distances[0], expected_D)
+        assert [hit["rank"] for hit in report["queries"][0]["results"]] == list(range(1, 7))
+        cli = run_cli("search", feature_index, "--item", own, "-k", 6, "--method", "combined", "--alpha", 2,
+                      "--json", tmp_path / "r.json")
+        assert cli.returncode == 0, cli.stderr
+        assert np.array_equal(hits(json.loads((tmp_path / "r.json").read_text()))[0][0], expected_ids)
+        soft = client.get(f"/api/items/{own}/similar", params={"k": 6, "alpha": 2.0}).json()
+        expected_D, expected_ids = brute_force_soft(index, query, 7, 2.0)
+        expected_ids, expected_D = without_self(expected_ids[0], expected_D[0], own, 6)
+        assert np.allclose(hits(soft)[1][0], expected_D, atol=1e-5)
+    assert_one_line_error(client.get("/api/items/3/similar"), 404, "not in the index")  # removed
+    assert_one_line_error(client.get("/api/items/7/similar", params={"method": "euclidean"}), 400,
+                          "method must be one of")
+    both = run_cli("search", feature_index, "--item", 7, "--query", tmp_path / "r.json")
+    assert both.returncode == 2 and "one of them" in both.stderr
+
+
 def test_bad_requests_get_one_line_errors(planted, feature_index):
     client = TestClient(create_app(feature_index))
     Q = queries(planted, n=2)

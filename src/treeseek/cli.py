@@ -28,7 +28,7 @@ from .index import TreeIndex, is_index
 from .model import DEFAULT_HIERARCHY, TreeseekModel
 from .persistence import atomic_write_json
 from .plots import plot_hierarchy, plot_map_curves
-from .querying import CodeSearch, search_described, search_report
+from .querying import CodeSearch, search_described, search_like_items, search_report
 from .results import describe_results, format_entry, soft_alpha_of
 from .search import METHODS, FlatIndex
 
@@ -126,6 +126,8 @@ def search(
                                   "or a model directory."),
     inputs: Optional[List[Path]] = typer.Argument(None, help="Query images (index) or DB.npz (model)."),
     query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz)."),
+    item: Optional[List[int]] = typer.Option(None, "--item", help="A stored item's id as the query (repeatable): "
+                                             "more like this item, which is left out of its own results."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="soft (the default: expected LCA height under the class "
@@ -146,6 +148,7 @@ def search(
 
     treeseek search INDEX image.jpg [...]            (images, against an index from 'treeseek run')
     treeseek search INDEX --query Q.npz              (feature files, against any index)
+    treeseek search INDEX --item 42                  (more like a stored item, in any index)
     treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files, no index)
 
     With --hamming an index that stores binary codes ('treeseek index codes') is searched by Hamming
@@ -160,13 +163,19 @@ def search(
             raise TreeseekError("index search ranks with soft, combined, flat, hierarchy or cosine")
         codes = CodeSearch(hamming, rerank, hamming_index)
         engine = milvus_target(target, milvus, collection, milvus_param, token).open if milvus else None
-        if query is None:
+        if sum((bool(inputs), query is not None, bool(item))) > 1:
+            raise TreeseekError("give query images, --query Q.npz or --item ID: one of them")
+        if item:
+            index = TreeIndex.open(target)
+            leaves, described = search_like_items(index, item, k, method, alpha, codes, engine)
+            _report(index.model, [f"item {i}" for i in item], leaves, described, method, alpha, json_out, codes)
+        elif query is None:
             search_images(target, list(inputs or []), k, alpha, method, json_out, grid, codes, engine)
-        elif inputs:
-            raise TreeseekError("give query images or --query Q.npz, not both")
         else:
             _search_index_features(target, query, k, alpha, method, json_out, codes, engine)
         return
+    if item:
+        raise TreeseekError("--item names an item of an index; give the index directory")
     if milvus:
         raise TreeseekError("--milvus searches the collection pushed from an index; give the index directory")
     if hamming or rerank:

@@ -74,3 +74,18 @@ def search_report(model, query_names: Sequence, query_leaves, described, method:
         "queries": [{"query": plain_value(name), "leaf": names[int(leaf)], "results": entries}
                     for name, leaf, entries in zip(query_names, query_leaves, described)],
     }
+
+
+def search_like_items(index: TreeIndex, item_ids, k: int, method: str = "soft", alpha: float | None = None,
+                      codes: CodeSearch = CodeSearch(), engine=None):
+    """``search_described`` with stored items as the queries ("more like this"), each item left out of its own
+    results."""
+    item_ids = [int(i) for i in item_ids]
+    items = index.items(item_ids)
+    queries = items["vectors"] * items["norms"][:, None]  # the features the items were added with
+    leaves, described = search_described(index, queries, k + 1, method, alpha, codes, "items", engine)
+    for own, entries in zip(item_ids, described):
+        entries[:] = [entry for entry in entries if entry["id"] != own][:k]
+        for rank, entry in enumerate(entries, start=1):
+            entry["rank"] = rank
+    return leaves, described

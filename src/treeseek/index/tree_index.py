@@ -298,17 +298,18 @@ class TreeIndex:
         return cache[key]
 
     def items(self, ids) -> dict:
-        """Unit vector, leaf, label and source of each id (all must be in the index)."""
+        """Unit vector, length, leaf, label and source of each id (all must be in the index)."""
         self._flush()
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        out = {"vectors": np.zeros((len(ids), self.model.input_dim_)), "leaves": np.zeros(len(ids), np.int64),
-               "labels": np.zeros(len(ids), np.int64), "sources": [""] * len(ids)}
+        out = {"vectors": np.zeros((len(ids), self.model.input_dim_)), "norms": np.zeros(len(ids)),
+               "leaves": np.zeros(len(ids), np.int64), "labels": np.zeros(len(ids), np.int64),
+               "sources": [""] * len(ids)}
         found = np.zeros(len(ids), dtype=bool)
         for stored in self.segments_:
             rows = stored.find(ids)
             for i in np.flatnonzero(rows >= 0):
                 row = int(rows[i])
-                out["vectors"][i] = stored.segment.vectors[row]
+                out["vectors"][i], out["norms"][i] = stored.segment.vectors[row], stored.norms[row]
                 out["leaves"][i], out["labels"][i] = stored.segment.leaves[row], stored.labels[row]
                 out["sources"][i] = stored.source(row)
             found |= rows >= 0

@@ -26,7 +26,7 @@ from ..errors import TreeseekError
 from ..images.decoding import UnreadableImage, load_rgb
 from ..index import INDEX_METHODS
 from ..plots import hierarchy_picture
-from ..querying import CodeSearch, search_described, search_report
+from ..querying import CodeSearch, search_described, search_like_items, search_report
 from .live_index import LiveIndex
 
 THUMBNAIL_PIXELS = 256
@@ -150,6 +150,20 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
                     "leaf": names[int(found["leaves"][0])], "source": found["sources"][0],
                     "image_url": _image_url(live, item_id)}
 
+    @app.get("/api/items/{item_id}/similar")
+    def similar_items(
+        item_id: ItemId, k: Annotated[int, Query(ge=1, le=10_000)] = 10, method: str = "soft",
+        alpha: Optional[float] = None, hamming: bool = False, rerank: Annotated[int, Query(ge=0)] = 0,
+        hamming_index: str = "flat",
+    ) -> dict:
+        """Top-k for a stored item ("more like this"), the item itself left out."""
+        codes = CodeSearch(hamming, rerank, hamming_index)
+        with live.lock:
+            live.refresh()
+            _require(live, item_id)
+            leaves, described = search_like_items(live.index, [item_id], k, method, alpha, codes, _engine(live))
+            return _report(live, [f"item {item_id}"], leaves, described, method, alpha, codes)
+
     @app.get("/api/items/{item_id}/image", responses={200: {"content": {"image/png": {}}}})
     def item_image(item_id: ItemId) -> Response:
         """The item's picture as a PNG thumbnail (at most 256 pixels a side)."""
@@ -180,9 +194,16 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
 
 
 def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
+    leaves, described = search_described(live.index, queries, k, method, alpha, codes, engine=_engine(live))
+    return _report(live, names, leaves, described, method, alpha, codes)
+
+
+def _engine(live: LiveIndex):
+    return live.engine if live.milvus is not None else None
+
+
+def _report(live: LiveIndex, names, leaves, described, method, alpha, codes: CodeSearch) -> dict:
     """The report of ``treeseek search --json``, each hit with the address of its picture (None without)."""
-    leaves, described = search_described(live.index, queries, k, method, alpha, codes,
-                                         engine=live.engine if live.milvus is not None else None)
     report = search_report(live.index.model, names, leaves, described, method, alpha, codes)
     for query in report["queries"]:
         for entry in query["results"]:
