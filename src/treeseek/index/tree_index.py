@@ -16,32 +16,17 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..errors import TreeseekError
-from ..hashing.storage import load_hasher, save_hasher
 from ..hierarchy import Hierarchy
 from ..model import TreeseekModel
-from ..persistence import atomic_write_json
 from ..search import hierarchical_topk, make_backend
 from ..search.distances import checked_alpha, hierarchy_weight, method_hierarchy, normalize_rows
 from ..search.hierarchical_index import SEARCH_METHODS
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .code_search import hamming_topk, rerank_candidates
+from .index_files import read_index, verify_index, write_index
 from .soft_search import soft_topk
-from .storage import (
-    INDEX_FORMAT,
-    INDEX_VERSION,
-    check_size,
-    check_target,
-    exclusive_lock,
-    file_sha256,
-    load_checked_array,
-    map_array,
-    new_token,
-    read_manifest,
-    save_array,
-    sweep,
-)
+from .storage import check_target
 from .stored_segment import StoredSegment
 
 DTYPES = ("float32", "float16")
@@ -325,97 +310,16 @@ class TreeIndex:
         self._flush(progress)
         if len(self.segments_) > MAX_SEGMENTS:
             self.compact(progress)
-        (directory / "segments").mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(directory):
-            same_home = self._home is not None and self._home.resolve() == directory.resolve()
-            if not same_home:
-                self._model_name = self._hasher_name = None
-                self._written = {}
-            if self._model_name is None:
-                name = f"model-{new_token()}"
-                self.model.save(directory / name)
-                self._model_name = name
-            if self.hasher is not None and self._hasher_name is None:
-                self._hasher_name = f"hasher-{new_token()}"
-                save_hasher(self.hasher, directory / self._hasher_name, self.model.class_names_, None, {})
-            entries = []
-            for stored in tqdm(self.segments_, desc="writing segments", disable=not progress):
-                if stored.name is None or not same_home:
-                    stored.write(directory / "segments", new_token())
-                entries.append({"name": stored.name, "n": len(stored),
-                                "leaf_start": stored.segment.leaf_start.tolist(), "files": stored.files})
-            removed = self._array_file(directory, "removed", self.removed_) if len(self.removed_) else None
-            attachments = {key: self._array_file(directory, f"attachment-{key}", array)
-                           for key, array in self.attachments_.items()}
-            manifest = {
-                "format": INDEX_FORMAT, "version": INDEX_VERSION, "treeseek_version": __version__,
-                "dim": self.model.input_dim_, "dtype": self.dtype, "backend": self.backend,
-                "model": self._model_name, "hasher": self._hasher_name if self.hasher is not None else None,
-                "next_id": int(self.next_id_), "n_items": len(self),
-                "segments": entries, "removed": removed, "attachments": attachments, "extra": self.extra_,
-            }
-            atomic_write_json(directory / "manifest.json", manifest)
-            self._home = directory
-            keep = {self._model_name, self._hasher_name, *(f"segments/{e['name']}" for e in entries),
-                    *(a["file"] for a in attachments.values())}
-            if removed:
-                keep.add(removed["file"])
-            sweep(directory, keep)
-
-    def _array_file(self, directory: Path, stem: str, array: np.ndarray) -> dict:
-        """The manifest entry of an array's file, written anew only when the array changed since the last save."""
-        known = self._written.get(stem)
-        unchanged = known is not None and (known[1] is array or (known[1].shape == array.shape and
-                                                                  np.array_equal(known[1], array)))
-        if not unchanged:
-            name = f"{stem}-{new_token()}.npy"
-            info = {**save_array(directory / name, array), "dtype": str(array.dtype), "shape": list(array.shape)}
-            known = self._written[stem] = (name, array, info)
-        return {"file": known[0], **known[2]}
+        write_index(self, directory, progress)
 
     @classmethod
     def open(cls, directory: str | Path) -> "TreeIndex":
         """Read the manifest, the model and the small per-item arrays; the vectors stay on disk, memory-mapped."""
-        directory = Path(directory)
-        meta = read_manifest(directory)
-        try:
-            model = TreeseekModel.load(directory / meta["model"])
-            if model.input_dim_ != meta["dim"]:
-                raise TreeseekError(f"{directory}: the model expects {model.input_dim_} dimensions, the index "
-                                    f"holds {meta['dim']}")
-            index = cls(model, meta["dtype"], meta["backend"]["name"], **meta["backend"]["params"])
-            if meta.get("hasher"):
-                index.hasher, index._hasher_name = load_hasher(directory / meta["hasher"])[0], meta["hasher"]
-            code_bytes = index.hasher.bits // 8 if index.hasher is not None else 0
-            index.segments_ = [StoredSegment.read(directory / "segments", entry, model.hierarchy_, meta["dim"],
-                                                  np.dtype(meta["dtype"]), index.backend, code_bytes)
-                               for entry in meta["segments"]]
-            index.next_id_ = int(meta["next_id"])
-            index.extra_ = dict(meta.get("extra") or {})
-            if meta.get("removed"):
-                removed = load_checked_array(directory / meta["removed"]["file"], meta["removed"])
-                index._written["removed"] = (meta["removed"]["file"], removed, meta["removed"])
-                index.remove(removed)
-            for key, entry in (meta.get("attachments") or {}).items():
-                array = map_array(directory / entry["file"], entry, tuple(entry["shape"]), entry["dtype"])
-                index.attachments_[key] = array
-                index._written[f"attachment-{key}"] = (entry["file"], array, entry)
-        except (KeyError, TypeError) as exc:
-            raise TreeseekError(f"{directory}/manifest.json is incomplete: missing {exc}") from None
-        index._home, index._model_name = directory, meta["model"]
-        return index
+        return read_index(cls, Path(directory))
 
     def verify(self, progress: bool = False) -> None:
         """Check the checksum of every saved file, the vectors and FAISS structures included."""
-        if self._home is None:
-            raise TreeseekError("this index has not been saved")
-        for stored in tqdm([s for s in self.segments_ if s.name], desc="verifying", disable=not progress):
-            for file_name, expected in stored.files.items():
-                path = self._home / "segments" / stored.name / file_name
-                check_size(path, expected)
-                if file_sha256(path) != expected["sha256"]:
-                    raise TreeseekError(f"index file {path} is corrupt (checksum mismatch)")
-
+        verify_index(self, progress)
 
 def _held(rows: list[np.ndarray], n: int) -> np.ndarray:
     """Whether some segment holds each of n ids alive, from ``_live_rows``."""
