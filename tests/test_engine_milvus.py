@@ -182,6 +182,13 @@ def test_the_server_ranks_in_milvus_and_answers_like_its_own_index(planted, mode
     for a, b in zip(own["queries"], remote["queries"]):
         assert [e["id"] for e in a["results"]] == [e["id"] for e in b["results"]]
         assert np.allclose([e["distance"] for e in a["results"]], [e["distance"] for e in b["results"]], atol=1e-5)
+    for item in (5, 250):  # "more like this" ranks in Milvus too
+        like = {"k": 7, "alpha": 2.0}
+        a = TestClient(create_app(tmp_path / "ix")).get(f"/api/items/{item}/similar", params=like).json()
+        b = served.get(f"/api/items/{item}/similar", params=like).json()
+        assert [e["id"] for e in a["queries"][0]["results"]] == [e["id"] for e in b["queries"][0]["results"]]
+    refused_like = served.get("/api/items/5/similar", params={"method": "combined"})  # Milvus holds soft vectors
+    assert refused_like.status_code == 400 and "another model or method" in refused_like.json()["error"]
     info = served.get("/api/info").json()
     assert info["methods"] == ["soft", "combined"] and info["backend"] == "milvus pushed"
     refused = served.post("/api/search/features", json={**body, "method": "combined"})
