@@ -5,11 +5,15 @@
 #   bash scripts/quickstart.sh IMAGE_FOLDER    your own folder with one subfolder per class
 # PER_CLASS (default 100) caps the images per class and split so that it finishes in minutes on 2 cores.
 set -euo pipefail
+if [ $# -ge 1 ]; then
+    [ -d "$1" ] || { echo "error: image folder not found: $1" >&2; exit 2; }
+    set -- "$(realpath "$1")"  # before the cd below: a folder given relative to where the user stands
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 out=${OUT:-demo-output}
 per_class=${PER_CLASS:-100}
-ts=.venv/bin/treeseek
+ts=$(pwd)/.venv/bin/treeseek  # absolute: the last line tells the user to run it from anywhere
 if [ $# -ge 1 ]; then
     $ts run "$1" --out "$out" --per-class "$per_class"
     query=$(find "$1" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort | head -n 1)
