@@ -1,10 +1,12 @@
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -79,11 +81,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(*args, timeout: float = 60):
-    """A real 'treeseek serve ARGS' process on a free port: yields its base URL and its /api/info answer."""
+def serving(*args, timeout: float = 60, env: dict | None = None, stderr=subprocess.PIPE):
+    """A real 'treeseek serve ARGS' process on a free port: yields its base URL and its /api/info answer
+    (None when the server wants a token: ``env`` may give it one)."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", *map(str, args), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -92,8 +95,12 @@ def serving(*args, timeout: float = 60):
                 with urllib.request.urlopen(f"{base}/api/info", timeout=2) as answer:
                     info = json.load(answer)
                 break
+            except urllib.error.HTTPError as refused:
+                assert refused.code == 401, refused
+                info = None
+                break
             except OSError:
-                assert server.poll() is None, server.stderr.read().decode()
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "the server stopped"
                 assert time.monotonic() < deadline, f"the server did not answer within {timeout} s"
                 time.sleep(0.3)
         yield base, info

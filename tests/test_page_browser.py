@@ -85,9 +85,10 @@ def test_the_page_shows_the_ranking_of_the_command_line(page, served, main_job, 
     summary = f"{info['items']} items · {len(info['classes'])} classes"
     page.wait_for_function("text => document.querySelector('#summary').textContent.startsWith(text)", arg=summary)
     assert page.eval_on_selector_all("#method option", "options => options.map(o => o.value)") == info["methods"]
+    assert not page.is_visible("#codes") and not page.is_visible("#signin")  # no codes stored, no token asked
     page.set_input_files("#files", str(query))
     page.fill("#k", "14")  # beyond the query's class: hits that meet it higher up the tree
-    page.click("button[type=submit]")
+    page.click("#search button[type=submit]")
     page.wait_for_selector(".hit >> nth=13")
 
     cards = page.locator(".hit")
@@ -122,7 +123,7 @@ def test_more_like_this_searches_from_a_result(page, served, caltech_subset):
     page.wait_for_selector("#method option", state="attached")
     page.set_input_files("#files", str(sorted((caltech_subset / "bass").iterdir())[0]))
     page.fill("#k", "5")
-    page.click("button[type=submit]")
+    page.click("#search button[type=submit]")
     page.wait_for_selector(".hit >> nth=4")
     chosen = card_ids(page)[2]
     page.locator(".hit button.like").nth(2).click()
@@ -136,18 +137,42 @@ def test_more_like_this_searches_from_a_result(page, served, caltech_subset):
     assert page.outside == []
 
 
+def test_the_page_signs_in_to_a_server_with_an_access_token(browser, main_job, caltech_subset):
+    with serving(main_job / "index", env={"TREESEEK_SERVER_TOKEN": "s3cret"}) as (base, info):
+        assert info is None
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(base + "/")
+        page.wait_for_selector("#signin", state="visible")
+        assert page.inner_text("#status") == "This server needs its access token."
+        page.fill("#token", "wrong")
+        page.click("#signin button")
+        page.wait_for_function("() => document.querySelector('#status').textContent === 'wrong access token'")
+        page.fill("#token", "s3cret")
+        page.click("#signin button")
+        page.wait_for_selector("#signin", state="hidden")
+        assert "100 items" in page.inner_text("#summary")
+        page.set_input_files("#files", str(sorted((caltech_subset / "ant").iterdir())[0]))
+        page.click("#search button[type=submit]")
+        page.wait_for_selector(".hit >> nth=9")
+        # the pictures are fetched by <img>, which sends no header: the cookie carries the token
+        page.wait_for_function("() => [...document.querySelectorAll('.hit img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)")
+        context.close()
+
+
 def test_the_page_reports_bad_input_in_one_line(page, served, caltech_subset, tmp_path):
     base, _ = served
     page.goto(base + "/")
     page.wait_for_selector("#method option", state="attached")  # the page has read /api/info
-    page.click("button[type=submit]")
+    page.click("#search button[type=submit]")
     assert page.inner_text("#status") == "Choose one or more images first."
     assert page.get_attribute("#status", "class") == "error"
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(sorted((caltech_subset / "ant").iterdir())[0].read_bytes()[:300])
     page.set_input_files("#files", str(broken))
-    page.click("button[type=submit]")
+    page.click("#search button[type=submit]")
     page.wait_for_selector("#status.error")
     assert page.inner_text("#status").startswith("cannot read query image broken.jpg")
     assert "\n" not in page.inner_text("#status") and page.locator(".hit").count() == 0

@@ -224,6 +224,44 @@ def test_image_search_gives_the_command_lines_results(main_job, caltech_subset, 
                           "larger than")
 
 
+def test_an_access_token_guards_every_api_request(planted, feature_index):
+    client = TestClient(create_app(feature_index, access_token="s3cret", cors_origins=["https://museum.example"]))
+    Q = queries(planted, n=2)
+    for response in (client.get("/api/info"), post_features(client, Q), client.get("/api/items/5"),
+                     client.get("/api/hierarchy.png"), client.get("/api/items/5/similar"),
+                     client.get("/api/info", headers={"authorization": "Bearer wrong"})):
+        assert_one_line_error(response, 401, "needs its access token")
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/").status_code == 200 and client.get("/docs").status_code == 200  # no data in either
+    bearer = {"authorization": "Bearer s3cret"}
+    assert client.get("/api/info", headers=bearer).json()["items"] == 598
+    assert post_features(client, Q, k=3).status_code == 401
+    assert client.post("/api/search/features", json={"features": Q.tolist()}, headers=bearer).status_code == 200
+    preflight = client.options("/api/search/features", headers={"origin": "https://museum.example",
+                                                                 "access-control-request-method": "POST",
+                                                                 "access-control-request-headers": "authorization"})
+    assert preflight.status_code == 200 and "authorization" in preflight.headers["access-control-allow-headers"]
+    assert_one_line_error(client.post("/api/session", json={"token": "wrong"}), 401, "wrong access token")
+    assert client.get("/api/info").status_code == 401
+    signed_in = client.post("/api/session", json={"token": "s3cret"})
+    assert signed_in.status_code == 204 and "httponly" in signed_in.headers["set-cookie"].lower()
+    assert client.get("/api/info").status_code == 200  # the cookie now goes with every request
+    assert_one_line_error(client.get("/api/items/5/image"), 404, "feature vectors")  # past the guard
+    assert TestClient(create_app(feature_index)).post("/api/session", json={"token": "x"}).status_code == 404
+
+
+def test_serving_beyond_this_machine_without_a_token_warns(feature_index, tmp_path):
+    with open(tmp_path / "stderr", "wb") as log:
+        with serving(feature_index, "--host", "0.0.0.0", stderr=log) as (_, info):
+            assert info["items"] == 598
+        with serving(feature_index, "--host", "0.0.0.0", env={"TREESEEK_SERVER_TOKEN": "s3cret"}, stderr=log) as (
+                _, info):
+            assert info is None  # 401 without the token
+    warnings = (tmp_path / "stderr").read_text().splitlines()
+    assert warnings == ["warning: serving on 0.0.0.0 without an access token: whoever reaches this port can search "
+                        "the index and see its pictures (set TREESEEK_SERVER_TOKEN)"]
+
+
 def test_serve_answers_over_http(feature_index):
     with serving(feature_index) as (base, info):
         assert info["items"] == 598

@@ -297,6 +297,9 @@ def serve(
     collection: Optional[str] = SEARCH_COLLECTION_OPTION,
     milvus_param: Optional[List[str]] = MILVUS_PARAM_OPTION,
     token: str = TOKEN_OPTION,
+    access_token: str = typer.Option("", envvar="TREESEEK_SERVER_TOKEN",
+                                     help="Require this token of every API request; the page asks for it. Prefer "
+                                          "the environment variable: a command line is visible to other users."),
 ) -> None:
     """Serve an index over HTTP: a web page at /, a JSON API under /api (described at /openapi.json).
 
@@ -307,8 +310,11 @@ def serve(
     from .server import create_app
 
     target = milvus_target(index_dir, milvus, collection, milvus_param, token) if milvus else None
-    application = create_app(index_dir, max_upload_mb, cors_origin or (), target)
+    application = create_app(index_dir, max_upload_mb, cors_origin or (), target, access_token or None)
     _check_can_listen(host, port)
+    if not access_token and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host} without an access token: whoever reaches this port can search "
+                   f"the index and see its pictures (set TREESEEK_SERVER_TOKEN)", err=True)
     typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ (Ctrl+C stops)")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 

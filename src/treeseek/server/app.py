@@ -6,6 +6,7 @@ to the index, so any number of servers can read an index that one writer keeps u
 from __future__ import annotations
 
 import io
+import secrets
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, List, Optional, Sequence
@@ -30,8 +31,13 @@ from ..querying import CodeSearch, search_described, search_like_items, search_r
 from .live_index import LiveIndex
 
 THUMBNAIL_PIXELS = 256
+TOKEN_COOKIE = "treeseek_token"
 MAX_IMAGES = 64  # per request: the images are embedded as one batch
 ItemId = Annotated[int, PathParameter(ge=0, le=2**62, description="An item id of the index.")]
+
+
+class SignIn(BaseModel):
+    token: str
 
 
 class FeatureQuery(BaseModel):
@@ -48,11 +54,13 @@ class FeatureQuery(BaseModel):
 
 
 def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins: Sequence[str] = (),
-               milvus=None) -> FastAPI:
+               milvus=None, access_token: str | None = None) -> FastAPI:
     """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here).
 
     ``cors_origins``: web origins (``https://host:port``, or ``*``) whose pages may call the API; none by default.
-    ``milvus``: a ``MilvusTarget`` whose collection ('treeseek engine push') ranks instead of the index."""
+    ``milvus``: a ``MilvusTarget`` whose collection ('treeseek engine push') ranks instead of the index.
+    ``access_token``: every /api request must then carry it, as ``Authorization: Bearer TOKEN`` or in the
+    cookie that signing in on the page (``POST /api/session``) sets."""
     live = LiveIndex(directory, milvus)
     if milvus is not None:
         live.engine(live.index.model, "soft").connect()  # an unreachable engine or a missing collection fails here
@@ -62,9 +70,21 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
     app = FastAPIOffline(redoc_url=None, title="treeseek", version=__version__,
                          description="Hierarchy-aware image retrieval: results right visually and semantically.")
     tree_pictures: dict[int, bytes] = {}
+    if access_token:  # added before CORS, so that CORS wraps it and answers preflights without a token
+        app.middleware("http")(_token_guard(access_token))
+
+        @app.post("/api/session", status_code=204, response_class=Response)
+        def sign_in(body: SignIn) -> Response:
+            """Check the access token and keep it in an HTTP-only cookie, for the page and its pictures."""
+            if not secrets.compare_digest(body.token.encode(), access_token.encode()):
+                raise HTTPException(401, "wrong access token")
+            signed_in = Response(status_code=204)
+            signed_in.set_cookie(TOKEN_COOKIE, body.token, httponly=True, samesite="strict")
+            return signed_in
+
     if cors_origins:  # browsers block other sites' pages from reading the answers unless they are named here
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["content-type"])
+                           allow_headers=["content-type", "authorization"])
 
     @app.exception_handler(TreeseekError)
     async def bad_input(request, exc: TreeseekError):
@@ -191,6 +211,24 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
             return Response(tree_pictures[live.version], media_type="image/png")
 
     return app
+
+
+def _token_guard(token: str):
+    """A middleware that answers 401 to every /api request without the token (but signing in)."""
+    expected = token.encode()
+
+    async def guard(request, call_next):
+        path = request.url.path
+        if path.startswith("/api/") and path != "/api/session" and request.method != "OPTIONS":
+            header = request.headers.get("authorization", "")
+            offered = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(TOKEN_COOKIE, "")
+            if not secrets.compare_digest(offered.encode(), expected):
+                return JSONResponse({"error": "this server needs its access token: send 'Authorization: Bearer "
+                                              "TOKEN', or sign in on the page"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    return guard
 
 
 def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
