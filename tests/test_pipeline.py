@@ -54,6 +54,24 @@ def test_search_an_image_against_the_index(main_job, caltech_subset, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("error:")
 
 
+def test_more_like_an_indexed_image_is_its_file_s_ranking_without_it(main_job, tmp_path):
+    index = ImageIndex.load(main_job / "index")
+    item = 17
+    path = index.index.items([item])["sources"][0]
+    by_file = run_cli("search", main_job / "index", path, "-k", "6", "--json", tmp_path / "file.json",
+                      "--grid", tmp_path / "file.png")
+    by_item = run_cli("search", main_job / "index", "--item", item, "-k", "5", "--json", tmp_path / "item.json",
+                      "--grid", tmp_path / "item.png")
+    assert by_file.returncode == 0 and by_item.returncode == 0, by_file.stderr + by_item.stderr
+    from_file = json.loads((tmp_path / "file.json").read_text())["queries"][0]["results"]
+    from_item = json.loads((tmp_path / "item.json").read_text())["queries"][0]
+    assert from_file[0]["id"] == item and from_item["query"] == f"item {item}"
+    assert [hit["id"] for hit in from_item["results"]] == [hit["id"] for hit in from_file[1:]]
+    assert np.allclose([hit["distance"] for hit in from_item["results"]], [hit["distance"] for hit in from_file[1:]],
+                       atol=1e-5)
+    assert (tmp_path / "item.png").stat().st_size > 1000 and f"query item {item} (leaf" in by_item.stdout
+
+
 def test_search_an_image_by_binary_codes_re_ranked_with_soft_leaves(main_job, caltech_subset, tmp_path):
     shutil.copytree(main_job / "index", tmp_path / "index")  # the shared index stays without codes
     trained = run_cli("hash", "train", main_job / "features" / "train.npz", "--method", "itq", "--bits", "32",

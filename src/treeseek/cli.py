@@ -17,13 +17,14 @@ from .cli_engine import (
     milvus_target,
 )
 from .cli_hash import hash_app
-from .cli_images import experiment, run, search_images, train
+from .cli_images import experiment, run, search_image_items, search_images, train
 from .cli_index import index_app
 from .errors import TreeseekError
 from .evaluation import evaluate_retrieval
 from .features import align_labels, load_features, save_features
 from .hierarchy import Hierarchy, load_taxonomy, save_hierarchy
 from .hierarchy.builders import lca_agreement, parse_threshold
+from .image_index import ImageIndex
 from .index import TreeIndex, is_index
 from .model import DEFAULT_HIERARCHY, TreeseekModel
 from .persistence import atomic_write_json
@@ -165,7 +166,9 @@ def search(
         engine = milvus_target(target, milvus, collection, milvus_param, token).open if milvus else None
         if sum((bool(inputs), query is not None, bool(item))) > 1:
             raise TreeseekError("give query images, --query Q.npz or --item ID: one of them")
-        if item:
+        if item and ImageIndex.holds_images(target):
+            search_image_items(target, item, k, alpha, method, json_out, grid, codes, engine)
+        elif item:
             index = TreeIndex.open(target)
             leaves, described = search_like_items(index, item, k, method, alpha, codes, engine)
             _report(index.model, [f"item {i}" for i in item], leaves, described, method, alpha, json_out, codes)

@@ -11,7 +11,7 @@ from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
 from .persistence import atomic_write_json
 from .plots import image_grid
-from .querying import CodeSearch, search_described, search_report
+from .querying import CodeSearch, search_described, search_like_items, search_report
 from .results import format_entry
 
 
@@ -95,12 +95,34 @@ def search_images(index_dir: Path, images: List[Path], k: int, alpha: Optional[f
                                                engine=engine)
     report = search_report(index.model, [str(path) for path in images], query_leaves, described, method, alpha,
                            codes)
-    for q, (path, query) in enumerate(zip(images, report["queries"])):
-        typer.echo(f"query {path} (leaf {query['leaf']})")
+    _show_image_report(index, report, pictures, [Path(path).stem for path in images], json_out, grid_out)
+
+
+def search_image_items(index_dir: Path, item_ids: List[int], k: int, alpha: Optional[float], method: str,
+                       json_out: Optional[Path], grid_out: Optional[Path], codes: CodeSearch = CodeSearch(),
+                       engine=None) -> None:
+    """``search_images`` with stored items as the queries ("more like this"); their pictures head the grids."""
+    from .image_index import ImageIndex
+
+    index = ImageIndex.load(index_dir)
+    query_leaves, described = search_like_items(index.index, item_ids, k, method, alpha, codes, engine)
+    sources = index.index.items(item_ids)["sources"]
+    report = search_report(index.model, [f"item {i}" for i in item_ids], query_leaves, described, method, alpha,
+                           codes)
+    pictures = [index.thumbnail(int(i), source) for i, source in zip(item_ids, sources)]
+    _show_image_report(index, report, pictures, [f"item-{i}" for i in item_ids], json_out, grid_out)
+
+
+def _show_image_report(index, report: dict, pictures, stems: list[str], json_out: Optional[Path],
+                       grid_out: Optional[Path]) -> None:
+    """Print each query's hits and draw its grid (``grid_out``, numbered when there are several queries, or
+    ``STEM.results.png``)."""
+    for q, query in enumerate(report["queries"]):
+        typer.echo(f"query {query['query']} (leaf {query['leaf']})")
         for entry in query["results"]:
             typer.echo(format_entry(entry))
-        target = grid_out or Path(f"{Path(path).stem}.results.png")
-        if len(images) > 1 and grid_out is not None:
+        target = grid_out or Path(f"{stems[q]}.results.png")
+        if len(stems) > 1 and grid_out is not None:
             target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
         thumbs = [(index.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}")
                   for e in query["results"]]

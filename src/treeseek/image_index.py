@@ -8,14 +8,16 @@ embedded the collection. Collections held in memory rather than in files
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .backbones import Backbone, load_backbone
 from .errors import TreeseekError
 from .index import TreeIndex, is_index, read_manifest
 from .model import TreeseekModel
+
+if TYPE_CHECKING:  # the backbones import torch: loaded only when an image is to be embedded
+    from .backbones import Backbone
 
 
 class ImageIndex:
@@ -134,6 +136,8 @@ class ImageIndex:
 
     def backbone(self) -> Backbone:
         if self._backbone is None:
+            from .backbones import load_backbone
+
             spec = self.backbone_spec
             backbone = load_backbone(spec["name"], spec.get("weights"))
             if backbone.weights_digest != spec["weights_digest"]:
