@@ -108,3 +108,20 @@ def test_an_ivf_index_probing_every_list_finds_the_exact_top_k_and_bad_factories
     assert np.allclose(d_ivf, d_exact, atol=1e-5)
     with pytest.raises(TreeseekError, match="FAISS cannot build index 'Nonsense'"):
         InnerProductIndex(alpha, "Nonsense").add(item_vectors)
+
+
+def test_one_query_runs_faiss_on_one_thread_and_the_setting_comes_back():
+    import faiss
+
+    from treeseek.search.threads import faiss_threads_for
+
+    before = faiss.omp_get_max_threads()
+    with faiss_threads_for(1):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
+    with faiss_threads_for(5):  # a batch keeps FAISS's threads: it parallelises over the queries
+        assert faiss.omp_get_max_threads() == before
+    with pytest.raises(KeyError):
+        with faiss_threads_for(1):
+            raise KeyError("a failed search")
+    assert faiss.omp_get_max_threads() == before

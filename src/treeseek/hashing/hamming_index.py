@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TreeseekError
+from ..search.threads import faiss_threads_for
 
 
 class HammingIndex:
@@ -34,12 +35,14 @@ class HammingIndex:
             raise TreeseekError(f"k must be at least 1, got {k}")
         if self.kind == "hnsw":
             self.index_.hnsw.efSearch = max(self.ef_search, k)
-            distances, ids = self.index_.search(queries, k)
+            with faiss_threads_for(len(queries)):
+                distances, ids = self.index_.search(queries, k)
             return distances, ids
         # FAISS orders equal distances arbitrarily. Ask for 4k neighbours: where the last of them is farther
         # than the k-th, every tie of the k-th is among them and sorting them by (distance, id) is exact.
         wide = min(self.ntotal, 4 * k) or k
-        distances, ids = self.index_.search(queries, wide)
+        with faiss_threads_for(len(queries)):
+            distances, ids = self.index_.search(queries, wide)
         kth = distances[:, min(k, wide) - 1].astype(np.int64)
         if self.ntotal < k:
             kth[:] = self.bits

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..model import TreeseekModel
 from ..search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
+from ..search.threads import faiss_threads_for
 from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .stored_segment import StoredSegment
 
@@ -27,7 +28,8 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
         index, ids = _inner_product_index(stored, model, factor)
         if len(ids) == 0:
             continue
-        similarity, positions = index.index_.search(augmented, min(k, len(ids)))
+        with faiss_threads_for(len(augmented)):
+            similarity, positions = index.index_.search(augmented, min(k, len(ids)))
         found = positions >= 0
         keys = np.where(found, (1.0 + alpha) - similarity.astype(np.float64), np.inf)
         best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys,

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import TreeseekError
 from .segment import Segment
+from .threads import faiss_threads_for
 from .topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
@@ -169,7 +170,8 @@ class FaissANNBackend:
             params = faiss.SearchParametersIVF(nprobe=min(self.index_.nlist, math.ceil(self.params["nprobe"] * widen)))
         if selector is not None:
             params.sel = selector
-        similarities, positions = self.index_.search(queries32, k, params=params)
+        with faiss_threads_for(len(queries32)):
+            similarities, positions = self.index_.search(queries32, k, params=params)
         found = positions >= 0
         keys = np.where(found, np.clip(1.0 - similarities.astype(np.float64), 0.0, 2.0), np.inf)
         ids = np.where(found, segment.ids[np.where(found, positions, 0)], MISSING_ID)

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from .distances import normalize_rows
+from .threads import faiss_threads_for
 
 
 def tree_factor(tree: Hierarchy) -> np.ndarray:
@@ -72,5 +73,6 @@ class InnerProductIndex:
         self.index_.add(items)
 
     def search(self, augmented_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        similarity, ids = self.index_.search(np.ascontiguousarray(augmented_queries, dtype=np.float32), k)
+        with faiss_threads_for(len(augmented_queries)):
+            similarity, ids = self.index_.search(np.ascontiguousarray(augmented_queries, dtype=np.float32), k)
         return (1.0 + self.alpha) - similarity.astype(np.float64), ids
