@@ -82,8 +82,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serving(*args, timeout: float = 60, env: dict | None = None, stderr=subprocess.PIPE):
-    """A real 'treeseek serve ARGS' process on a free port: yields its base URL and its /api/info answer
-    (None when the server wants a token: ``env`` may give it one)."""
+    """A real 'treeseek serve ARGS' process on a free port: yields its base URL, its /api/info answer (None
+    when the server wants a token: ``env`` may give it one) and the process."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", *map(str, args), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})})
@@ -103,7 +103,7 @@ def serving(*args, timeout: float = 60, env: dict | None = None, stderr=subproce
                 assert server.poll() is None, server.stderr.read().decode() if server.stderr else "the server stopped"
                 assert time.monotonic() < deadline, f"the server did not answer within {timeout} s"
                 time.sleep(0.3)
-        yield base, info
+        yield base, info, server
     finally:
         server.terminate()
         server.wait(timeout=30)

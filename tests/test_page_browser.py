@@ -42,7 +42,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(main_job):
-    with serving(main_job / "index") as (base, info):
+    with serving(main_job / "index") as (base, info, _):
         yield base, info
 
 
@@ -138,7 +138,7 @@ def test_more_like_this_searches_from_a_result(page, served, caltech_subset):
 
 
 def test_the_page_signs_in_to_a_server_with_an_access_token(browser, main_job, caltech_subset):
-    with serving(main_job / "index", env={"TREESEEK_SERVER_TOKEN": "s3cret"}) as (base, info):
+    with serving(main_job / "index", env={"TREESEEK_SERVER_TOKEN": "s3cret"}) as (base, info, _):
         assert info is None
         context = browser.new_context()
         page = context.new_page()

@@ -1,9 +1,11 @@
 """The HTTP API and web page: same answers as the library's references, one-line errors, live updates."""
+import concurrent.futures
 import io
 import json
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -252,18 +254,47 @@ def test_an_access_token_guards_every_api_request(planted, feature_index):
 
 def test_serving_beyond_this_machine_without_a_token_warns(feature_index, tmp_path):
     with open(tmp_path / "stderr", "wb") as log:
-        with serving(feature_index, "--host", "0.0.0.0", stderr=log) as (_, info):
+        with serving(feature_index, "--host", "0.0.0.0", stderr=log) as (_, info, _):
             assert info["items"] == 598
         with serving(feature_index, "--host", "0.0.0.0", env={"TREESEEK_SERVER_TOKEN": "s3cret"}, stderr=log) as (
-                _, info):
+                _, info, _):
             assert info is None  # 401 without the token
     warnings = (tmp_path / "stderr").read_text().splitlines()
     assert warnings == ["warning: serving on 0.0.0.0 without an access token: whoever reaches this port can search "
                         "the index and see its pictures (set TREESEEK_SERVER_TOKEN)"]
 
 
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_several_workers_answer_in_parallel_and_stop_with_the_server(planted, feature_index):
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("finding a server's worker processes needs Linux's /proc")
+    Q = queries(planted, n=16)
+    expected = brute_force(TreeIndex.open(feature_index), Q, 5, alpha=2.0)[1]
+    with serving(feature_index, "--workers", "2") as (base, info, server):
+        assert info["items"] == 598
+        workers = children(server.pid)
+        assert len(workers) >= 2  # uvicorn's supervisor holds the port and starts the workers
+
+        def ask(q):
+            body = json.dumps({"features": Q[q : q + 1].tolist(), "k": 5, "method": "combined", "alpha": 2.0})
+            request = urllib.request.Request(f"{base}/api/search/features", body.encode(),
+                                             {"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return [hit["id"] for hit in json.load(answer)["queries"][0]["results"]]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(len(Q))))
+        assert np.array_equal(np.array(answers), expected)
+    assert all(not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+               for pid in workers)  # no worker outlives the server
+    assert run_cli("serve", feature_index, "--workers", "0").stderr.startswith("error: --workers must be at least 1")
+
+
 def test_serve_answers_over_http(feature_index):
-    with serving(feature_index) as (base, info):
+    with serving(feature_index) as (base, info, _):
         assert info["items"] == 598
         port = base.rsplit(":", 1)[1]
         taken = run_cli("serve", feature_index, "--port", port)  # the first server holds the port

@@ -303,6 +303,7 @@ def serve(
     access_token: str = typer.Option("", envvar="TREESEEK_SERVER_TOKEN",
                                      help="Require this token of every API request; the page asks for it. Prefer "
                                           "the environment variable: a command line is visible to other users."),
+    workers: int = typer.Option(1, help="Processes that answer requests in parallel (each opens the index)."),
 ) -> None:
     """Serve an index over HTTP: a web page at /, a JSON API under /api (described at /openapi.json).
 
@@ -312,14 +313,23 @@ def serve(
 
     from .server import create_app
 
+    if workers < 1:
+        raise TreeseekError(f"--workers must be at least 1, got {workers}")
     target = milvus_target(index_dir, milvus, collection, milvus_param, token) if milvus else None
-    application = create_app(index_dir, max_upload_mb, cors_origin or (), target, access_token or None)
+    settings = {"directory": str(index_dir.absolute()), "max_upload_mb": max_upload_mb,
+                "cors_origins": list(cors_origin or ()), "access_token": access_token or None}
+    application = create_app(**settings, milvus=target)  # a bad index or engine fails here, in one line
     _check_can_listen(host, port)
     if not access_token and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without an access token: whoever reaches this port can search "
                    f"the index and see its pictures (set TREESEEK_SERVER_TOKEN)", err=True)
-    typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ (Ctrl+C stops)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ with {workers} process(es) (Ctrl+C stops)")
+    if workers == 1:
+        uvicorn.run(application, host=host, port=port, log_level="warning")
+    else:
+        from .server.processes import run_workers
+
+        run_workers({**settings, "milvus": target._asdict() if target else None}, host, port, workers)
 
 
 def _check_can_listen(host: str, port: int) -> None:
