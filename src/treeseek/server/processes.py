@@ -31,6 +31,7 @@ def app_from_environment():
     """The application of one worker (uvicorn calls it in every worker process)."""
     settings = json.loads(os.environ[SETTINGS_VARIABLE])
     # the workers share the cores: each keeps its BLAS and OpenMP pools to its share, or they oversubscribe
-    threadpool_limits(max(1, (os.cpu_count() or 1) // settings.pop("workers")))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threadpool_limits(max(1, cores // settings.pop("workers")))
     milvus = settings.pop("milvus", None)
     return create_app(**settings, milvus=MilvusTarget(**milvus) if milvus else None)
