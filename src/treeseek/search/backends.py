@@ -232,7 +232,8 @@ def _flat_knn(segment: Segment, queries32, lo, hi, k):
         last = min(hi, first + ITEM_CHUNK)
         wanted = min(last - first, k + segment.dead_between(first, last))
         block = np.ascontiguousarray(segment.vectors[first:last], dtype=np.float32)
-        similarities, positions = faiss.knn(queries32, block, wanted, metric=faiss.METRIC_INNER_PRODUCT)
+        with faiss_threads_for(len(queries32)):
+            similarities, positions = faiss.knn(queries32, block, wanted, metric=faiss.METRIC_INNER_PRODUCT)
         positions = positions + first
         keys = np.clip(1.0 - similarities.astype(np.float64), 0.0, 2.0)
         if segment.alive is not None:
