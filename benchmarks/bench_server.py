@@ -12,6 +12,7 @@ search without HTTP and JSON. The two must return the same ids.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import subprocess
@@ -53,6 +54,20 @@ def wait_until_up(url: str, server: subprocess.Popen, seconds: float = 120) -> N
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the server did not start: {server.stderr.read().decode()}")
             time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def serve_process(directory: Path, *options: str):
+    """A real `treeseek serve DIRECTORY OPTIONS` on a free port, once it answers: yields the port."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", str(directory), "--port", str(port),
+                               *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/api/info", server)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def result_ids(report: dict) -> np.ndarray:
@@ -101,19 +116,12 @@ def main() -> None:
         index = TreeIndex(model)
         index.add(X, y)
         index.save(directory)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", str(directory), "--port",
-                                   str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/api/info", server)
+        with serve_process(directory) as port:
             for method in ("soft", "combined"):
                 for batch in (1, 100):
                     row = measure(directory, Q, method, batch, port)
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print()
     print(markdown_table(
         ["ranking", "queries per request", "ms per query, HTTP", "ms per query, in process", "HTTP / in process"],

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_server import free_port, post, result_ids, synthetic_setup, wait_until_up
+from bench_server import post, result_ids, serve_process, synthetic_setup
 from tables import markdown_table
 
 from treeseek.index import TreeIndex
@@ -30,12 +28,8 @@ WORKERS = (1, 2)
 
 
 def throughput(directory: Path, Q: np.ndarray, workers: int, expected: np.ndarray) -> dict:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", str(directory), "--port", str(port),
-                               "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/api/search/features"
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/api/info", server)
+    with serve_process(directory, "--workers", str(workers)) as port:
+        url = f"http://127.0.0.1:{port}/api/search/features"
 
         def ask(q: int) -> np.ndarray:
             return result_ids(post(url, {"features": Q[q : q + 1].tolist(), "k": 10, "method": "soft"}))[0]
@@ -45,9 +39,6 @@ def throughput(directory: Path, Q: np.ndarray, workers: int, expected: np.ndarra
             started = time.perf_counter()
             answers = np.array(list(pool.map(ask, range(len(Q)))))
             seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     return {"workers": workers, "clients": CLIENTS, "requests": len(Q), "seconds": round(seconds, 2),
             "requests_per_second": round(len(Q) / seconds, 1), "identical_ids": bool(np.array_equal(answers, expected))}
 
