@@ -111,10 +111,11 @@ def serving(*args, timeout: float = 60, env: dict | None = None, stderr=subproce
 
 @pytest.fixture(scope="session")
 def main_job(caltech_subset, tmp_path_factory):
-    """'treeseek run --quick' on the Caltech subset: features, model, image index and report."""
+    """'treeseek run --quick' on the Caltech subset: features, model, image index and report; its tree also
+    weighs what the folder names mean."""
     out = tmp_path_factory.mktemp("run")
     taxonomy = SHARED / "hierarchies" / "caltech101.paths.tsv"
-    args = ["run", caltech_subset, "--out", out, "--quick", "--no-progress"]
+    args = ["run", caltech_subset, "--out", out, "--quick", "--no-progress", "--hierarchy", "average:8:cosine:names"]
     if taxonomy.is_file():
         args += ["--taxonomy", taxonomy]
     result = run_cli(*args)

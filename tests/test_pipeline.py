@@ -32,10 +32,11 @@ def test_main_job_writes_every_output(main_job):
     assert metrics["cosine"]["map@10"] > 0.5  # real ImageNet features separate these classes
     assert "mahp@250" in metrics["combined"]
     selection = json.loads((main_job / "selection.json").read_text())
-    # the default tree (average linkage, cosine) has no t: the quick grid is its two alphas, scored with soft
+    # the fixture's tree (average linkage over cosine and name distances) has no t: the quick grid is its two
+    # alphas, scored with soft
     assert len(selection["grid"]) == 2 and selection["split"]["n_validation"] > 0
     assert selection["chosen"] in [{**{k: g[k] for k in ("max_components", "covariance", "threshold", "alpha")},
-                                    "variance": 0.95, "hierarchy": "average:8:cosine"} for g in selection["grid"]]
+                                    "variance": 0.95, "hierarchy": "average:8:cosine:names"} for g in selection["grid"]]
 
 
 def test_search_an_image_against_the_index(main_job, caltech_subset, tmp_path):

@@ -9,6 +9,7 @@ import typer
 from .errors import TreeseekError
 from .images.datasets import ImageSet
 from .images.decoding import UnreadableImage, load_rgb
+from .model import DEFAULT_HIERARCHY
 from .persistence import atomic_write_json
 from .plots import image_grid
 from .querying import CodeSearch, search_described, search_like_items, search_report
@@ -30,6 +31,8 @@ def run(
     classes: Optional[int] = typer.Option(None, help="Use only the first N classes (alphabetical)."),
     per_class: Optional[int] = typer.Option(None, help="Use at most N images per class in each split."),
     taxonomy: Optional[str] = typer.Option(None, help="Evaluation taxonomy for mAHP, nDCG and mistake severity."),
+    hierarchy: str = typer.Option(DEFAULT_HIERARCHY, help="The tree builder (as in 'treeseek fit'); "
+                                  "average:16:cosine:names also weighs what the folder names mean."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -39,7 +42,7 @@ def run(
 
     grid = QUICK_GRID if quick else None
     run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class, taxonomy,
-                 grid, batch_size, progress)
+                 grid, batch_size, progress, hierarchy=hierarchy)
     typer.echo((out / "report.md").read_text())
 
 

@@ -92,6 +92,7 @@ def run_main_job(
     batch_size: int = 64,
     progress: bool = True,
     seed: int = 0,
+    hierarchy: str = DEFAULT_HIERARCHY,
 ) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def run_main_job(
     started = time.perf_counter()
     # soft leaves gain from larger alphas than the paper's range (benchmarks/bench_trees.py)
     selection = select_parameters(features[train], images.labels[train], names, {**SOFT_GRID, **(grid or {})},
-                                  seed=seed, hierarchy=DEFAULT_HIERARCHY, method="soft")
+                                  seed=seed, hierarchy=hierarchy, method="soft")
     chosen = selection.params
     _log(f"validation search ({len(selection.grid)} points, {time.perf_counter() - started:.0f} s): {chosen} "
          f"-> {selection.split['metric']} {selection.score:.4f}")
@@ -122,7 +123,7 @@ def run_main_job(
     model = TreeseekModel(**chosen).fit(features[train], images.labels[train], names)
     model.save(out / "model")
     save_hierarchy(model.hierarchy_, out / "hierarchy.nwk")
-    plot_hierarchy(model.hierarchy_, out / "hierarchy.png", f"learned visual hierarchy {model.fit_info_['tree_shape']}")
+    plot_hierarchy(model.hierarchy_, out / "hierarchy.png", f"learned hierarchy {model.fit_info_['tree_shape']}")
     in_files = bool(images.items) and isinstance(images.items[0], str)
     sources = np.array(images.items if in_files else ids, dtype=str)  # a file path, or the dataset's own key
     pixels = None if in_files else np.stack([images.items[i] for i in np.flatnonzero(train)])

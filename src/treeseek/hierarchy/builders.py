@@ -15,6 +15,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from ..errors import TreeseekError
 from ..statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
+from .name_semantics import BUNDLED_MODEL, name_distances
 from .taxonomy_io import load_taxonomy
 from .tree import Hierarchy
 
@@ -125,6 +126,8 @@ class VisualHierarchyBuilder:
 
 LINKAGES = ("average", "complete", "single", "weighted", "ward")
 CLASS_DISTANCES = ("bhattacharyya", "euclidean", "cosine")
+# the share of class-name distances chosen on the Caltech-101 validation split (README, benchmarks/bench_trees.py)
+NAMES_WEIGHT = 0.4
 
 
 class LinkageHierarchyBuilder:
@@ -134,11 +137,16 @@ class LinkageHierarchyBuilder:
     ``levels=None`` keeps the binary tree; an integer cuts it at that many quantiles of the merge
     heights, so classes merged at similar distances share one level (a full visual tree, #7).
     Ward linkage on Euclidean distances between means is the paper's Ward baseline.
+
+    ``names_weight`` > 0 mixes in cosine distances between the class names from a language model
+    (``name_semantics``): each kind of distance is divided by its mean, then
+    ``(1 - names_weight) * visual + names_weight * names``. The names must then be words.
     """
 
     def __init__(self, method: str = "average", levels: int | None = None, covariance: str = "tied",
-                 distance: str = "bhattacharyya"):
+                 distance: str = "bhattacharyya", names_weight: float = 0.0, name_model: str = BUNDLED_MODEL):
         self.method, self.levels, self.covariance, self.distance = method, levels, covariance, distance
+        self.names_weight, self.name_model = names_weight, name_model
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "LinkageHierarchyBuilder":
         if self.method not in LINKAGES:
@@ -149,6 +157,12 @@ class LinkageHierarchyBuilder:
             raise TreeseekError("Ward linkage needs Euclidean distances between class means")
         if self.levels is not None and self.levels < 1:
             raise TreeseekError(f"levels must be at least 1, got {self.levels}")
+        if not 0.0 <= self.names_weight <= 1.0:
+            raise TreeseekError(f"the weight of class-name distances must lie in [0, 1], got {self.names_weight}")
+        if self.names_weight > 0 and self.method == "ward":
+            raise TreeseekError("Ward linkage needs Euclidean distances, so it cannot mix in class-name distances")
+        if self.names_weight > 0 and class_names is None:
+            raise TreeseekError("mixing in class-name distances needs the class names")
         y = np.asarray(y)
         n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
         names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
@@ -163,6 +177,8 @@ class LinkageHierarchyBuilder:
             condensed = squareform(np.maximum(distances, 0.0), checks=False)
         else:
             condensed = pdist(gaussians.means_, metric=self.distance)
+        if self.names_weight > 0:
+            condensed = _mixed(condensed, name_distances(names, self.name_model), self.names_weight)
         self.merges_ = linkage(condensed, method=self.method)
         if self.levels is None:
             parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
@@ -177,6 +193,13 @@ class LinkageHierarchyBuilder:
                                                     names)
         self.shape_ = self.hierarchy_.shape()
         return self
+
+
+def _mixed(visual: np.ndarray, names: np.ndarray, names_weight: float) -> np.ndarray:
+    """Both kinds of distance on one scale (each divided by its mean), then their weighted sum."""
+    def scaled(d: np.ndarray) -> np.ndarray:
+        return d / d.mean() if d.mean() > 0 else d
+    return (1.0 - names_weight) * scaled(visual) + names_weight * scaled(names)
 
 
 def lca_agreement(tree: Hierarchy, other: Hierarchy) -> float:
@@ -205,20 +228,35 @@ class TaxonomyHierarchyBuilder:
 
 
 def make_builder(kind: str, threshold: float | str = "auto", covariance: str = "tied"):
-    """``visual``, ``ward``, a linkage tree ``LINKAGE[:LEVELS][:DISTANCE]`` (``average``, ``average:4``,
-    ``average:8:euclidean``; linkages and distances as in ``LinkageHierarchyBuilder``), or a taxonomy file."""
+    """``visual``, ``ward``, a linkage tree ``LINKAGE[:LEVELS][:DISTANCE][:names[=W]]`` (``average``,
+    ``average:4``, ``average:8:euclidean``, ``average:16:cosine:names``; linkages and distances as in
+    ``LinkageHierarchyBuilder``, ``names`` mixes in class-name distances at weight W, 0.4 by default),
+    or a taxonomy file."""
     if kind == "visual":
         return VisualHierarchyBuilder(threshold=threshold, covariance=covariance)
     method, *options = kind.split(":")
     if method not in LINKAGES:
         return TaxonomyHierarchyBuilder(kind)
     levels, distance = None, "euclidean" if method == "ward" else "bhattacharyya"
+    names_weight = 0.0
     for option in options:
         if option.isdigit():
             levels = int(option)
         elif option in CLASS_DISTANCES:
             distance = option
+        elif option == "names" or option.startswith("names="):
+            names_weight = _names_weight(kind, option)
         else:
-            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE[:LEVELS][:DISTANCE], e.g. average:4 or "
-                                f"average:8:euclidean (distances: {', '.join(CLASS_DISTANCES)})")
-    return LinkageHierarchyBuilder(method, levels, covariance, distance)
+            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE[:LEVELS][:DISTANCE][:names[=W]], e.g. average:4, "
+                                f"average:8:euclidean or average:16:cosine:names (distances: "
+                                f"{', '.join(CLASS_DISTANCES)})")
+    return LinkageHierarchyBuilder(method, levels, covariance, distance, names_weight)
+
+
+def _names_weight(kind: str, option: str) -> float:
+    if option == "names":
+        return NAMES_WEIGHT
+    try:
+        return float(option.removeprefix("names="))
+    except ValueError:
+        raise TreeseekError(f"hierarchy {kind!r}: names=W takes a weight in [0, 1], got {option!r}") from None

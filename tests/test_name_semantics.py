@@ -1,0 +1,100 @@
+"""Trees that also weigh what the class names mean, through the real bundled language model."""
+import sys
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import pdist
+
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import name_semantics
+from treeseek.hierarchy.builders import LinkageHierarchyBuilder, make_builder
+from treeseek.hierarchy.name_semantics import embed_class_names, name_phrase
+from treeseek.model import TreeseekModel
+
+# Visually, each animal sits next to a machine: cat with airplane, dog with helicopter (by direction).
+NAMES = ["cat", "airplane", "dog", "helicopter"]
+
+
+@pytest.fixture(scope="module")
+def look_alikes():
+    rng = np.random.default_rng(0)
+    centres = np.array([[1.0, 0.1], [1.0, 0.3], [0.1, 1.0], [0.3, 1.0]])
+    y = np.repeat(np.arange(4), 40)
+    return centres[y] + 0.02 * rng.normal(size=(160, 2)), y
+
+
+def test_name_phrases():
+    assert name_phrase("001.Black_footed_Albatross") == "black footed albatross"
+    assert name_phrase("ceilingFan") == "ceiling fan"
+    assert name_phrase("Faces_easy") == "faces easy"
+    assert name_phrase("water-lilly") == "water lilly"
+    assert name_phrase("007") == "007"  # a bare number stays what it is
+
+
+def test_the_language_model_puts_related_names_together():
+    vectors = embed_class_names(NAMES)
+    assert vectors.shape[0] == 4 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    cosine = vectors @ vectors.T
+    cat, airplane, dog, helicopter = range(4)
+    assert cosine[cat, dog] > max(cosine[cat, airplane], cosine[cat, helicopter])
+    assert cosine[airplane, helicopter] > max(cosine[airplane, cat], cosine[airplane, dog])
+
+
+def test_names_regroup_classes_that_look_alike(look_alikes):
+    X, y = look_alikes
+    by_look = make_builder("average:1:cosine").fit(X, y, NAMES).hierarchy_
+    assert by_look.lca_heights[0, 1] == by_look.lca_heights[2, 3] == 1  # cat with airplane
+    by_name = make_builder("average:1:cosine:names=1").fit(X, y, NAMES).hierarchy_
+    assert by_name.lca_heights[0, 2] == by_name.lca_heights[1, 3] == 1  # cat with dog
+    assert make_builder("average:1:cosine:names=0").fit(X, y, NAMES).hierarchy_ == by_look
+
+
+def test_mixed_distances_are_the_weighted_sum_of_both_at_mean_one(look_alikes):
+    X, y = look_alikes
+    builder = LinkageHierarchyBuilder("average", distance="cosine", names_weight=0.3).fit(X, y, NAMES)
+    visual = pdist(np.stack([X[y == c].mean(axis=0) for c in range(4)]), metric="cosine")
+    names = pdist(embed_class_names(NAMES), metric="cosine")
+    expected = linkage(0.7 * visual / visual.mean() + 0.3 * names / names.mean(), method="average")
+    np.testing.assert_allclose(builder.merges_, expected, rtol=1e-9)
+    assert make_builder("average:16:cosine:names").names_weight == 0.4  # the default weight
+
+
+def test_a_saved_model_needs_no_language_model_to_load(look_alikes, tmp_path, monkeypatch):
+    X, y = look_alikes
+    model = TreeseekModel(hierarchy="average:1:cosine:names=1").fit(X, y, NAMES)
+    model.save(tmp_path / "m")
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if the extra were not installed
+    assert TreeseekModel.load(tmp_path / "m").hierarchy_ == model.hierarchy_
+
+
+def test_bad_name_options_are_clear_errors(look_alikes, monkeypatch):
+    X, y = look_alikes
+    with pytest.raises(TreeseekError, match="names=W takes a weight"):
+        make_builder("average:names=much")
+    with pytest.raises(TreeseekError, match=r"must lie in \[0, 1\]"):
+        make_builder("average:names=1.5").fit(X, y, NAMES)
+    with pytest.raises(TreeseekError, match="Ward linkage needs Euclidean distances"):
+        make_builder("ward:names").fit(X, y, NAMES)
+    with pytest.raises(TreeseekError, match="needs the class names"):
+        make_builder("average:names").fit(X, y)
+    with pytest.raises(TreeseekError, match="cannot load the language model '/no/such/model'"):
+        LinkageHierarchyBuilder(names_weight=0.5, name_model="/no/such/model").fit(X, y, NAMES)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    monkeypatch.setattr(name_semantics, "_load", name_semantics._load.__wrapped__)  # past the loaded model
+    with pytest.raises(TreeseekError, match=r"pip install 'treeseek\[language\]'"):
+        embed_class_names(NAMES)
+
+
+def test_the_cli_fits_a_tree_with_names_and_rejects_a_bad_weight(look_alikes, tmp_path):
+    from treeseek.features import save_features
+    X, y = look_alikes
+    save_features(tmp_path / "train.npz", X, y, NAMES)
+    result = run_cli("fit", tmp_path / "train.npz", "--out", tmp_path / "m", "--hierarchy", "average:1:cosine:names=1",
+                     "--no-plot")
+    assert result.returncode == 0, result.stderr
+    assert TreeseekModel.load(tmp_path / "m").hierarchy_.lca_heights[0, 2] == 1  # cat with dog
+    result = run_cli("fit", tmp_path / "train.npz", "--out", tmp_path / "m2", "--hierarchy", "average:names=2")
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1 and "[0, 1]" in result.stderr
