@@ -53,9 +53,12 @@ def test_names_regroup_classes_that_look_alike(look_alikes):
 
 def test_mixed_distances_are_the_weighted_sum_of_both_at_mean_one(look_alikes):
     X, y = look_alikes
-    builder = LinkageHierarchyBuilder("average", distance="cosine", names_weight=0.3).fit(X, y, NAMES)
+    template = "a photo of a {}."
+    builder = LinkageHierarchyBuilder("average", distance="cosine", names_weight=0.3,
+                                      name_template=template).fit(X, y, NAMES)
     visual = pdist(np.stack([X[y == c].mean(axis=0) for c in range(4)]), metric="cosine")
-    names = pdist(embed_class_names(NAMES), metric="cosine")
+    names = pdist(embed_class_names(NAMES, template=template), metric="cosine")
+    assert not np.allclose(names, pdist(embed_class_names(NAMES), metric="cosine"))  # the phrase matters
     expected = linkage(0.7 * visual / visual.mean() + 0.3 * names / names.mean(), method="average")
     np.testing.assert_allclose(builder.merges_, expected, rtol=1e-9)
     assert make_builder("average:16:cosine:names").names_weight == 0.4  # the default weight
@@ -79,6 +82,8 @@ def test_bad_name_options_are_clear_errors(look_alikes, monkeypatch):
         make_builder("ward:names").fit(X, y, NAMES)
     with pytest.raises(TreeseekError, match="needs the class names"):
         make_builder("average:names").fit(X, y)
+    with pytest.raises(TreeseekError, match="must hold"):
+        LinkageHierarchyBuilder(names_weight=0.5, name_template="a kind of thing").fit(X, y, NAMES)
     with pytest.raises(TreeseekError, match="cannot load the language model '/no/such/model'"):
         LinkageHierarchyBuilder(names_weight=0.5, name_model="/no/such/model").fit(X, y, NAMES)
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)

@@ -15,7 +15,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from ..errors import TreeseekError
 from ..statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
-from .name_semantics import BUNDLED_MODEL, name_distances
+from .name_semantics import BUNDLED_MODEL, NAME_TEMPLATE, name_distances
 from .taxonomy_io import load_taxonomy
 from .tree import Hierarchy
 
@@ -140,13 +140,15 @@ class LinkageHierarchyBuilder:
 
     ``names_weight`` > 0 mixes in cosine distances between the class names from a language model
     (``name_semantics``): each kind of distance is divided by its mean, then
-    ``(1 - names_weight) * visual + names_weight * names``. The names must then be words.
+    ``(1 - names_weight) * visual + names_weight * names``. The names must then be words;
+    ``name_template`` frames each one for the model (e.g. ``"{} is a kind of bird"``).
     """
 
     def __init__(self, method: str = "average", levels: int | None = None, covariance: str = "tied",
-                 distance: str = "bhattacharyya", names_weight: float = 0.0, name_model: str = BUNDLED_MODEL):
+                 distance: str = "bhattacharyya", names_weight: float = 0.0, name_model: str = BUNDLED_MODEL,
+                 name_template: str = NAME_TEMPLATE):
         self.method, self.levels, self.covariance, self.distance = method, levels, covariance, distance
-        self.names_weight, self.name_model = names_weight, name_model
+        self.names_weight, self.name_model, self.name_template = names_weight, name_model, name_template
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "LinkageHierarchyBuilder":
         if self.method not in LINKAGES:
@@ -178,7 +180,8 @@ class LinkageHierarchyBuilder:
         else:
             condensed = pdist(gaussians.means_, metric=self.distance)
         if self.names_weight > 0:
-            condensed = _mixed(condensed, name_distances(names, self.name_model), self.names_weight)
+            condensed = _mixed(condensed, name_distances(names, self.name_model, self.name_template),
+                               self.names_weight)
         self.merges_ = linkage(condensed, method=self.method)
         if self.levels is None:
             parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
