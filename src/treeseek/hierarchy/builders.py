@@ -126,7 +126,7 @@ class VisualHierarchyBuilder:
 
 LINKAGES = ("average", "complete", "single", "weighted", "ward")
 CLASS_DISTANCES = ("bhattacharyya", "euclidean", "cosine")
-# the share of class-name distances chosen on the Caltech-101 validation split (README, benchmarks/bench_trees.py)
+# the share of class-name distances chosen on the Caltech-101 validation split (benchmarks/bench_name_trees.py)
 NAMES_WEIGHT = 0.4
 
 

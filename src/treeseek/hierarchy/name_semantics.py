@@ -1,7 +1,7 @@
 """Distances between class names, from a sentence-embedding language model.
 
-A class name says what a taxonomy would have said: a language model puts "ketch" near "schooner" and
-"cougar" near "leopard", also where their pictures look unlike each other. Mixed into the visual
+A class name says some of what a taxonomy would have said: a language model puts "schooner" near
+"ferry" and "cougar" near "leopard", whatever their pictures look like. Mixed into the visual
 distances of a linkage tree (``average:16:cosine:names``), they make the tree agree better with
 WordNet without a taxonomy (README, "Soft leaves and full visual trees").
 
