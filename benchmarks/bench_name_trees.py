@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 from bench_images import DATASETS, train_test_features
 from bench_trees import BASE
 
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.features import FeatureSet
 from treeseek.hierarchy.builders import LinkageHierarchyBuilder, lca_agreement
-from treeseek.images.datasets import stratified_split
 from treeseek.model import TreeseekModel
 from treeseek.persistence import atomic_write_json
+from treeseek.selection import validation_split
 
 TEMPLATES = ("{}", "a photo of a {}.", "{} is a kind of", "What is a {}? It is a type of object or animal.")
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -35,10 +34,7 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=2000)
     args = parser.parse_args()
     names, X, y, _, _, taxonomy = train_test_features(args.dataset)
-    is_val = stratified_split(y, 0.25, 0)  # the split select_ranking uses with its defaults
-    val_rows = np.flatnonzero(is_val)
-    if len(val_rows) > args.max_queries:
-        val_rows = val_rows[stratified_split(y[val_rows], args.max_queries / len(val_rows), 0)]
+    is_val, val_rows = validation_split(y, max_queries=args.max_queries)  # as select_ranking splits
     queries, database = FeatureSet(X[val_rows], y[val_rows]), FeatureSet(X[~is_val], y[~is_val])
     model = TreeseekModel(**BASE, temperature=4.0).fit(X[~is_val], y[~is_val], names)
     Z = model.pca_.transform(X[~is_val])

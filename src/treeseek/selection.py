@@ -114,6 +114,17 @@ RANKING_GRID = {
 }
 
 
+def validation_split(y: np.ndarray, validation_fraction: float = 0.25, max_queries: int = 2000,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``select_ranking``'s split: (mask of the validation rows, at most ``max_queries`` of them as queries,
+    stratified)."""
+    is_val = stratified_split(y, validation_fraction, seed)
+    val_rows = np.flatnonzero(is_val)
+    if len(val_rows) > max_queries:
+        val_rows = val_rows[stratified_split(y[val_rows], max_queries / len(val_rows), seed)]
+    return is_val, val_rows
+
+
 def select_ranking(
     X: np.ndarray,
     y: np.ndarray,
@@ -132,12 +143,8 @@ def select_ranking(
     at most ``max_queries`` validation images (stratified) are the queries.
     """
     grid = {**RANKING_GRID, **(grid or {})}
-    is_val = stratified_split(y, validation_fraction, seed)
+    is_val, val_rows = validation_split(y, validation_fraction, max_queries, seed)
     fit_x, fit_y = X[~is_val], y[~is_val]
-    val_rows = np.flatnonzero(is_val)
-    if len(val_rows) > max_queries:
-        keep = stratified_split(y[val_rows], max_queries / len(val_rows), seed)
-        val_rows = val_rows[keep]
     queries, database = FeatureSet(X[val_rows], y[val_rows]), FeatureSet(fit_x, fit_y)
     metric = "mahp@250" if taxonomy is not None else SELECTION_METRIC
     base = TreeseekModel(**{**(params or {}), "hierarchy": "visual"}).fit(fit_x, fit_y, class_names)
