@@ -79,12 +79,16 @@ def mahp(data, test, hasher, k=250):
     return average_hierarchical_precision(similarity[y_test[:, None], y_train[order]], ideal, k).mean()
 
 
-@pytest.mark.parametrize("bits, initial_centres", [(16, "class-means"), (32, "class-means"), (16, "random")])
-def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits, initial_centres):
+@pytest.mark.parametrize("bits, initial_centres, coarse_loss", [(16, "class-means", "centres"),
+                                                                (32, "class-means", "centres"),
+                                                                (16, "random", "centres"),
+                                                                (16, "class-means", "marginal")])
+def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits, initial_centres, coarse_loss):
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
     assert [len(np.unique(level)) for level in levels] == [48, 12, 3]
-    hpdh = HPDHHasher(bits, epochs=30, initial_centres=initial_centres).fit(data.features[~test], levels)
+    hpdh = HPDHHasher(bits, epochs=30, initial_centres=initial_centres, coarse_loss=coarse_loss).fit(
+        data.features[~test], levels)
     single = HPDHHasher(bits, epochs=30, initial_centres=initial_centres).fit(data.features[~test], levels[:1])
     itq = ITQHasher(bits).fit(data.features[~test])
     assert mahp(data, test, hpdh) > mahp(data, test, single) + 0.02
@@ -118,11 +122,15 @@ def test_training_is_deterministic_under_a_seed(planted):
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize("initial_centres, hidden", [("class-means", 0), ("random", 0), ("class-means", 8)])
-def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, initial_centres, hidden):
+@pytest.mark.parametrize("initial_centres, hidden, coarse_loss", [("class-means", 0, "centres"),
+                                                                  ("random", 0, "centres"),
+                                                                  ("class-means", 8, "centres"),
+                                                                  ("class-means", 0, "marginal")])
+def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, initial_centres, hidden, coarse_loss):
     """With lr = 0 the layer stays as initialised, so the first epoch's mean loss is the loss of the
     initial outputs against the first centres, written out here in numpy (with a hidden layer this
-    also checks that ``transform`` computes what training saw)."""
+    also checks that ``transform`` computes what training saw; with the marginal coarse loss, a coarse
+    level's probability is the sum of its member classes' softmax probabilities at the level's scale)."""
     import torch
 
     data, test = planted
@@ -130,7 +138,7 @@ def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, 
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
     scales = [1.0, 0.5, 0.25]
     hasher = HPDHHasher(16, scales, epochs=1, lr=0.0, seed=3, initial_centres=initial_centres,
-                        hidden=hidden).fit(X, levels)
+                        hidden=hidden, coarse_loss=coarse_loss).fit(X, levels)
     u = hasher.transform(X)  # the untouched initial layer
     if initial_centres == "random":
         generator = torch.Generator().manual_seed(3)
@@ -141,7 +149,14 @@ def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, 
             children = [np.unique(fine[coarse == g]) for g in range(coarse.max() + 1)]
             centres.append(np.stack([centres[-1][c].mean(axis=0) for c in children]))
     expected = 0.0
-    for s, c, y in zip(scales, centres, levels):
+    for level, (s, c, y) in enumerate(zip(scales, centres, levels)):
+        if coarse_loss == "marginal" and level > 0:
+            logits = -0.5 * s * ((u[:, None, :] - centres[0][None]) ** 2).sum(axis=2)
+            probabilities = np.exp(logits - logits.max(1, keepdims=True))
+            probabilities /= probabilities.sum(1, keepdims=True)
+            group_of_class = np.array([y[levels[0] == k][0] for k in range(48)])
+            expected -= np.mean(np.log((probabilities * (group_of_class[None] == y[:, None])).sum(1)))
+            continue
         logits = -0.5 * s * ((u[:, None, :] - c[None]) ** 2).sum(axis=2)
         log_norm = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
         expected += np.mean(log_norm - logits[np.arange(len(u)), y])
@@ -168,6 +183,8 @@ def test_bad_hashing_input_is_refused(planted):
         HPDHHasher(16, initial_centres="zeros").fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="hidden must be 0"):
         HPDHHasher(16, hidden=-4).fit(data.features, [data.labels])
+    with pytest.raises(TreeseekError, match="coarse_loss must be one of centres, marginal"):
+        HPDHHasher(16, coarse_loss="sideways").fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="one label per row"):
         HPDHHasher(16).fit(data.features, [data.labels[:5]])
     with pytest.raises(TreeseekError, match="packed bytes"):
@@ -226,13 +243,14 @@ def test_hashers_survive_a_save_and_load(planted, tmp_path):
 
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
-    hpdh = HPDHHasher(16, epochs=2, initial_centres="random").fit(data.features[~test], levels)
+    hpdh = HPDHHasher(16, epochs=2, initial_centres="random", coarse_loss="marginal").fit(data.features[~test],
+                                                                                          levels)
     deep = HPDHHasher(16, epochs=2, hidden=8).fit(data.features[~test], levels)
     for hasher in (hpdh, deep, ITQHasher(24).fit(data.features)):
         save_hasher(hasher, tmp_path / "h", data.class_names, data.hierarchy, {"note": 1})
         loaded, names, tree, info = load_hasher(tmp_path / "h")
         assert type(loaded) is type(hasher) and names == data.class_names and tree == data.hierarchy
-        for param in ("initial_centres", "hidden"):
+        for param in ("initial_centres", "hidden", "coarse_loss"):
             assert vars(loaded).get(param) == vars(hasher).get(param)
         assert np.array_equal(loaded.encode(data.features), hasher.encode(data.features)) and info == {"note": 1}
 
@@ -253,10 +271,13 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     save_features(tmp_path / "train.npz", data.features[~test], data.labels[~test], data.class_names)
     save_features(tmp_path / "test.npz", data.features[test], data.labels[test], data.class_names)
     trained = cli("train", tmp_path / "train.npz", "--out", tmp_path / "h", "--bits", "16", "--epochs", "3",
-                  "--no-progress", "--hidden", "8")
+                  "--no-progress", "--hidden", "8", "--coarse-loss", "marginal")
     assert trained.returncode == 0, trained.stderr
     assert cli("encode", tmp_path / "h", tmp_path / "test.npz", "--out", tmp_path / "c.npz").returncode == 0
     assert np.load(tmp_path / "c.npz")["codes"].shape == (test.sum(), 2)
+    from treeseek.hashing.storage import load_hasher
+
+    assert load_hasher(tmp_path / "h")[0].coarse_loss == "marginal"
     assert cli("search", tmp_path / "h", tmp_path / "train.npz", "--query", tmp_path / "test.npz", "-k", "4",
                "--json", tmp_path / "r.json").returncode == 0
     hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
@@ -274,14 +295,14 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     assert selected.returncode == 0, selected.stderr
     weights = [float(part.split()[0]) for part in selected.stdout.split("w=")[1:]]
     assert weights == [1.0, 0.3, 0.1]  # every candidate scored and shown
-    from treeseek.hashing.storage import load_hasher
-
     scales = load_hasher(tmp_path / "s")[0].scales
     assert scales[0] == 1.0 and any(scales[1] == pytest.approx(w / 2) for w in weights)
     bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-weight", "heavy")
     assert bad.returncode == 2 and "--coarse-weight must be a number or 'select'" in bad.stderr
     bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--hidden", "-1")
     assert bad.returncode == 2 and "hidden must be 0" in bad.stderr and "\n" not in bad.stderr.strip()
+    bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-loss", "sideways")
+    assert bad.returncode == 2 and "coarse_loss must be one of" in bad.stderr and "\n" not in bad.stderr.strip()
 
 
 def test_the_coarse_weight_is_chosen_on_validation_and_zero_weight_is_the_single_level_model(planted):

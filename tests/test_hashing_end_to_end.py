@@ -69,10 +69,11 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
     result = cli("--end-to-end", "--backbone", "resnet20", "--weights", weights, "--backbone-out", tmp_path / "bb",
                  "--hierarchy", SHARED / "hierarchies" / "cifar10.paths.tsv", "--epochs", "1", "--bits", "16",
                  "--device", "cpu", "--out", tmp_path / "hasher", "--no-progress", "--initial-centres", "random",
-                 "--hidden", "8")
+                 "--hidden", "8", "--coarse-loss", "marginal")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "bb" / "weights.safetensors").is_file() and (tmp_path / "hasher" / "hasher.json").is_file()
-    assert '"initial_centres": "random"' in (tmp_path / "hasher" / "hasher.json").read_text()
+    saved = (tmp_path / "hasher" / "hasher.json").read_text()
+    assert '"initial_centres": "random"' in saved and '"coarse_loss": "marginal"' in saved
     # the saved hidden layer and backbone give the outputs whose class means the trainer kept as centres
     from treeseek.pipeline import load_images
 

@@ -41,6 +41,9 @@ def train(
                                         "(of the initial layer's outputs) or 'random' (the authors' code)."),
     hidden: int = typer.Option(0, help="hpdh, dcwh: 0 for the authors' linear hash layer, or N for a ReLU layer "
                                "of N units before it (better codes from frozen features)."),
+    coarse_loss: str = typer.Option("centres", help="hpdh: 'centres' (the paper: a softmax over each coarse "
+                                    "level's centres) or 'marginal' (a group's probability is the sum of its "
+                                    "classes'; sibling classes are not pulled together)."),
     end_to_end: bool = typer.Option(False, help="Fine-tune the backbone with the hash layer on the image folder "
                                     "SOURCE (hpdh, dcwh; a GPU is advisable)."),
     backbone: str = typer.Option("efficientnet_lite0", help="With --end-to-end: the backbone to fine-tune."),
@@ -79,7 +82,7 @@ def train(
         levels = hierarchy_level_labels(tree, labels)
         levels = levels[:1] if method == "dcwh" else levels
         params = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                  "initial_centres": initial_centres, "hidden": hidden}
+                  "initial_centres": initial_centres, "hidden": hidden, "coarse_loss": coarse_loss}
         weight = _coarse_weight(coarse_weight, features, labels, tree, bits, params, progress) \
             if method == "hpdh" else 1.0
         hasher = KINDS["hpdh"](bits, level_scales(len(levels), weight), **params)

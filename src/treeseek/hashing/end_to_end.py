@@ -36,6 +36,7 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
     class_levels = hierarchy_level_labels(tree, np.arange(tree.n_leaves))  # group of every class, per level
     scales = hasher.level_scales(len(class_levels))
     parents = parent_maps(class_levels)
+    groups = hasher.class_groups(parents)
     base = load_backbone(backbone_name, weights)
     torch.manual_seed(hasher.seed)
     network = pretrained_network(base, len(train_set.class_names)).to(device)
@@ -77,7 +78,7 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
                 continue
             u = layer((network.features(x.to(device)) - mean) / hasher.std_)
             targets = [torch.as_tensor(level[y.numpy()], device=device) for level in class_levels]
-            loss = hpdh_loss(u, current, targets, scales)
+            loss = hpdh_loss(u, current, targets, scales, groups)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -9,6 +9,10 @@ The first epoch's centres are those means for the initial layer (``initial_centr
 or, as in the authors' code, standard normal draws, independent per level (``"random"``).
 The hash layer is the authors' linear one; ``hidden=N`` puts a ReLU layer of N units before it
 (beyond the paper): frozen features cannot adapt to the codes the way a fine-tuned backbone does.
+``coarse_loss="marginal"`` (beyond the paper) scores a coarse level by the sum of its classes'
+probabilities under the level's scale, as a hierarchical softmax does, instead of a softmax over the
+level's own centres: a coarse centre lies between its children, so pulling towards it pulls sibling
+classes together, whereas the marginal only pushes away from the other groups.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from ..hierarchy import Hierarchy
 from .codes import pack_codes
 
 INITIAL_CENTRES = ("class-means", "random")
+COARSE_LOSSES = ("centres", "marginal")
 
 
 def hierarchy_level_labels(tree: Hierarchy, labels: np.ndarray) -> list[np.ndarray]:
@@ -41,10 +46,12 @@ class HPDHHasher:
 
     def __init__(self, bits: int = 64, scales: Sequence[float] | None = None, epochs: int = 150, lr: float = 1e-3,
                  momentum: float = 0.9, weight_decay: float = 5e-4, milestones: Sequence[int] = (50, 100),
-                 batch_size: int = 64, seed: int = 0, initial_centres: str = "class-means", hidden: int = 0):
+                 batch_size: int = 64, seed: int = 0, initial_centres: str = "class-means", hidden: int = 0,
+                 coarse_loss: str = "centres"):
         self.bits, self.scales, self.epochs, self.lr = bits, scales, epochs, lr
         self.momentum, self.weight_decay, self.milestones = momentum, weight_decay, milestones
         self.batch_size, self.seed, self.initial_centres, self.hidden = batch_size, seed, initial_centres, hidden
+        self.coarse_loss = coarse_loss
 
     def level_scales(self, n_levels: int) -> list[float]:
         scales = list(self.scales) if self.scales is not None else [1.0 / (l + 1) for l in range(n_levels)]
@@ -58,6 +65,8 @@ class HPDHHasher:
         if self.initial_centres not in INITIAL_CENTRES:
             raise TreeseekError(f"initial_centres must be one of {', '.join(INITIAL_CENTRES)}, "
                                 f"got {self.initial_centres!r}")
+        if self.coarse_loss not in COARSE_LOSSES:
+            raise TreeseekError(f"coarse_loss must be one of {', '.join(COARSE_LOSSES)}, got {self.coarse_loss!r}")
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 0:
             raise TreeseekError(f"hidden must be 0 (the linear hash layer) or a number of units, got {self.hidden!r}")
 
@@ -69,6 +78,10 @@ class HPDHHasher:
             return torch.nn.Linear(in_features, self.bits)
         return torch.nn.Sequential(torch.nn.Linear(in_features, self.hidden), torch.nn.ReLU(),
                                    torch.nn.Linear(self.hidden, self.bits))
+
+    def class_groups(self, parents: Sequence[np.ndarray]):
+        """What ``hpdh_loss`` takes as ``class_groups``: None for the paper's coarse loss."""
+        return class_groups(parents) if self.coarse_loss == "marginal" else None
 
     def first_centres(self, class_means: Callable[[], list], n_groups: Sequence[int]) -> list:
         """The first epoch's centres (see ``initial_centres``); ``class_means()`` gives those of the initial
@@ -95,6 +108,7 @@ class HPDHHasher:
         inputs = torch.from_numpy((X - self.mean_) / self.std_)
         targets = [torch.from_numpy(level) for level in levels]
         parents = parent_maps(levels)
+        groups = self.class_groups(parents)
         optimizer, schedule = self.optimizer(layer.parameters())
         generator = np.random.default_rng(self.seed)
 
@@ -107,7 +121,7 @@ class HPDHHasher:
         for _ in tqdm(range(self.epochs), desc="HPDH epochs", disable=not progress):
             total = 0.0
             for batch in np.array_split(generator.permutation(len(X)), max(1, len(X) // self.batch_size)):
-                loss = hpdh_loss(layer(inputs[batch]), centres, [y[batch] for y in targets], scales)
+                loss = hpdh_loss(layer(inputs[batch]), centres, [y[batch] for y in targets], scales, groups)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -147,14 +161,25 @@ class HPDHHasher:
         return pack_codes(self.transform(X))
 
 
-def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float]):
+def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_groups: list | None = None):
     """Sum over levels of softmax cross-entropy on -s_l/2 * squared distances to the level's centres,
-    plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch."""
+    plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch.
+
+    With ``class_groups`` (per coarser level, the group of every fine class) a coarse level's probability
+    is instead the sum of its classes' probabilities in a softmax over the fine centres at scale s_l."""
     import torch
 
-    # one distance computation against every level's centres: fewer, larger operations per step
-    distances = _squared_distances(u, torch.cat(centres)).split([len(c) for c in centres], dim=1)
-    loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * d, y) for s, d, y in zip(scales, distances, targets))
+    if class_groups is None:
+        # one distance computation against every level's centres: fewer, larger operations per step
+        distances = _squared_distances(u, torch.cat(centres)).split([len(c) for c in centres], dim=1)
+        loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * d, y) for s, d, y in zip(scales, distances, targets))
+    else:
+        fine = _squared_distances(u, centres[0])
+        loss = torch.nn.functional.cross_entropy(-0.5 * scales[0] * fine, targets[0])
+        for s, groups, y in zip(scales[1:], class_groups, targets[1:]):
+            logits = -0.5 * s * fine
+            outside = torch.as_tensor(groups, device=u.device)[None, :] != y[:, None]
+            loss = loss + (logits.logsumexp(1) - logits.masked_fill(outside, float("-inf")).logsumexp(1)).mean()
     bits = u.shape[1]
     return loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) / (len(u) * bits)
 
@@ -190,6 +215,15 @@ def parent_maps(levels: Sequence[np.ndarray]) -> list[np.ndarray]:
         parent[fine] = coarse
         maps.append(parent)
     return maps
+
+
+def class_groups(parents: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """For each level above the finest, the group of every fine class (from ``parent_maps``)."""
+    groups, current = [], np.arange(len(parents[0])) if parents else None
+    for parent in parents:
+        current = parent[current]
+        groups.append(current)
+    return groups
 
 
 def _squared_distances(u, centres):

@@ -14,7 +14,7 @@ from .hpdh import HPDHHasher
 HASHER_FORMAT, HASHER_VERSION = "treeseek-hasher", 1
 KINDS = {"hpdh": HPDHHasher, "itq": ITQHasher, "pca": SignPCAHasher}
 PARAMS = {"hpdh": ("bits", "scales", "epochs", "lr", "momentum", "weight_decay", "milestones", "batch_size", "seed",
-                   "initial_centres", "hidden"),
+                   "initial_centres", "hidden", "coarse_loss"),
           "itq": ("bits", "n_iter", "seed"), "pca": ("bits",)}
 
 
