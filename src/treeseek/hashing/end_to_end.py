@@ -36,11 +36,11 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
     class_levels = hierarchy_level_labels(tree, np.arange(tree.n_leaves))  # group of every class, per level
     scales = hasher.level_scales(len(class_levels))
     parents = parent_maps(class_levels)
-    groups = hasher.class_groups(parents)
     base = load_backbone(backbone_name, weights)
     torch.manual_seed(hasher.seed)
     network = pretrained_network(base, len(train_set.class_names)).to(device)
     layer = hasher.hash_head(base.feature_dim).to(device)
+    groups = hasher.class_groups(parents, device)
 
     def outputs(scaled: bool):
         """Eval-mode outputs for every readable training image (features, or hash-layer outputs)."""

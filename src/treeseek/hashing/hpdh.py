@@ -79,9 +79,14 @@ class HPDHHasher:
         return torch.nn.Sequential(torch.nn.Linear(in_features, self.hidden), torch.nn.ReLU(),
                                    torch.nn.Linear(self.hidden, self.bits))
 
-    def class_groups(self, parents: Sequence[np.ndarray]):
-        """What ``hpdh_loss`` takes as ``class_groups``: None for the paper's coarse loss."""
-        return class_groups(parents) if self.coarse_loss == "marginal" else None
+    def class_groups(self, parents: Sequence[np.ndarray], device="cpu"):
+        """What ``hpdh_loss`` takes as ``class_groups``, as tensors on ``device`` (made once, not per step):
+        None for the paper's coarse loss."""
+        import torch
+
+        if self.coarse_loss != "marginal":
+            return None
+        return [torch.as_tensor(groups, device=device) for groups in class_groups(parents)]
 
     def first_centres(self, class_means: Callable[[], list], n_groups: Sequence[int]) -> list:
         """The first epoch's centres (see ``initial_centres``); ``class_means()`` gives those of the initial
@@ -165,7 +170,7 @@ def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_gr
     """Sum over levels of softmax cross-entropy on -s_l/2 * squared distances to the level's centres,
     plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch.
 
-    With ``class_groups`` (per coarser level, the group of every fine class) a coarse level's probability
+    With ``class_groups`` (per coarser level, a tensor of the group of every fine class) a coarse level's probability
     is instead the sum of its classes' probabilities in a softmax over the fine centres at scale s_l."""
     import torch
 
@@ -178,7 +183,7 @@ def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_gr
         loss = torch.nn.functional.cross_entropy(-0.5 * scales[0] * fine, targets[0])
         for s, groups, y in zip(scales[1:], class_groups, targets[1:]):
             logits = -0.5 * s * fine
-            outside = torch.as_tensor(groups, device=u.device)[None, :] != y[:, None]
+            outside = groups[None, :] != y[:, None]
             loss = loss + (logits.logsumexp(1) - logits.masked_fill(outside, float("-inf")).logsumexp(1)).mean()
     bits = u.shape[1]
     return loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) / (len(u) * bits)
