@@ -30,7 +30,7 @@ from treeseek.persistence import atomic_write_json
 from treeseek.search import cosine_distances
 
 BITS = (16, 32, 48, 64)
-METHODS = ("hpdh", "hpdh-marginal", "hpdh-visual", "dcwh", "itq", "pca")
+METHODS = ("hpdh", "hpdh-marginal", "hpdh-outside", "hpdh-visual", "dcwh", "itq", "pca")
 
 
 def main() -> None:
@@ -72,6 +72,9 @@ def main() -> None:
             "hpdh-marginal": ("HPDH, marginal coarse loss (WordNet levels)",
                               HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs, coarse_loss="marginal"),
                               levels["taxonomy"], False),
+            "hpdh-outside": ("HPDH, outside coarse loss (WordNet levels)",
+                             HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs, coarse_loss="outside"),
+                             levels["taxonomy"], False),
             "hpdh-visual": ("HPDH (visual hierarchy levels)", HPDHHasher(bits, scales["visual"], epochs=args.epochs),
                             levels["visual"], True),
             "dcwh": ("single level (DCWH)", HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"][:1],

@@ -19,7 +19,7 @@ from bench_images import DATASETS, train_test_features
 
 from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes
-from treeseek.hashing.hpdh import INITIAL_CENTRES
+from treeseek.hashing.hpdh import COARSE_LOSSES, INITIAL_CENTRES
 from treeseek.hashing.selection import level_scales
 from treeseek.persistence import atomic_write_json
 
@@ -35,16 +35,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--initial-centres", default="class-means", choices=INITIAL_CENTRES)
     parser.add_argument("--hidden", type=int, default=0, help="hidden ReLU units before the hash layer (0: linear)")
+    parser.add_argument("--coarse-loss", default="centres", choices=COARSE_LOSSES, help="HPDH's coarse loss")
+    parser.add_argument("--methods", default="hpdh,dcwh", help="which of hpdh, dcwh to train")
     parser.add_argument("--json")
     args = parser.parse_args()
     _, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
     levels = hierarchy_level_labels(taxonomy, y)
-    methods = {"HPDH (WordNet levels)": levels, "single level (DCWH)": levels[:1]}
+    known = {"hpdh": ("HPDH (WordNet levels)", levels), "dcwh": ("single level (DCWH)", levels[:1])}
+    picked = args.methods.split(",")
+    if unknown := set(picked) - set(known):
+        parser.error(f"unknown methods: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    methods = dict(known[key] for key in picked)
     rows = []
     for seed in map(int, args.seeds.split(",")):
         for method, method_levels in methods.items():
             hasher = HPDHHasher(args.bits, level_scales(len(method_levels), args.coarse_weight), args.epochs,
-                                seed=seed, initial_centres=args.initial_centres, hidden=args.hidden)
+                                seed=seed, initial_centres=args.initial_centres, hidden=args.hidden,
+                                coarse_loss=args.coarse_loss)
             started = time.perf_counter()
             hasher.fit(X, method_levels)
             seconds = time.perf_counter() - started
@@ -60,7 +67,7 @@ def main() -> None:
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
                                       "epochs": args.epochs, "initial_centres": args.initial_centres,
-                                      "hidden": args.hidden, "rows": rows})
+                                      "hidden": args.hidden, "coarse_loss": args.coarse_loss, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def mahp(data, test, hasher, k=250):
 @pytest.mark.parametrize("bits, initial_centres, coarse_loss", [(16, "class-means", "centres"),
                                                                 (32, "class-means", "centres"),
                                                                 (16, "random", "centres"),
-                                                                (16, "class-means", "marginal")])
+                                                                (16, "class-means", "marginal"),
+                                                                (16, "class-means", "outside")])
 def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits, initial_centres, coarse_loss):
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
@@ -125,12 +126,14 @@ def test_training_is_deterministic_under_a_seed(planted):
 @pytest.mark.parametrize("initial_centres, hidden, coarse_loss", [("class-means", 0, "centres"),
                                                                   ("random", 0, "centres"),
                                                                   ("class-means", 8, "centres"),
-                                                                  ("class-means", 0, "marginal")])
+                                                                  ("class-means", 0, "marginal"),
+                                                                  ("class-means", 0, "outside")])
 def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, initial_centres, hidden, coarse_loss):
     """With lr = 0 the layer stays as initialised, so the first epoch's mean loss is the loss of the
     initial outputs against the first centres, written out here in numpy (with a hidden layer this
     also checks that ``transform`` computes what training saw; with the marginal coarse loss, a coarse
-    level's probability is the sum of its member classes' softmax probabilities at the level's scale)."""
+    level's probability is the sum of its member classes' softmax probabilities at the level's scale; with
+    the outside loss, the own class's probability in a softmax that leaves out the other member classes)."""
     import torch
 
     data, test = planted
@@ -150,12 +153,18 @@ def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, 
             centres.append(np.stack([centres[-1][c].mean(axis=0) for c in children]))
     expected = 0.0
     for level, (s, c, y) in enumerate(zip(scales, centres, levels)):
-        if coarse_loss == "marginal" and level > 0:
+        if coarse_loss != "centres" and level > 0:
             logits = -0.5 * s * ((u[:, None, :] - centres[0][None]) ** 2).sum(axis=2)
+            group_of_class = np.array([y[levels[0] == k][0] for k in range(48)])
+            in_group = group_of_class[None] == y[:, None]
+            if coarse_loss == "outside":
+                kept = ~in_group | (np.arange(48)[None] == levels[0][:, None])
+                weights = np.exp(logits - logits.max(1, keepdims=True)) * kept
+                expected -= np.mean(np.log(weights[np.arange(len(u)), levels[0]] / weights.sum(1)))
+                continue
             probabilities = np.exp(logits - logits.max(1, keepdims=True))
             probabilities /= probabilities.sum(1, keepdims=True)
-            group_of_class = np.array([y[levels[0] == k][0] for k in range(48)])
-            expected -= np.mean(np.log((probabilities * (group_of_class[None] == y[:, None])).sum(1)))
+            expected -= np.mean(np.log((probabilities * in_group).sum(1)))
             continue
         logits = -0.5 * s * ((u[:, None, :] - c[None]) ** 2).sum(axis=2)
         log_norm = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
@@ -183,7 +192,7 @@ def test_bad_hashing_input_is_refused(planted):
         HPDHHasher(16, initial_centres="zeros").fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="hidden must be 0"):
         HPDHHasher(16, hidden=-4).fit(data.features, [data.labels])
-    with pytest.raises(TreeseekError, match="coarse_loss must be one of centres, marginal"):
+    with pytest.raises(TreeseekError, match="coarse_loss must be one of centres, marginal, outside"):
         HPDHHasher(16, coarse_loss="sideways").fit(data.features, [data.labels])
     with pytest.raises(TreeseekError, match="one label per row"):
         HPDHHasher(16).fit(data.features, [data.labels[:5]])
@@ -271,13 +280,13 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     save_features(tmp_path / "train.npz", data.features[~test], data.labels[~test], data.class_names)
     save_features(tmp_path / "test.npz", data.features[test], data.labels[test], data.class_names)
     trained = cli("train", tmp_path / "train.npz", "--out", tmp_path / "h", "--bits", "16", "--epochs", "3",
-                  "--no-progress", "--hidden", "8", "--coarse-loss", "marginal")
+                  "--no-progress", "--hidden", "8", "--coarse-loss", "outside")
     assert trained.returncode == 0, trained.stderr
     assert cli("encode", tmp_path / "h", tmp_path / "test.npz", "--out", tmp_path / "c.npz").returncode == 0
     assert np.load(tmp_path / "c.npz")["codes"].shape == (test.sum(), 2)
     from treeseek.hashing.storage import load_hasher
 
-    assert load_hasher(tmp_path / "h")[0].coarse_loss == "marginal"
+    assert load_hasher(tmp_path / "h")[0].coarse_loss == "outside"
     assert cli("search", tmp_path / "h", tmp_path / "train.npz", "--query", tmp_path / "test.npz", "-k", "4",
                "--json", tmp_path / "r.json").returncode == 0
     hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]

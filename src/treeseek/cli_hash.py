@@ -42,8 +42,9 @@ def train(
     hidden: int = typer.Option(0, help="hpdh, dcwh: 0 for the authors' linear hash layer, or N for a ReLU layer "
                                "of N units before it (better codes from frozen features)."),
     coarse_loss: str = typer.Option("centres", help="hpdh: 'centres' (the paper: a softmax over each coarse "
-                                    "level's centres) or 'marginal' (a group's probability is the sum of its "
-                                    "classes'; sibling classes are not pulled together)."),
+                                    "level's centres), 'marginal' (a group's probability is the sum of its "
+                                    "classes') or 'outside' (a softmax over the own class and the classes "
+                                    "outside its group: pushes groups apart, never pulls siblings together)."),
     end_to_end: bool = typer.Option(False, help="Fine-tune the backbone with the hash layer on the image folder "
                                     "SOURCE (hpdh, dcwh; a GPU is advisable)."),
     backbone: str = typer.Option("efficientnet_lite0", help="With --end-to-end: the backbone to fine-tune."),

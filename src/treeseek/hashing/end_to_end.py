@@ -78,7 +78,7 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
                 continue
             u = layer((network.features(x.to(device)) - mean) / hasher.std_)
             targets = [torch.as_tensor(level[y.numpy()], device=device) for level in class_levels]
-            loss = hpdh_loss(u, current, targets, scales, groups)
+            loss = hpdh_loss(u, current, targets, scales, groups, hasher.coarse_loss)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -12,7 +12,11 @@ The hash layer is the authors' linear one; ``hidden=N`` puts a ReLU layer of N u
 ``coarse_loss="marginal"`` (beyond the paper) scores a coarse level by the sum of its classes'
 probabilities under the level's scale, as a hierarchical softmax does, instead of a softmax over the
 level's own centres: a coarse centre lies between its children, so pulling towards it pulls sibling
-classes together, whereas the marginal only pushes away from the other groups.
+classes together, whereas the marginal only pushes away from the other groups. Its gradient
+still pulls towards the group's probable classes, siblings included; ``coarse_loss="outside"`` (also
+beyond the paper) removes that pull: a coarse level is a softmax at the level's scale over the fine
+centres of the image's own class and of the classes outside its group, so it pulls towards the own
+class and pushes away from other groups only, a wider margin between groups than between siblings.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from ..hierarchy import Hierarchy
 from .codes import pack_codes
 
 INITIAL_CENTRES = ("class-means", "random")
-COARSE_LOSSES = ("centres", "marginal")
+COARSE_LOSSES = ("centres", "marginal", "outside")
 
 
 def hierarchy_level_labels(tree: Hierarchy, labels: np.ndarray) -> list[np.ndarray]:
@@ -84,7 +88,7 @@ class HPDHHasher:
         None for the paper's coarse loss."""
         import torch
 
-        if self.coarse_loss != "marginal":
+        if self.coarse_loss == "centres":
             return None
         return [torch.as_tensor(groups, device=device) for groups in class_groups(parents)]
 
@@ -126,7 +130,8 @@ class HPDHHasher:
         for _ in tqdm(range(self.epochs), desc="HPDH epochs", disable=not progress):
             total = 0.0
             for batch in np.array_split(generator.permutation(len(X)), max(1, len(X) // self.batch_size)):
-                loss = hpdh_loss(layer(inputs[batch]), centres, [y[batch] for y in targets], scales, groups)
+                loss = hpdh_loss(layer(inputs[batch]), centres, [y[batch] for y in targets], scales, groups,
+                                 self.coarse_loss)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -166,12 +171,14 @@ class HPDHHasher:
         return pack_codes(self.transform(X))
 
 
-def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_groups: list | None = None):
+def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_groups: list | None = None,
+              coarse_loss: str = "marginal"):
     """Sum over levels of softmax cross-entropy on -s_l/2 * squared distances to the level's centres,
     plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch.
 
     With ``class_groups`` (per coarser level, a tensor of the group of every fine class) a coarse level's probability
-    is instead the sum of its classes' probabilities in a softmax over the fine centres at scale s_l."""
+    is instead, in a softmax over the fine centres at scale s_l, the sum of its classes' probabilities
+    (``coarse_loss="marginal"``) or the own class's probability with its siblings left out (``"outside"``)."""
     import torch
 
     if class_groups is None:
@@ -181,10 +188,15 @@ def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_gr
     else:
         fine = _squared_distances(u, centres[0])
         loss = torch.nn.functional.cross_entropy(-0.5 * scales[0] * fine, targets[0])
+        own_class = torch.arange(fine.shape[1], device=u.device)[None, :] == targets[0][:, None]
         for s, groups, y in zip(scales[1:], class_groups, targets[1:]):
             logits = -0.5 * s * fine
-            outside = groups[None, :] != y[:, None]
-            loss = loss + (logits.logsumexp(1) - logits.masked_fill(outside, float("-inf")).logsumexp(1)).mean()
+            in_group = groups[None, :] == y[:, None]
+            if coarse_loss == "outside":
+                siblings = in_group & ~own_class
+                loss = loss + torch.nn.functional.cross_entropy(logits.masked_fill(siblings, float("-inf")), targets[0])
+            else:
+                loss = loss + (logits.logsumexp(1) - logits.masked_fill(~in_group, float("-inf")).logsumexp(1)).mean()
     bits = u.shape[1]
     return loss + (10 * torch.relu(u.abs() - 1.1).sum() + 0.1 * ((torch.sign(u) - u) ** 2).sum()) / (len(u) * bits)
 
