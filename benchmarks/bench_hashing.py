@@ -6,7 +6,7 @@ Run:  .venv/bin/python benchmarks/bench_hashing.py caltech101 --json bench-outpu
 Protocol of HPDH: queries are the test split, the database is the train split; codes are trained on
 the train split's frozen backbone features (the same features as bench_images.py, from its cache).
 Methods (``--methods``): HPDH with the WordNet taxonomy's levels (``hpdh``), the same with the marginal
-coarse loss (``hpdh-marginal``, beyond the paper), HPDH with the levels of the visual hierarchy that
+or the outside coarse loss (``hpdh-marginal``, ``hpdh-outside``, beyond the paper), HPDH with the levels of the visual hierarchy that
 treeseek learns, cut by height (``hpdh-visual``), the single-level version (``dcwh``), ``itq`` and
 sign-of-PCA (``pca``), and always the float features ranked by cosine distance. Metrics use the
 WordNet taxonomy; the rows that the visual hierarchy's levels are compared on (float, HPDH with visual
@@ -66,15 +66,14 @@ def main() -> None:
     on_visual_tree(rows[-1], float_distances)
     print(json.dumps(rows[-1]), flush=True)
     for bits in map(int, args.bits.split(",")):
+        def on_wordnet(coarse_loss: str) -> tuple:
+            return HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs, coarse_loss=coarse_loss), \
+                levels["taxonomy"], False
+
         hashers = {
-            "hpdh": ("HPDH (WordNet levels)", HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs),
-                     levels["taxonomy"], False),
-            "hpdh-marginal": ("HPDH, marginal coarse loss (WordNet levels)",
-                              HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs, coarse_loss="marginal"),
-                              levels["taxonomy"], False),
-            "hpdh-outside": ("HPDH, outside coarse loss (WordNet levels)",
-                             HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs, coarse_loss="outside"),
-                             levels["taxonomy"], False),
+            "hpdh": ("HPDH (WordNet levels)", *on_wordnet("centres")),
+            "hpdh-marginal": ("HPDH, marginal coarse loss (WordNet levels)", *on_wordnet("marginal")),
+            "hpdh-outside": ("HPDH, outside coarse loss (WordNet levels)", *on_wordnet("outside")),
             "hpdh-visual": ("HPDH (visual hierarchy levels)", HPDHHasher(bits, scales["visual"], epochs=args.epochs),
                             levels["visual"], True),
             "dcwh": ("single level (DCWH)", HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"][:1],

@@ -172,28 +172,27 @@ class HPDHHasher:
 
 
 def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_groups: list | None = None,
-              coarse_loss: str = "marginal"):
+              coarse_loss: str = "centres"):
     """Sum over levels of softmax cross-entropy on -s_l/2 * squared distances to the level's centres,
     plus the authors' |u| <= 1.1 and quantisation penalties, per element of the batch.
 
-    With ``class_groups`` (per coarser level, a tensor of the group of every fine class) a coarse level's probability
-    is instead, in a softmax over the fine centres at scale s_l, the sum of its classes' probabilities
-    (``coarse_loss="marginal"``) or the own class's probability with its siblings left out (``"outside"``)."""
+    The other coarse losses need ``class_groups`` (per coarser level, a tensor of the group of every fine class): a
+    coarse level's probability is then, in a softmax over the fine centres at scale s_l, the sum of its classes'
+    probabilities (``"marginal"``) or the own class's probability with its siblings left out (``"outside"``)."""
     import torch
 
-    if class_groups is None:
+    if coarse_loss == "centres":
         # one distance computation against every level's centres: fewer, larger operations per step
         distances = _squared_distances(u, torch.cat(centres)).split([len(c) for c in centres], dim=1)
         loss = sum(torch.nn.functional.cross_entropy(-0.5 * s * d, y) for s, d, y in zip(scales, distances, targets))
     else:
         fine = _squared_distances(u, centres[0])
         loss = torch.nn.functional.cross_entropy(-0.5 * scales[0] * fine, targets[0])
-        own_class = torch.arange(fine.shape[1], device=u.device)[None, :] == targets[0][:, None]
         for s, groups, y in zip(scales[1:], class_groups, targets[1:]):
             logits = -0.5 * s * fine
             in_group = groups[None, :] == y[:, None]
             if coarse_loss == "outside":
-                siblings = in_group & ~own_class
+                siblings = in_group & ~torch.nn.functional.one_hot(targets[0], len(groups)).bool()
                 loss = loss + torch.nn.functional.cross_entropy(logits.masked_fill(siblings, float("-inf")), targets[0])
             else:
                 loss = loss + (logits.logsumexp(1) - logits.masked_fill(~in_group, float("-inf")).logsumexp(1)).mean()
