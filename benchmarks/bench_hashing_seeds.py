@@ -3,7 +3,8 @@
 Run:  .venv/bin/python benchmarks/bench_hashing_seeds.py cifar10 --bits 16 --seeds 0,1,2
 
 Trains HPDH (WordNet levels, coarse weight w) and the single-level codes (DCWH) once per seed on the
-train split's frozen features, with the protocol of bench_hashing.py (test queries, train database,
+train split's frozen features (``--coarse-weight select`` first chooses w from ``--weight-grid`` by
+validation mAHP@250 of codes of the same length and loss, per seed, as ``treeseek hash train`` does), with the protocol of bench_hashing.py (test queries, train database,
 Hamming ties in a fixed random order). Besides mAP, mAHP@250 and nDCG it prints mAHP@250's two parts:
 precision@250 (the share of the top 250 in the query's class) and the mean WordNet similarity of the
 other results, plus the mean and standard deviation over seeds.
@@ -20,7 +21,7 @@ from bench_images import DATASETS, train_test_features
 from treeseek.hashing import HPDHHasher, hierarchy_level_labels
 from treeseek.hashing.evaluation import evaluate_codes
 from treeseek.hashing.hpdh import COARSE_LOSSES, INITIAL_CENTRES
-from treeseek.hashing.selection import level_scales
+from treeseek.hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.persistence import atomic_write_json
 
 METRICS = ("map", "mahp@250", "ndcg@1-100", "precision@250", "wrong similarity@250")
@@ -31,7 +32,9 @@ def main() -> None:
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--bits", type=int, default=16)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--coarse-weight", type=float, default=1.0)
+    parser.add_argument("--coarse-weight", default="1", help="w of the coarse scales, or 'select'")
+    parser.add_argument("--weight-grid", default=",".join(map(str, COARSE_WEIGHTS)),
+                        help="the weights that --coarse-weight select chooses from")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--initial-centres", default="class-means", choices=INITIAL_CENTRES)
     parser.add_argument("--hidden", type=int, default=0, help="hidden ReLU units before the hash layer (0: linear)")
@@ -39,6 +42,8 @@ def main() -> None:
     parser.add_argument("--methods", default="hpdh,dcwh", help="which of hpdh, dcwh to train")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.coarse_weight != "select" and not args.coarse_weight.replace(".", "", 1).isdigit():
+        parser.error(f"--coarse-weight must be a number or 'select', got {args.coarse_weight!r}")
     _, X, y, Q, yq, taxonomy = train_test_features(args.dataset)
     levels = hierarchy_level_labels(taxonomy, y)
     known = {"hpdh": ("HPDH (WordNet levels)", levels), "dcwh": ("single level (DCWH)", levels[:1])}
@@ -46,17 +51,26 @@ def main() -> None:
     if unknown := set(picked) - set(known):
         parser.error(f"unknown methods: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
     methods = dict(known[key] for key in picked)
-    rows = []
+    params = {"epochs": args.epochs, "initial_centres": args.initial_centres, "hidden": args.hidden,
+              "coarse_loss": args.coarse_loss}
+    rows, selections = [], []
     for seed in map(int, args.seeds.split(",")):
+        weight = float(args.coarse_weight) if args.coarse_weight != "select" else None
+        if weight is None and "hpdh" in picked:
+            started = time.perf_counter()
+            grid = [float(w) for w in args.weight_grid.split(",")]
+            weight, records = select_coarse_weight(X, y, taxonomy, args.bits, grid, seed=seed, **params)
+            selections.append({"seed": seed, "coarse_weight": weight, "records": records,
+                               "seconds": round(time.perf_counter() - started, 1)})
+            print(json.dumps(selections[-1]), flush=True)
         for method, method_levels in methods.items():
-            hasher = HPDHHasher(args.bits, level_scales(len(method_levels), args.coarse_weight), args.epochs,
-                                seed=seed, initial_centres=args.initial_centres, hidden=args.hidden,
-                                coarse_loss=args.coarse_loss)
+            hasher = HPDHHasher(args.bits, level_scales(len(method_levels), weight or 1.0), seed=seed, **params)
             started = time.perf_counter()
             hasher.fit(X, method_levels)
             seconds = time.perf_counter() - started
             scores = evaluate_codes(hasher.encode(Q), hasher.encode(X), yq, y, taxonomy)
-            rows.append({"method": method, "seed": seed, "train_seconds": round(seconds, 1), **scores})
+            rows.append({"method": method, "seed": seed, "coarse_weight": weight if len(method_levels) > 1 else None,
+                         "train_seconds": round(seconds, 1), **scores})
             print(json.dumps(rows[-1]), flush=True)
     print(f"\n| method, {args.bits} bits | seeds | " + " | ".join(METRICS) + " |\n|---|---|"
           + "---|" * len(METRICS))
@@ -66,6 +80,7 @@ def main() -> None:
         print(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
+                                      "weight_selection": selections,
                                       "epochs": args.epochs, "initial_centres": args.initial_centres,
                                       "hidden": args.hidden, "coarse_loss": args.coarse_loss, "rows": rows})
 

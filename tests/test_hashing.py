@@ -306,8 +306,14 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     assert weights == [1.0, 0.3, 0.1]  # every candidate scored and shown
     scales = load_hasher(tmp_path / "s")[0].scales
     assert scales[0] == 1.0 and any(scales[1] == pytest.approx(w / 2) for w in weights)
-    bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-weight", "heavy")
-    assert bad.returncode == 2 and "--coarse-weight must be a number or 'select'" in bad.stderr
+    gridded = cli("train", tmp_path / "train.npz", "--out", tmp_path / "g", "--bits", "16", "--epochs", "2",
+                  "--coarse-weight", "select:2,0.5")
+    assert gridded.returncode == 0, gridded.stderr
+    assert [float(part.split()[0]) for part in gridded.stdout.split("w=")[1:]] == [2.0, 0.5]
+    assert load_hasher(tmp_path / "g")[0].scales[1] in (pytest.approx(1.0), pytest.approx(0.25))
+    for text in ("heavy", "select:2,x", "select:-1"):
+        bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-weight", text)
+        assert bad.returncode == 2 and "--coarse-weight must be" in bad.stderr and "\n" not in bad.stderr.strip()
     bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--hidden", "-1")
     assert bad.returncode == 2 and "hidden must be 0" in bad.stderr and "\n" not in bad.stderr.strip()
     bad = cli("train", tmp_path / "train.npz", "--out", tmp_path / "x", "--coarse-loss", "sideways")

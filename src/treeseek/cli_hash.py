@@ -14,7 +14,7 @@ from .features import align_labels, load_features
 from .hashing import HammingIndex, hierarchy_level_labels
 from .hashing.evaluation import evaluate_codes
 from .hashing.hpdh import group_counts
-from .hashing.selection import level_scales, select_coarse_weight
+from .hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from .hashing.storage import KINDS, load_hasher, save_hasher
 from .hierarchy import Hierarchy, load_taxonomy
 from .persistence import atomic_save_npz, atomic_write_json
@@ -36,7 +36,8 @@ def train(
     batch_size: int = typer.Option(64, help="Training batch size (hpdh, dcwh)."),
     seed: int = typer.Option(0, help="Random seed: training is deterministic under it."),
     coarse_weight: str = typer.Option("1", help="hpdh: w in the coarse levels' scales s_l = w/(l+1) (1: the "
-                                      "paper's), or 'select' to choose it from 1, 0.3, 0.1 on a validation split."),
+                                      "paper's), or 'select' to choose it from 1, 0.3, 0.1 on a validation split, or "
+                                      "'select:W1,W2,...' to choose it from the weights given."),
     initial_centres: str = typer.Option("class-means", help="hpdh, dcwh: the first epoch's centres, 'class-means' "
                                         "(of the initial layer's outputs) or 'random' (the authors' code)."),
     hidden: int = typer.Option(0, help="hpdh, dcwh: 0 for the authors' linear hash layer, or N for a ReLU layer "
@@ -107,18 +108,24 @@ def train(
 
 
 def _coarse_weight(text: str, features, labels, tree, bits: int, params: dict, progress: bool) -> float:
-    if text == "select":
+    if text == "select" or text.startswith("select:"):
         if features is None:
             raise TreeseekError("--coarse-weight select needs frozen features: with --end-to-end give a number")
-        weight, records = select_coarse_weight(features, labels, tree, bits, **params)
+        grid = [_weight(part) for part in text[len("select:"):].split(",")] if ":" in text else COARSE_WEIGHTS
+        weight, records = select_coarse_weight(features, labels, tree, bits, grid, **params)
         if progress:
             typer.echo("coarse weight on validation: " + ", ".join(f"w={r['coarse_weight']:g} mAHP@250 "
                                                                    f"{r['mahp@250']:.4f}" for r in records))
         return weight
+    return _weight(text)
+
+
+def _weight(text: str) -> float:
     try:
         weight = float(text)
     except ValueError:
-        raise TreeseekError(f"--coarse-weight must be a number or 'select', got {text!r}") from None
+        raise TreeseekError(f"--coarse-weight must be a number, 'select' or 'select:W1,W2,...', got {text!r}") \
+            from None
     if not weight >= 0:
         raise TreeseekError(f"--coarse-weight must be >= 0, got {text}")
     return weight
