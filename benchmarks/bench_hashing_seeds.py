@@ -3,11 +3,12 @@
 Run:  .venv/bin/python benchmarks/bench_hashing_seeds.py cifar10 --bits 16 --seeds 0,1,2
 
 Trains HPDH (WordNet levels, coarse weight w) and the single-level codes (DCWH) once per seed on the
-train split's frozen features (``--coarse-weight select`` first chooses w from ``--weight-grid`` by
-validation mAHP@250 of codes of the same length and loss, per seed, as ``treeseek hash train`` does), with the protocol of bench_hashing.py (test queries, train database,
-Hamming ties in a fixed random order). Besides mAP, mAHP@250 and nDCG it prints mAHP@250's two parts:
-precision@250 (the share of the top 250 in the query's class) and the mean WordNet similarity of the
-other results, plus the mean and standard deviation over seeds.
+train split's frozen features, with the protocol of bench_hashing.py (test queries, train database,
+Hamming ties in a fixed random order). ``--coarse-weight select`` first chooses w from
+``--weight-grid`` by validation mAHP@250 of codes of the same length and loss, per seed, as
+``treeseek hash train --coarse-weight select:W1,W2,...`` does. Besides mAP, mAHP@250 and nDCG it
+prints mAHP@250's two parts: precision@250 (the share of the top 250 in the query's class) and the
+mean WordNet similarity of the other results, plus the mean and standard deviation over seeds.
 """
 from __future__ import annotations
 
