@@ -188,11 +188,13 @@ def hpdh_loss(u, centres: list, targets: list, scales: Sequence[float], class_gr
     else:
         fine = _squared_distances(u, centres[0])
         loss = torch.nn.functional.cross_entropy(-0.5 * scales[0] * fine, targets[0])
+        own_class = torch.nn.functional.one_hot(targets[0], fine.shape[1]).bool() if coarse_loss == "outside" \
+            else None
         for s, groups, y in zip(scales[1:], class_groups, targets[1:]):
             logits = -0.5 * s * fine
             in_group = groups[None, :] == y[:, None]
-            if coarse_loss == "outside":
-                siblings = in_group & ~torch.nn.functional.one_hot(targets[0], len(groups)).bool()
+            if own_class is not None:
+                siblings = in_group & ~own_class
                 loss = loss + torch.nn.functional.cross_entropy(logits.masked_fill(siblings, float("-inf")), targets[0])
             else:
                 loss = loss + (logits.logsumexp(1) - logits.masked_fill(~in_group, float("-inf")).logsumexp(1)).mean()
