@@ -6,12 +6,12 @@ Run:  .venv/bin/python benchmarks/bench_hashing.py caltech101 --json bench-outpu
 Protocol of HPDH: queries are the test split, the database is the train split; codes are trained on
 the train split's frozen backbone features (the same features as bench_images.py, from its cache).
 Methods (``--methods``): HPDH with the WordNet taxonomy's levels (``hpdh``), the same with the marginal
-or the outside coarse loss (``hpdh-marginal``, ``hpdh-outside``, beyond the paper), HPDH with the levels of the visual hierarchy that
-treeseek learns, cut by height (``hpdh-visual``), the single-level version (``dcwh``), ``itq`` and
-sign-of-PCA (``pca``), and always the float features ranked by cosine distance. Metrics use the
-WordNet taxonomy; the rows that the visual hierarchy's levels are compared on (float, HPDH with visual
-levels, DCWH) are also scored on that tree ("visual" columns), since codes trained for one tree are
-meant to preserve that tree.
+or the outside coarse loss (``hpdh-marginal``, ``hpdh-outside``, beyond the paper), HPDH with the levels
+of the visual hierarchy that treeseek learns, cut by height (``hpdh-visual``), the single-level version
+(``dcwh``), ``itq`` and sign-of-PCA (``pca``), and always the float features ranked by cosine distance.
+Metrics use the WordNet taxonomy; the rows that the visual hierarchy's levels are compared on (float,
+HPDH with visual levels, DCWH) are also scored on that tree ("visual" columns), since codes trained for
+one tree are meant to preserve that tree.
 """
 from __future__ import annotations
 

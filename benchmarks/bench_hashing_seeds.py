@@ -54,18 +54,20 @@ def main() -> None:
     methods = dict(known[key] for key in picked)
     params = {"epochs": args.epochs, "initial_centres": args.initial_centres, "hidden": args.hidden,
               "coarse_loss": args.coarse_loss}
+    fixed_weight = None if args.coarse_weight == "select" else float(args.coarse_weight)
+    grid = [float(w) for w in args.weight_grid.split(",")]
     rows, selections = [], []
     for seed in map(int, args.seeds.split(",")):
-        weight = float(args.coarse_weight) if args.coarse_weight != "select" else None
+        weight = fixed_weight
         if weight is None and "hpdh" in picked:
             started = time.perf_counter()
-            grid = [float(w) for w in args.weight_grid.split(",")]
             weight, records = select_coarse_weight(X, y, taxonomy, args.bits, grid, seed=seed, **params)
             selections.append({"seed": seed, "coarse_weight": weight, "records": records,
                                "seconds": round(time.perf_counter() - started, 1)})
             print(json.dumps(selections[-1]), flush=True)
         for method, method_levels in methods.items():
-            hasher = HPDHHasher(args.bits, level_scales(len(method_levels), weight or 1.0), seed=seed, **params)
+            scales = level_scales(len(method_levels), 1.0 if weight is None else weight)
+            hasher = HPDHHasher(args.bits, scales, seed=seed, **params)
             started = time.perf_counter()
             hasher.fit(X, method_levels)
             seconds = time.perf_counter() - started
