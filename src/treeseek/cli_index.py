@@ -1,16 +1,16 @@
 """``treeseek index ...``: create, grow, shrink, refit and check a persistent index of feature vectors."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
 from .errors import TreeseekError
 from .features import align_labels, load_features
 from .hierarchy.builders import parse_threshold
-from .index import DTYPES, TreeIndex
+from .index import DEFAULT_WAIT_SECONDS, DTYPES, TreeIndex
 from .model import TreeseekModel
 from .search import BACKENDS
 
@@ -18,6 +18,10 @@ index_app = typer.Typer(no_args_is_help=True, help="Persistent indexes: create, 
 
 PARAM_HELP = "Backend parameter NAME=VALUE (repeatable): nlist, nprobe (faiss-ivf); m, ef_construction, ef_search " \
              "(faiss-hnsw); min_ann_items (both)."
+
+
+WAIT_OPTION = typer.Option(DEFAULT_WAIT_SECONDS, "--wait", min=0, metavar="SECONDS",
+                           help="How long to wait for another process that is changing the index (0: fail at once).")
 
 
 def parse_params(pairs: list[str] | None) -> dict:
@@ -62,12 +66,13 @@ def create(
 def add(
     directory: Path = typer.Argument(..., help="Index directory."),
     features: Path = typer.Argument(..., help="Features of the new items (.npz)."),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Add items; each is placed at its leaf by Mahalanobis distance, without rebuilding anything."""
-    index = TreeIndex.open(directory)
-    vectors, labels, sources = _labelled_items(features, index.model)
-    ids = index.add(vectors, labels, sources)
-    index.save(directory)
+    with TreeIndex.updating(directory, wait=wait) as index:
+        vectors, labels, sources = _labelled_items(features, index.model)
+        ids = index.add(vectors, labels, sources)
+        index.save(directory)
     typer.echo(f"added ids {ids[0]}..{ids[-1]}; {len(index)} items")
 
 
@@ -79,23 +84,27 @@ def add_images(
                                            help="Each image's class is the name of its folder (a class of the "
                                                 "model); without it, images are unlabelled and placed by the model."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Embed new images with the index's own network and add them; images already in the index are skipped."""
-    from .image_index import ImageIndex
+    from .image_index import FEATURE_CACHE, ImageIndex
     from .images.datasets import image_files
 
-    index = ImageIndex.load(directory)
     files = image_files(paths)
     if not files:
         raise TreeseekError("no image files in the given paths")
-    indexed = index.sources()
-    new = [file for file in files if file not in indexed]
-    if new:
-        labels = [Path(file).parent.name for file in new] if class_from_folder else None
-        ids, unreadable = index.add_images(new, labels, progress)
-        index.save(directory)
-        typer.echo(f"added {len(ids)} image(s), ids {ids[0]}..{ids[-1]}" +
-                   (f"; skipped {len(unreadable)} unreadable" if unreadable else ""))
+    with ImageIndex.updating(directory, wait=wait) as index:
+        indexed = index.sources()
+        new = [file for file in files if file not in indexed]
+        if new:
+            labels = [Path(file).parent.name for file in new] if class_from_folder else None
+            # features are kept in the index directory as they are computed: a killed run resumes where it stopped
+            cache = directory / FEATURE_CACHE
+            ids, unreadable = index.add_images(new, labels, progress, cache_dir=cache)
+            index.save(directory)
+            shutil.rmtree(cache, ignore_errors=True)  # the index holds them now
+            typer.echo(f"added {len(ids)} image(s), ids {ids[0]}..{ids[-1]}" +
+                       (f"; skipped {len(unreadable)} unreadable" if unreadable else ""))
     typer.echo(f"{len(files) - len(new)} of the {len(files)} image(s) were in the index already; "
                f"{len(index.index)} items")
 
@@ -104,16 +113,17 @@ def add_images(
 def prune(
     directory: Path = typer.Argument(..., help="Index directory built from images ('treeseek run')."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, and remove nothing."),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Remove the items whose image file is gone (deleted or moved since it was added)."""
     from .image_index import ImageIndex
 
-    index = ImageIndex.load(directory)
-    outcome = index.prune(dry_run)
-    for item_id, path in outcome["removed"].items():
-        typer.echo(f"  {item_id}  {path}")
-    if outcome["removed"] and not dry_run:
-        index.save(directory)
+    with ImageIndex.updating(directory, wait=wait) as index:
+        outcome = index.prune(dry_run)
+        for item_id, path in outcome["removed"].items():
+            typer.echo(f"  {item_id}  {path}")
+        if outcome["removed"] and not dry_run:
+            index.save(directory)
     typer.echo(f"{'would remove' if dry_run else 'removed'} {len(outcome['removed'])} of {outcome['checked']} "
                f"item(s) whose image file is gone; {len(index.index)} items" +
                (f" ({outcome['unchecked']} with relative paths not checked)" if outcome["unchecked"] else ""))
@@ -123,11 +133,12 @@ def prune(
 def remove(
     directory: Path = typer.Argument(..., help="Index directory."),
     ids: List[int] = typer.Argument(..., help="Ids of the items to remove."),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Remove items by id; they never show up in a result again."""
-    index = TreeIndex.open(directory)
-    index.remove(np.asarray(ids))
-    index.save(directory)
+    with TreeIndex.updating(directory, wait=wait) as index:
+        index.remove(ids)
+        index.save(directory)
     typer.echo(f"removed {len(set(ids))}; {len(index)} items")
 
 
@@ -137,23 +148,24 @@ def refit(
     threshold: Optional[str] = typer.Option(None, help="New visual-builder t (default: keep)."),
     alpha: Optional[float] = typer.Option(None, help="New default alpha (default: keep)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Fit the model again on the labelled items in the index, and re-place every item."""
-    index = TreeIndex.open(directory)
     params = {name: value for name, value in (("threshold", threshold), ("alpha", alpha)) if value is not None}
     if "threshold" in params:
         params["threshold"] = parse_threshold(params["threshold"])
-    index.refit(progress, **params)
-    index.save(directory, progress)
+    with TreeIndex.updating(directory, wait=wait) as index:
+        index.refit(progress, **params)
+        index.save(directory, progress)
     typer.echo(f"refitted: tree shape {index.model.fit_info_['tree_shape']}; {len(index)} items")
 
 
 @index_app.command("compact")
-def compact(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
+def compact(directory: Path = typer.Argument(..., help="Index directory."), wait: float = WAIT_OPTION) -> None:
     """Rewrite all segments as one, dropping removed items."""
-    index = TreeIndex.open(directory)
-    index.compact(progress=True)
-    index.save(directory, progress=True)
+    with TreeIndex.updating(directory, wait=wait) as index:
+        index.compact(progress=True)
+        index.save(directory, progress=True)
     typer.echo(f"{len(index)} items in one segment")
 
 
@@ -162,11 +174,13 @@ def set_backend(
     directory: Path = typer.Argument(..., help="Index directory."),
     backend: str = typer.Argument(..., help=f"One of {', '.join(BACKENDS)}."),
     param: Optional[List[str]] = typer.Option(None, help=PARAM_HELP),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Switch the search backend (builds its structure, e.g. an HNSW graph)."""
-    index = TreeIndex.open(directory)
-    index.set_backend(backend, progress=True, **parse_params(param))
-    index.save(directory, progress=True)
+    params = parse_params(param)
+    with TreeIndex.updating(directory, wait=wait) as index:
+        index.set_backend(backend, progress=True, **params)
+        index.save(directory, progress=True)
     typer.echo(f"backend {backend} {index.backend['params']}")
 
 
@@ -175,15 +189,17 @@ def attach_codes(
     directory: Path = typer.Argument(..., help="Index directory."),
     hasher: Optional[Path] = typer.Argument(None, help="Hasher directory from 'treeseek hash train'."),
     drop: bool = typer.Option(False, "--drop", help="Remove the stored codes instead."),
+    wait: float = WAIT_OPTION,
 ) -> None:
     """Store every item's packed binary code from a hasher, for 'treeseek search --hamming'."""
     from .hashing.storage import load_hasher
 
     if (hasher is None) != drop:
         raise TreeseekError("give a hasher directory, or --drop")
-    index = TreeIndex.open(directory)
-    index.set_hasher(None if drop else load_hasher(hasher)[0], progress=True)
-    index.save(directory, progress=True)
+    loaded = None if drop else load_hasher(hasher)[0]
+    with TreeIndex.updating(directory, wait=wait) as index:
+        index.set_hasher(loaded, progress=True)
+        index.save(directory, progress=True)
     typer.echo(f"{directory}: codes dropped" if drop else f"{directory}: {len(index)} codes of {index.hasher.bits} bits")
 
 

@@ -7,14 +7,17 @@ embedded the collection. Collections held in memory rather than in files
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from .errors import TreeseekError
-from .index import TreeIndex, is_index, read_manifest
+from .index import DEFAULT_WAIT_SECONDS, TreeIndex, is_index, read_manifest
 from .model import TreeseekModel
+
+FEATURE_CACHE = "feature-cache"  # folder of an index directory: features of images being added, until saved
 
 if TYPE_CHECKING:  # the backbones import torch: loaded only when an image is to be embedded
     from .backbones import Backbone
@@ -48,7 +51,17 @@ class ImageIndex:
 
     @classmethod
     def load(cls, directory: str | Path) -> "ImageIndex":
-        index = TreeIndex.open(directory)
+        return cls._of(TreeIndex.open(directory), directory)
+
+    @classmethod
+    @contextlib.contextmanager
+    def updating(cls, directory: str | Path, *, wait: float = DEFAULT_WAIT_SECONDS) -> Iterator["ImageIndex"]:
+        """``TreeIndex.updating`` for an index of images: the writer lock is held from the read to the save."""
+        with TreeIndex.updating(directory, wait=wait) as index:
+            yield cls._of(index, directory)
+
+    @classmethod
+    def _of(cls, index: TreeIndex, directory: str | Path) -> "ImageIndex":
         if "backbone" not in index.extra_:
             raise TreeseekError(f"{directory} is an index of feature vectors, not of images (it has no backbone)")
         return cls(index, index.extra_["backbone"])
@@ -74,11 +87,12 @@ class ImageIndex:
             return None
 
     def add_images(self, files: Sequence[str], labels: Sequence[str] | None = None,
-                   progress: bool = False) -> tuple[np.ndarray, list[str]]:
+                   progress: bool = False, cache_dir: str | Path | None = None) -> tuple[np.ndarray, list[str]]:
         """Embed image files with the index's own backbone and add them: ``(new ids, unreadable files)``.
 
         ``labels`` are class names, or None: the images are then unlabelled, and shown as the leaf they are
-        placed at. Unreadable files are skipped with a warning, as when the index was built."""
+        placed at. Unreadable files are skipped with a warning, as when the index was built. ``cache_dir``
+        keeps the features as they are computed (``extract_features``), so an interrupted call resumes."""
         from .extraction import extract_features
         from .images.datasets import ImageSet
 
@@ -90,7 +104,7 @@ class ImageIndex:
                                     f"e.g. {', '.join(names[:3])})")
         files = [str(Path(file).absolute()) for file in files]
         images = ImageSet(files, np.full(len(files), -1), list(names), np.full(len(files), "all"))
-        features, kept, _ = extract_features(self.backbone(), images, progress=progress)
+        features, kept, _ = extract_features(self.backbone(), images, cache_dir=cache_dir, progress=progress)
         if not kept.any():
             raise TreeseekError(f"none of the {len(files)} image(s) could be read")
         kept_labels = None if labels is None else np.asarray(labels, dtype=str)[kept]

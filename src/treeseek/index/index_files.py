@@ -4,6 +4,8 @@ Friends of ``TreeIndex``: they keep its record of which files in its home direct
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +15,22 @@ from .. import __version__
 from ..errors import TreeseekError
 from ..hashing.storage import load_hasher, save_hasher
 from ..model import TreeseekModel
-from ..persistence import atomic_write_json
+from ..persistence import atomic_write_bytes
 from .storage import (
+    DEFAULT_WAIT_SECONDS,
     INDEX_FORMAT,
     INDEX_VERSION,
     check_size,
-    exclusive_lock,
     file_sha256,
     load_checked_array,
+    manifest_digest,
     map_array,
     new_token,
-    read_manifest,
+    own_name,
+    read_manifest_and_digest,
     save_array,
     sweep,
+    writer_lock,
 )
 from .stored_segment import StoredSegment
 
@@ -33,8 +38,12 @@ from .stored_segment import StoredSegment
 def write_index(index, directory: Path, progress: bool) -> None:
     """Write what the directory lacks, commit the manifest atomically, then sweep what it no longer names."""
     (directory / "segments").mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(directory):
+    with writer_lock(directory, wait=DEFAULT_WAIT_SECONDS):  # a save waits for another save to commit
         same_home = index._home is not None and index._home.resolve() == directory.resolve()
+        if same_home and index._manifest_digest is not None and manifest_digest(directory) != index._manifest_digest:
+            # another writer committed after this index was read: saving would silently undo its change
+            raise TreeseekError(f"{directory} was changed by another writer after it was opened; nothing was saved "
+                                f"(open it again and repeat the change, holding the writer lock throughout)")
         if not same_home:
             index._model_name = index._hasher_name = None
             index._written = {}
@@ -61,8 +70,9 @@ def write_index(index, directory: Path, progress: bool) -> None:
             "next_id": int(index.next_id_), "n_items": len(index),
             "segments": entries, "removed": removed, "attachments": attachments, "extra": index.extra_,
         }
-        atomic_write_json(directory / "manifest.json", manifest)
-        index._home = directory
+        data = (json.dumps(manifest, indent=2) + "\n").encode()
+        atomic_write_bytes(directory / "manifest.json", data)
+        index._home, index._manifest_digest = directory, hashlib.sha256(data).hexdigest()
         keep = {index._model_name, index._hasher_name, *(f"segments/{e['name']}" for e in entries),
                 *(a["file"] for a in attachments.values())}
         if removed:
@@ -84,14 +94,15 @@ def _array_file(index, directory: Path, stem: str, array: np.ndarray) -> dict:
 
 def read_index(cls, directory: Path):
     """An instance of ``cls`` (``TreeIndex``) over the index saved in ``directory``."""
-    meta = read_manifest(directory)
+    meta, digest = read_manifest_and_digest(directory)
     try:
-        model = TreeseekModel.load(directory / meta["model"])
+        model = TreeseekModel.load(directory / own_name(meta["model"], "the model"))
         if model.input_dim_ != meta["dim"]:
             raise TreeseekError(f"{directory}: the model expects {model.input_dim_} dimensions, the index "
                                 f"holds {meta['dim']}")
         index = cls(model, meta["dtype"], meta["backend"]["name"], **meta["backend"]["params"])
         if meta.get("hasher"):
+            own_name(meta["hasher"], "the hasher")
             index.hasher, index._hasher_name = load_hasher(directory / meta["hasher"])[0], meta["hasher"]
         code_bytes = index.hasher.bits // 8 if index.hasher is not None else 0
         index.segments_ = [StoredSegment.read(directory / "segments", entry, model.hierarchy_, meta["dim"],
@@ -100,16 +111,17 @@ def read_index(cls, directory: Path):
         index.next_id_ = int(meta["next_id"])
         index.extra_ = dict(meta.get("extra") or {})
         if meta.get("removed"):
-            removed = load_checked_array(directory / meta["removed"]["file"], meta["removed"])
+            removed = load_checked_array(directory / own_name(meta["removed"]["file"], "a file"), meta["removed"])
             index._written["removed"] = (meta["removed"]["file"], removed, meta["removed"])
             index.remove(removed)
         for key, entry in (meta.get("attachments") or {}).items():
-            array = map_array(directory / entry["file"], entry, tuple(entry["shape"]), entry["dtype"])
+            array = map_array(directory / own_name(entry["file"], "a file"), entry, tuple(entry["shape"]),
+                              entry["dtype"])
             index.attachments_[key] = array
             index._written[f"attachment-{key}"] = (entry["file"], array, entry)
     except (KeyError, TypeError) as exc:
         raise TreeseekError(f"{directory}/manifest.json is incomplete: missing {exc}") from None
-    index._home, index._model_name = directory, meta["model"]
+    index._home, index._model_name, index._manifest_digest = directory, meta["model"], digest
     return index
 
 

@@ -23,15 +23,22 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
+import logging
 import os
+import re
 import secrets
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import TreeseekError
 from ..persistence import _fsync_directory, current_umask, read_json
+
+logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "treeseek-index"
 INDEX_VERSION = 2
@@ -169,16 +176,48 @@ def sweep(directory: Path, keep: set[str]) -> None:
 
 
 def read_manifest(directory: Path) -> dict:
+    return read_manifest_and_digest(directory)[0]
+
+
+def read_manifest_and_digest(directory: Path) -> tuple[dict, str]:
+    """The manifest, and the SHA-256 of the very bytes it was parsed from (what a writer compares at commit)."""
     if not directory.is_dir():
         raise TreeseekError(f"index directory not found: {directory}")
-    meta = read_json(directory / "manifest.json", "index manifest")
+    path = directory / "manifest.json"
+    try:
+        data = path.read_bytes()
+        meta = json.loads(data)
+    except FileNotFoundError:
+        raise TreeseekError(f"index manifest not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TreeseekError(f"index manifest {path} is corrupt: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") not in (INDEX_FORMAT, "treeseek-image-index"):
         raise TreeseekError(f"{directory} is not a treeseek index")
     if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
         raise TreeseekError(f"{directory} was written in index format {meta.get('version')} by treeseek "
                             f"{meta.get('treeseek_version', '0.1')}; this treeseek reads format {INDEX_VERSION}. "
                             f"Build it again (treeseek run, or treeseek index create)")
-    return meta
+    return meta, hashlib.sha256(data).hexdigest()
+
+
+def manifest_digest(directory: Path) -> str | None:
+    """SHA-256 of the manifest now on disk (None when there is none)."""
+    try:
+        return hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+_OWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def own_name(value, what: str) -> str:
+    """A file or folder name taken from a manifest: one plain path component, never '..', '/...' or empty.
+
+    Names are joined to the index directory, so an edited manifest must not point outside it."""
+    if not isinstance(value, str) or not _OWN_NAME.fullmatch(value) or ".." in value:
+        raise TreeseekError(f"index manifest names {what} {value!r}, which is not a file of the index")
+    return value
 
 
 def is_index(directory: str | Path) -> bool:
@@ -206,15 +245,52 @@ def check_target(directory: Path) -> None:
                                 f"overwrite it")
 
 
+DEFAULT_WAIT_SECONDS = 300.0  # how long a writer waits for another by default before it gives up
+_POLL_SECONDS = 0.05
+_held_locks: dict[tuple, int] = {}  # (thread, index directory) whose writer lock is held -> nesting depth
+
+
 @contextlib.contextmanager
-def exclusive_lock(directory: Path):
-    """One writer at a time: a second save into the same directory fails instead of interleaving."""
-    with open(directory / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TreeseekError(f"another process is writing {directory}") from None
+def writer_lock(directory: Path, wait: float = 0.0):
+    """Hold the index's writer lock: one writer at a time, from the moment it reads until it commits.
+
+    A writer opens the index, changes it and saves it inside one ``writer_lock``; a second writer
+    waits up to ``wait`` seconds (0: not at all) and then fails with one line, so that it never saves
+    over a state it did not read. The lock is re-entrant within a process: ``save`` takes it again
+    without blocking on itself. Readers never take it.
+    """
+    key = (threading.get_ident(), os.path.realpath(directory))
+    if _held_locks.get(key):
+        _held_locks[key] += 1
         try:
             yield
         finally:
+            _held_locks[key] -= 1
+        return
+    with open(directory / ".lock", "a") as handle:
+        _acquire(handle, directory, wait)
+        _held_locks[key] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[key]
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _acquire(handle, directory: Path, wait: float) -> None:
+    deadline = time.monotonic() + max(0.0, wait)
+    announced = False
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                waited = f" after waiting {wait:g} s" if wait > 0 else ""
+                raise TreeseekError(f"another process is writing {directory}{waited}; try again when it has "
+                                    f"finished (--wait SECONDS waits longer)") from None
+            if not announced:
+                logger.warning("waiting for another process that is writing %s (up to %g s)", directory, wait)
+                announced = True
+            time.sleep(_POLL_SECONDS)
+

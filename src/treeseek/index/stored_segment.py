@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import TreeseekError
 from ..hierarchy import Hierarchy
 from ..search import Segment, make_backend
-from .storage import SMALL_ARRAYS, load_checked_array, map_array, read_checked, write_directory
+from .storage import SMALL_ARRAYS, load_checked_array, map_array, own_name, read_checked, write_directory
 
 ANN_FILE = "ann.faiss"
 CODES_FILE = "codes.npy"
@@ -104,7 +104,7 @@ class StoredSegment:
     def read(cls, segments_dir: Path, entry: dict, tree: Hierarchy, dim: int, dtype, backend_spec,
              code_bytes: int = 0) -> "StoredSegment":
         try:
-            name, n, files = entry["name"], int(entry["n"]), entry["files"]
+            name, n, files = own_name(entry["name"], "a segment"), int(entry["n"]), entry["files"]
             folder = segments_dir / name
             arrays = {key: load_checked_array(folder / f"{key}.npy", files[f"{key}.npy"]) for key in SMALL_ARRAYS}
             blob = read_checked(folder / "sources.bin", files["sources.bin"])

@@ -9,9 +9,10 @@ the model again on the stored items and rebuilds everything.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,7 +27,7 @@ from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
 from .code_search import hamming_topk, rerank_candidates
 from .index_files import read_index, verify_index, write_index
 from .soft_search import soft_topk
-from .storage import check_target
+from .storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
 from .stored_segment import StoredSegment
 
 DTYPES = ("float32", "float16")
@@ -54,6 +55,7 @@ class TreeIndex:
         self.attachments_: dict = {}     # name -> array saved beside the index (e.g. thumbnails' pixels)
         self.hasher = None               # binary hasher whose packed codes are stored per item (set_hasher)
         self._home: Path | None = None   # directory whose files the saved segments are
+        self._manifest_digest: str | None = None  # of the manifest this index was read from or last saved as
         self._model_name: str | None = None
         self._hasher_name: str | None = None
         self._written: dict = {}         # stem -> (file, array, manifest entry) of array files already in _home
@@ -111,7 +113,7 @@ class TreeIndex:
     def remove(self, ids) -> None:
         """Remove items by id; an id that is not in the index is an error and nothing is removed."""
         self._flush()
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = _id_array(ids)
         rows = self._live_rows(ids)
         found = _held(rows, len(ids))
         if not found.all():
@@ -317,9 +319,41 @@ class TreeIndex:
         """Read the manifest, the model and the small per-item arrays; the vectors stay on disk, memory-mapped."""
         return read_index(cls, Path(directory))
 
+    @classmethod
+    @contextlib.contextmanager
+    def updating(cls, directory: str | Path, *, wait: float = DEFAULT_WAIT_SECONDS) -> Iterator["TreeIndex"]:
+        """Open the index for a change: the writer lock is held from the read until the ``save`` inside.
+
+        Parameters
+        ----------
+        directory : str or Path
+            The index directory.
+        wait : float
+            Seconds to wait for another writer to finish (0: fail at once with one line).
+
+        Yields
+        ------
+        TreeIndex
+            The index as committed when the lock was taken; call ``save(directory)`` before leaving.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise TreeseekError(f"index directory not found: {directory}")
+        with writer_lock(directory, wait):
+            yield cls.open(directory)
+
     def verify(self, progress: bool = False) -> None:
         """Check the checksum of every saved file, the vectors and FAISS structures included."""
         verify_index(self, progress)
+
+def _id_array(ids) -> np.ndarray:
+    """Item ids as sorted unique int64; an id no index can hold (beyond int64) is reported as missing."""
+    values = [int(i) for i in np.ravel(np.asarray(ids, dtype=object))] if np.ndim(ids) else [int(ids)]
+    outside = [i for i in values if not -(2**63) <= i < 2**63]
+    if outside:
+        raise TreeseekError(f"item {outside[0]} is not in the index")
+    return np.unique(np.asarray(values, dtype=np.int64))
+
 
 def _held(rows: list[np.ndarray], n: int) -> np.ndarray:
     """Whether some segment holds each of n ids alive, from ``_live_rows``."""
