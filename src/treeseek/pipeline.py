@@ -103,7 +103,10 @@ def run_main_job(
     _log(f"{len(images)} images, {len(names)} classes; backbone {backbone.name} ({backbone.feature_dim}-d)")
 
     features, kept, stats = extract_features(backbone, images, batch_size, out / "cache", progress)
+    unreadable = [str(item) if isinstance(item, str) else f"item {i}"
+                  for i, item in enumerate(images.items) if not kept[i]]
     images = images.subset(kept)
+    images.skipped = [*images.skipped, *unreadable]  # the report lists both kinds of skipped file
     train, test = images.splits == "train", images.splits == "test"
     ids = images.ids()
     for split, mask in (("train", train), ("test", test)):
@@ -128,6 +131,8 @@ def run_main_job(
     sources = np.array(images.items if in_files else ids, dtype=str)  # a file path, or the dataset's own key
     pixels = None if in_files else np.stack([images.items[i] for i in np.flatnonzero(train)])
     index = ImageIndex.build(model, backbone, weights, features[train], sources[train], images.labels[train], pixels)
+    if in_files and images.root:  # the server shows files relative to it, not as paths on its disks
+        index.index.extra_["image_root"] = str(Path(images.root).absolute())
     index.save(out / "index")
 
     result = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),
