@@ -40,13 +40,18 @@ class Backbone:
     weights_digest: str
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """Resize the shorter side, centre-crop, scale to [0, 1], normalise: a 3 x S x S float32 array."""
+        """Resize the shorter side, centre-crop, scale to [0, 1], normalise: a 3 x S x S float32 array.
+
+        The crop is taken before resampling (``resize`` with a source box), with the same scale and
+        centre as resizing the whole image and cropping after: the same pixels, but memory that does
+        not grow with the aspect ratio (a 20000 x 1 strip would otherwise become 5,120,000 x 256)."""
         width, height = image.size
         scale = self.resize_size / min(width, height)
         size = (max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale)))
-        image = image.resize(size, Image.BILINEAR)
         left, top = (size[0] - self.input_size) // 2, (size[1] - self.input_size) // 2
-        image = image.crop((left, top, left + self.input_size, top + self.input_size))
+        step_x, step_y = width / size[0], height / size[1]  # source pixels per resized pixel, per axis
+        box = (left * step_x, top * step_y, (left + self.input_size) * step_x, (top + self.input_size) * step_y)
+        image = image.resize((self.input_size, self.input_size), Image.BILINEAR, box=box)
         array = np.asarray(image, dtype=np.float32) / 255.0
         return ((array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).transpose(2, 0, 1)
 
