@@ -68,8 +68,13 @@ class FeatureSet:
         return self.labels
 
 
+# Larger values make squared lengths, variances and covariances overflow float64 over big collections
+# (and lengths overflow the float32 the index stores); no network's features come near it.
+MAX_FEATURE_MAGNITUDE = 1e15
+
+
 def check_features(features, source: str = "features") -> np.ndarray:
-    """An N x d float array with N, d >= 1 and no NaN or infinity."""
+    """An N x d float array with N, d >= 1, no NaN or infinity, and no value beyond ``MAX_FEATURE_MAGNITUDE``."""
     array = np.asarray(features)
     if array.dtype.kind not in "fiu":
         raise TreeseekError(f"{source}: features must be numbers, got {array.dtype}")
@@ -82,7 +87,14 @@ def check_features(features, source: str = "features") -> np.ndarray:
         if bad.any():
             row = int(np.flatnonzero(bad.any(axis=1))[0])
             raise TreeseekError(f"{source}: features contain NaN or infinite values (first in row {row})")
+        huge = np.abs(array) > MAX_FEATURE_MAGNITUDE if float(np.finfo(array.dtype).max) > MAX_FEATURE_MAGNITUDE else None
+        if huge is not None and huge.any():
+            row = int(np.flatnonzero(huge.any(axis=1))[0])
+            raise TreeseekError(f"{source}: features hold values beyond ±{MAX_FEATURE_MAGNITUDE:g} (first in row {row}, "
+                                f"{np.abs(array[row]).max():.3g}); rescale them")
     else:
+        if array.size and np.abs(array).max() > MAX_FEATURE_MAGNITUDE:
+            raise TreeseekError(f"{source}: features hold values beyond ±{MAX_FEATURE_MAGNITUDE:g}; rescale them")
         array = array.astype(np.float32)
     return array
 

@@ -8,6 +8,7 @@ loadable model. Nothing is pickled.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,8 @@ from .hierarchy.builders import make_builder
 from .persistence import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
 from .search import HierarchicalIndex
 from .statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
+
+logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "treeseek-model"
 MODEL_VERSION = 1
@@ -81,6 +84,16 @@ class TreeseekModel:
         empty = np.flatnonzero(np.bincount(y, minlength=n_classes) == 0)
         if len(empty):
             raise TreeseekError(f"class '{names[empty[0]]}' has no training samples")
+        spread = float(np.ptp(X, axis=0).max())
+        if spread == 0:
+            raise TreeseekError(f"training features: all {len(X)} vectors are the same, so there is nothing to learn "
+                                f"(were they extracted from blank images, or by a broken network?)")
+        if not np.var(X, axis=0, dtype=np.float64).sum() > 0:  # the squares underflow
+            raise TreeseekError(f"training features vary too little to measure (at most {spread:.3g}); rescale them")
+        constant = int(np.sum(np.ptp(X, axis=0) == 0))
+        if constant:
+            logger.warning("%d of the %d feature dimensions are the same in every training vector; they carry "
+                           "nothing and PCA drops them", constant, X.shape[1])
         self.pca_ = VariancePCA(self.variance, self.max_components).fit(X)
         Z = self.pca_.transform(X)
         self.gaussians_ = ClassGaussians(self.covariance).fit(Z, y, n_classes)

@@ -112,17 +112,30 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 
 def load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` into memory, refusing pickled objects."""
+    if not _starts_like_zip(path, what):  # numpy would try to unpickle it, and say so
+        raise TreeseekError(f"{what} {path} is not a .npz file (a zip archive of .npy arrays, as numpy.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise TreeseekError(f"{what} not found: {path}") from None
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise TreeseekError(f"{what} {path} holds pickled objects, which treeseek never loads") from None
         raise TreeseekError(f"{what} {path} is not a readable .npz file: {exc}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise TreeseekError(f"{what} {path} is not a readable .npz file: {exc}") from None
+
+
+def _starts_like_zip(path: str | os.PathLike, what: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except FileNotFoundError:
+        raise TreeseekError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise TreeseekError(f"{what} {path} is a directory, not a .npz file") from None
+    except OSError as exc:
+        raise TreeseekError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    return start in (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first entry, or an empty archive
 
 
 def _fsync_directory(directory: Path) -> None:

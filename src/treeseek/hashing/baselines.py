@@ -18,6 +18,9 @@ class SignPCAHasher:
         X = check_features(X, "training features").astype(np.float64)
         if self.bits % 8 or not 0 < self.bits <= X.shape[1]:
             raise TreeseekError(f"bits must be a multiple of 8 between 8 and the feature dimension {X.shape[1]}")
+        if self.bits > len(X):  # the SVD finds at most one direction per sample
+            raise TreeseekError(f"{self.bits} bits need at least {self.bits} training samples (principal directions), "
+                                f"got {len(X)}")
         self.mean_ = X.mean(axis=0)
         self.components_ = np.linalg.svd(X - self.mean_, full_matrices=False)[2][: self.bits]
         self.rotation_ = np.eye(self.bits)

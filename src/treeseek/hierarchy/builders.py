@@ -179,6 +179,10 @@ class LinkageHierarchyBuilder:
             condensed = squareform(np.maximum(distances, 0.0), checks=False)
         else:
             condensed = pdist(gaussians.means_, metric=self.distance)
+        if not np.isfinite(condensed).all():  # cosine of a class whose mean is the overall mean (zero)
+            raise TreeseekError(f"the {self.distance} distance between class means is undefined for some classes "
+                                f"(a class mean at the origin of PCA space); choose another distance, e.g. "
+                                f"{self.method}:{self.levels or 8}:euclidean")
         if self.names_weight > 0:
             condensed = _mixed(condensed, name_distances(names, self.name_model, self.name_template),
                                self.names_weight)

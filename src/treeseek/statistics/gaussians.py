@@ -44,6 +44,9 @@ class ClassGaussians:
         np.add.at(means, y, X)
         means /= counts[:, None]
         centred = X - means[y]
+        if not np.any(centred):  # Mahalanobis distances need a covariance that is not zero
+            raise TreeseekError("no class varies: every class has a single training sample, or identical ones; "
+                                "the class Gaussians need classes with at least two different samples")
         pooled, _ = ledoit_wolf(centred, assume_centered=True)
         self.means_ = means
         self.counts_ = counts
