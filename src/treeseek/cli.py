@@ -1,6 +1,7 @@
 """Command-line interface. Bad input ends with one ``error:`` line and exit status 2."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -295,7 +296,12 @@ def serve(
     index_dir: Path = typer.Argument(..., help="An index directory ('treeseek run' writes OUT/index)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    max_upload_mb: float = typer.Option(20.0, help="Largest query image accepted, in MB."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest image search accepted (all its images), in MB; "
+                                        "refused while it is read."),
+    max_megapixels: float = typer.Option(40.0, help="Largest query image accepted, in megapixels (checked before "
+                                         "decoding)."),
+    show_paths: bool = typer.Option(False, "--show-paths", help="Report items' files as paths on this machine "
+                                    "(by default relative to the collection's folder)."),
     cors_origin: Optional[List[str]] = typer.Option(None, help="A web origin (https://host:port, or *) whose pages "
                                                     "may call the API (repeatable; none by default)."),
     milvus: Optional[str] = MILVUS_OPTION,
@@ -318,20 +324,49 @@ def serve(
     if workers < 1:
         raise TreeseekError(f"--workers must be at least 1, got {workers}")
     target = milvus_target(index_dir, milvus, collection, milvus_param, token) if milvus else None
+    if max_upload_mb <= 0 or max_megapixels <= 0:
+        raise TreeseekError("--max-upload-mb and --max-megapixels must be positive")
     settings = {"directory": str(index_dir.absolute()), "max_upload_mb": max_upload_mb,
-                "cors_origins": list(cors_origin or ()), "access_token": access_token or None}
+                "cors_origins": list(cors_origin or ()), "access_token": access_token or None,
+                "max_megapixels": max_megapixels, "show_paths": show_paths}
     application = create_app(**settings, milvus=target)  # a bad index or engine fails here, in one line
     _check_can_listen(host, port)
     if not access_token and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without an access token: whoever reaches this port can search "
                    f"the index and see its pictures (set TREESEEK_SERVER_TOKEN)", err=True)
-    typer.echo(f"treeseek: serving {index_dir} at http://{host}:{port}/ with {workers} process(es) (Ctrl+C stops)")
+    typer.echo(f"treeseek: starting {workers} process(es) for {index_dir}...")
+    # announced once the port answers: with several workers, each first imports and opens everything
+    _announce_when_answering(host, port, f"treeseek: serving {index_dir} at http://{host}:{port}/ with {workers} "
+                                         f"process(es) (Ctrl+C stops)")
     if workers == 1:
         uvicorn.run(application, host=host, port=port, log_level="warning")
     else:
         from .server.processes import run_workers
 
         run_workers({**settings, "milvus": target._asdict() if target else None}, host, port, workers)
+
+
+def _announce_when_answering(host: str, port: int, message: str, timeout: float = 600.0) -> None:
+    """Print ``message`` from a background thread as soon as the server answers HTTP on the port."""
+    import http.client
+    import threading
+    import time
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        address = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        while time.monotonic() < deadline:
+            try:
+                connection = http.client.HTTPConnection(address, port, timeout=2)
+                connection.request("GET", "/api/info")
+                connection.getresponse().read()
+                connection.close()
+                typer.echo(message)
+                return
+            except OSError:
+                time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True, name="treeseek-announce").start()
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -353,7 +388,26 @@ app.add_typer(hash_app, name="hash")
 app.add_typer(engine_app, name="engine")
 
 
+class _StderrHandler(logging.Handler):
+    """Library log records as the command line's own lines (``warning: ...``), on whatever stderr is now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        sys.stderr.write(f"{record.levelname.lower()}: {message}\n" if record.levelno >= logging.WARNING else
+                         f"{message}\n")
+        sys.stderr.flush()
+
+
+def configure_logging() -> None:
+    logger = logging.getLogger("treeseek")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main() -> None:
+    configure_logging()
     try:
         app()
     except TreeseekError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, List, Optional, Sequence
 
 import numpy as np
-from fastapi import FastAPI, File, Query, UploadFile
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,11 +28,15 @@ from ..images.decoding import UnreadableImage, load_rgb
 from ..index import INDEX_METHODS
 from ..plots import hierarchy_picture
 from ..querying import CodeSearch, search_described, search_like_items, search_report
+from .limits import BodyLimit, SignInThrottle, shown_source
 from .live_index import LiveIndex
 
 THUMBNAIL_PIXELS = 256
 TOKEN_COOKIE = "treeseek_token"
 MAX_IMAGES = 64  # per request: the images are embedded as one batch
+MAX_FEATURE_ROWS = 1000  # per request to /api/search/features
+MAX_JSON_MB = 32.0  # the largest JSON body: 1,000 rows of 1,280 numbers fit
+DEFAULT_MAX_MEGAPIXELS = 40.0  # a 40-megapixel phone photo passes; a decompression bomb does not
 ItemId = Annotated[int, PathParameter(ge=0, le=2**62, description="An item id of the index.")]
 
 
@@ -43,7 +47,7 @@ class SignIn(BaseModel):
 class FeatureQuery(BaseModel):
     """Query vectors in the index's feature space, and how to rank."""
 
-    features: List[List[float]]
+    features: List[List[float]] = Field(max_length=MAX_FEATURE_ROWS)
     names: Optional[List[str]] = None
     k: int = Field(10, ge=1, le=10_000)
     method: str = "soft"
@@ -54,8 +58,13 @@ class FeatureQuery(BaseModel):
 
 
 def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins: Sequence[str] = (),
-               milvus=None, access_token: str | None = None) -> FastAPI:
+               milvus=None, access_token: str | None = None, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+               show_paths: bool = False) -> FastAPI:
     """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here).
+
+    ``max_upload_mb``: the largest body of an image search (all its images together), enforced while it is
+    read; ``max_megapixels``: the largest image accepted, checked from its header before it is decoded.
+    ``show_paths``: report items' files as paths on the server (by default, relative to the collection).
 
     ``cors_origins``: web origins (``https://host:port``, or ``*``) whose pages may call the API; none by default.
     ``milvus``: a ``MilvusTarget`` whose collection ('treeseek engine push') ranks instead of the index.
@@ -64,20 +73,26 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
     live = LiveIndex(directory, milvus)
     if milvus is not None:
         live.engine(live.index.model, "soft").connect()  # an unreachable engine or a missing collection fails here
-    max_bytes = int(max_upload_mb * 2**20)
+    max_bytes = round(max_upload_mb * 2**20)
+    max_pixels = int(max_megapixels * 1e6)
+    json_bytes = int(max(MAX_JSON_MB, max_upload_mb) * 2**20)
     # /docs loads its scripts from a package, not from a CDN, so it works where the server has no internet;
     # ReDoc is left out: its page fetches a logo from its CDN all the same
     app = FastAPIOffline(redoc_url=None, title="treeseek", version=__version__,
                          description="Hierarchy-aware image retrieval: results right visually and semantically.")
     tree_pictures: dict[int, bytes] = {}
+    app.add_middleware(BodyLimit, limit_for=lambda path: max_bytes if path == "/api/search" else json_bytes)
     if access_token:  # added before CORS, so that CORS wraps it and answers preflights without a token
-        app.middleware("http")(_token_guard(access_token))
+        throttle = SignInThrottle()
+        app.middleware("http")(_token_guard(access_token, throttle))
 
         @app.post("/api/session", status_code=204, response_class=Response)
-        def sign_in(body: SignIn) -> Response:
+        def sign_in(body: SignIn, request: Request) -> Response:
             """Check the access token and keep it in an HTTP-only cookie, for the page and its pictures."""
             if not secrets.compare_digest(body.token.encode(), access_token.encode()):
+                throttle.failed(_client(request))
                 raise HTTPException(401, "wrong access token")
+            throttle.succeeded(_client(request))
             signed_in = Response(status_code=204)
             signed_in.set_cookie(TOKEN_COOKIE, body.token, httponly=True, samesite="strict")
             return signed_in
@@ -137,8 +152,8 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
             live.refresh()
             if live.images is None:
                 raise TreeseekError("this index holds feature vectors, not images: POST them to /api/search/features")
-            queries = live.images.embed([_decoded(upload, max_bytes) for upload in images])
-            return _search(live, queries, names, k, method, alpha, codes)
+            queries = live.images.embed([_decoded(upload, max_bytes, max_pixels) for upload in images])
+            return _search(live, queries, names, k, method, alpha, codes, show_paths)
 
     @app.post("/api/search/features")
     def search_features(query: FeatureQuery) -> dict:
@@ -155,7 +170,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
         codes = CodeSearch(query.hamming, query.rerank, query.hamming_index)
         with live.lock:
             live.refresh()
-            return _search(live, queries, names, query.k, query.method, query.alpha, codes)
+            return _search(live, queries, names, query.k, query.method, query.alpha, codes, show_paths)
 
     @app.get("/api/items/{item_id}")
     def item(item_id: ItemId) -> dict:
@@ -167,7 +182,8 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
             names = live.index.model.class_names_
             label = int(found["labels"][0])
             return {"id": item_id, "class": names[label] if label >= 0 else None,
-                    "leaf": names[int(found["leaves"][0])], "source": found["sources"][0],
+                    "leaf": names[int(found["leaves"][0])],
+                    "source": _shown(live, found["sources"][0], show_paths),
                     "image_url": _image_url(live, item_id)}
 
     @app.get("/api/items/{item_id}/similar")
@@ -182,7 +198,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
             live.refresh()
             _require(live, item_id)
             leaves, described = search_like_items(live.index, [item_id], k, method, alpha, codes, _engine(live))
-            return _report(live, [f"item {item_id}"], leaves, described, method, alpha, codes)
+            return _report(live, [f"item {item_id}"], leaves, described, method, alpha, codes, show_paths)
 
     @app.get("/api/items/{item_id}/image", responses={200: {"content": {"image/png": {}}}})
     def item_image(item_id: ItemId) -> Response:
@@ -213,16 +229,27 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
     return app
 
 
-def _token_guard(token: str):
-    """A middleware that answers 401 to every /api request without the token (but signing in)."""
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _token_guard(token: str, throttle: SignInThrottle):
+    """A middleware that answers 401 to every /api request without the token (but signing in), and 429 to a
+    client that has sent too many wrong ones."""
     expected = token.encode()
 
     async def guard(request, call_next):
         path = request.url.path
+        if path.startswith("/api/") and request.method != "OPTIONS":
+            refusal = throttle.refusal(_client(request))
+            if refusal is not None:
+                return refusal
         if path.startswith("/api/") and path != "/api/session" and request.method != "OPTIONS":
             header = request.headers.get("authorization", "")
             offered = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(TOKEN_COOKIE, "")
             if not secrets.compare_digest(offered.encode(), expected):
+                if offered:  # a page that has not signed in yet is no guess
+                    throttle.failed(_client(request))
                 return JSONResponse({"error": "this server needs its access token: send 'Authorization: Bearer "
                                               "TOKEN', or sign in on the page"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
@@ -231,22 +258,28 @@ def _token_guard(token: str):
     return guard
 
 
-def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch) -> dict:
+def _search(live: LiveIndex, queries, names, k, method, alpha, codes: CodeSearch, show_paths: bool) -> dict:
     leaves, described = search_described(live.index, queries, k, method, alpha, codes, engine=_engine(live))
-    return _report(live, names, leaves, described, method, alpha, codes)
+    return _report(live, names, leaves, described, method, alpha, codes, show_paths)
 
 
 def _engine(live: LiveIndex):
     return live.engine if live.milvus is not None else None
 
 
-def _report(live: LiveIndex, names, leaves, described, method, alpha, codes: CodeSearch) -> dict:
+def _report(live: LiveIndex, names, leaves, described, method, alpha, codes: CodeSearch, show_paths: bool) -> dict:
     """The report of ``treeseek search --json``, each hit with the address of its picture (None without)."""
     report = search_report(live.index.model, names, leaves, described, method, alpha, codes)
     for query in report["queries"]:
         for entry in query["results"]:
             entry["image_url"] = _image_url(live, entry["id"])
+            if "path" in entry:
+                entry["path"] = _shown(live, entry["path"], show_paths)
     return report
+
+
+def _shown(live: LiveIndex, source: str, show_paths: bool) -> str:
+    return source if show_paths else shown_source(source, live.index.extra_.get("image_root"))
 
 
 def _image_url(live: LiveIndex, item_id) -> str | None:
@@ -258,13 +291,13 @@ def _require(live: LiveIndex, item_id: int) -> None:
         raise HTTPException(404, f"item {item_id} is not in the index")
 
 
-def _decoded(upload: UploadFile, max_bytes: int):
+def _decoded(upload: UploadFile, max_bytes: int, max_pixels: int):
     name = upload.filename or "the uploaded image"
     data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name} is larger than {max_bytes / 2**20:g} MB")
     try:
-        return load_rgb(io.BytesIO(data), name)
+        return load_rgb(io.BytesIO(data), name, max_pixels)
     except UnreadableImage as exc:
         raise TreeseekError(f"cannot read query image {exc}") from None
 
