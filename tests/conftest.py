@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
 from treeseek.synthetic import planted_hierarchy
 
@@ -29,6 +30,16 @@ def planted():
 def model(planted):
     """The paper's threshold tree fitted on ``planted`` (modules may override it with another model)."""
     return TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features, planted.labels, planted.class_names)
+
+
+@pytest.fixture(scope="module")
+def base_index(planted, model, tmp_path_factory):
+    """A saved index of 200 planted items whose sources are base0 .. base199."""
+    directory = tmp_path_factory.mktemp("writers") / "base"
+    index = TreeIndex(model)
+    index.add(planted.features[:200], planted.labels[:200], [f"base{i}" for i in range(200)])
+    index.save(directory)
+    return directory
 
 
 @pytest.fixture

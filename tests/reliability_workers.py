@@ -5,6 +5,7 @@ Kept apart from the test module so that a spawned worker imports it without pyte
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,45 @@ from treeseek.backbones.registry import Backbone
 from treeseek.index import TreeIndex
 
 HOLD_SECONDS = 0.15  # a writer keeps the index open this long before saving: without the lock both would read first
+
+
+# ------------------------------------------------------------------------------------------ shared by the tests
+def cli(*args, capsys):
+    """``treeseek ARGS`` in this process, as its entry point runs it: (exit status, stdout, stderr)."""
+    from treeseek.cli import main
+
+    old = sys.argv
+    sys.argv = ["treeseek", *map(str, args)]
+    try:
+        main()
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_error_line(status, err, words=""):
+    """Exit status 2 and one ``error:`` line (after any ``warning:`` lines), never a traceback."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
+    assert status == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    assert "Traceback" not in err
+
+
+def live_sources(directory) -> dict[str, int]:
+    """Source -> id of every item of the saved index that is not removed."""
+    index = TreeIndex.open(directory)
+    return {stored.source(int(row)): int(stored.segment.ids[row])
+            for stored in index.stored_segments() for row in stored.live_rows_by_id()}
+
+
+def fresh_copy(index_directory, tmp_path, repeat) -> str:
+    target = Path(tmp_path) / f"ix{repeat}"
+    shutil.copytree(index_directory, target)
+    return str(target)
 
 
 # ------------------------------------------------------------------------------------------------ index writers
