@@ -81,7 +81,9 @@ def served_index(planted, model, tmp_path):
     return tmp_path / "ix"
 
 
-def test_the_server_throttles_wrong_tokens(served_index):
+def test_the_server_throttles_wrong_tokens(served_index, monkeypatch):
+    # a stopped clock: on a busy machine the 1-second wait must not run out between two requests
+    monkeypatch.setattr("treeseek.server.app.SignInThrottle", lambda: SignInThrottle(clock=lambda: 100.0))
     client = TestClient(create_app(served_index, access_token="right-token"))
     wrong = {"Authorization": "Bearer wrong"}
     statuses = [client.get("/api/info", headers=wrong).status_code for _ in range(6)]

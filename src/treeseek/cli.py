@@ -356,15 +356,17 @@ def _announce_when_answering(host: str, port: int, message: str, timeout: float 
         deadline = time.monotonic() + timeout
         address = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
         while time.monotonic() < deadline:
+            connection = http.client.HTTPConnection(address, port, timeout=2)
             try:
-                connection = http.client.HTTPConnection(address, port, timeout=2)
                 connection.request("GET", "/api/info")
                 connection.getresponse().read()
-                connection.close()
-                typer.echo(message)
-                return
             except OSError:
                 time.sleep(0.2)
+                continue
+            finally:
+                connection.close()
+            typer.echo(message)
+            return
 
     threading.Thread(target=watch, daemon=True, name="treeseek-announce").start()
 

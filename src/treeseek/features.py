@@ -82,20 +82,18 @@ def check_features(features, source: str = "features") -> np.ndarray:
         raise TreeseekError(f"{source}: features must be a 2-D matrix, got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise TreeseekError(f"{source}: features are empty (shape {array.shape})")
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            row = int(np.flatnonzero(bad.any(axis=1))[0])
-            raise TreeseekError(f"{source}: features contain NaN or infinite values (first in row {row})")
-        huge = np.abs(array) > MAX_FEATURE_MAGNITUDE if float(np.finfo(array.dtype).max) > MAX_FEATURE_MAGNITUDE else None
-        if huge is not None and huge.any():
+    if array.dtype.kind != "f":
+        array = array.astype(np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise TreeseekError(f"{source}: features contain NaN or infinite values (first in row {row})")
+    if float(np.finfo(array.dtype).max) > MAX_FEATURE_MAGNITUDE:  # float16 cannot hold such values
+        huge = np.abs(array) > MAX_FEATURE_MAGNITUDE
+        if huge.any():
             row = int(np.flatnonzero(huge.any(axis=1))[0])
             raise TreeseekError(f"{source}: features hold values beyond ±{MAX_FEATURE_MAGNITUDE:g} (first in row {row}, "
                                 f"{np.abs(array[row]).max():.3g}); rescale them")
-    else:
-        if array.size and np.abs(array).max() > MAX_FEATURE_MAGNITUDE:
-            raise TreeseekError(f"{source}: features hold values beyond ±{MAX_FEATURE_MAGNITUDE:g}; rescale them")
-        array = array.astype(np.float32)
     return array
 
 

@@ -84,13 +84,14 @@ class TreeseekModel:
         empty = np.flatnonzero(np.bincount(y, minlength=n_classes) == 0)
         if len(empty):
             raise TreeseekError(f"class '{names[empty[0]]}' has no training samples")
-        spread = float(np.ptp(X, axis=0).max())
+        ranges = np.ptp(X, axis=0)
+        spread = float(ranges.max())
         if spread == 0:
             raise TreeseekError(f"training features: all {len(X)} vectors are the same, so there is nothing to learn "
                                 f"(were they extracted from blank images, or by a broken network?)")
         if not np.var(X, axis=0, dtype=np.float64).sum() > 0:  # the squares underflow
             raise TreeseekError(f"training features vary too little to measure (at most {spread:.3g}); rescale them")
-        constant = int(np.sum(np.ptp(X, axis=0) == 0))
+        constant = int(np.sum(ranges == 0))
         if constant:
             logger.warning("%d of the %d feature dimensions are the same in every training vector; they carry "
                            "nothing and PCA drops them", constant, X.shape[1])

@@ -54,8 +54,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         handle.write(data)
 
 
-def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> bytes:
+    """Write ``payload`` as indented JSON; returns the bytes written (for a caller that checksums them)."""
+    data = (json.dumps(payload, indent=2) + "\n").encode()
+    atomic_write_bytes(path, data)
+    return data
 
 
 def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:

@@ -5,7 +5,6 @@ Friends of ``TreeIndex``: they keep its record of which files in its home direct
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from .. import __version__
 from ..errors import TreeseekError
 from ..hashing.storage import load_hasher, save_hasher
 from ..model import TreeseekModel
-from ..persistence import atomic_write_bytes
+from ..persistence import atomic_write_json
 from .storage import (
     DEFAULT_WAIT_SECONDS,
     INDEX_FORMAT,
@@ -70,8 +69,7 @@ def write_index(index, directory: Path, progress: bool) -> None:
             "next_id": int(index.next_id_), "n_items": len(index),
             "segments": entries, "removed": removed, "attachments": attachments, "extra": index.extra_,
         }
-        data = (json.dumps(manifest, indent=2) + "\n").encode()
-        atomic_write_bytes(directory / "manifest.json", data)
+        data = atomic_write_json(directory / "manifest.json", manifest)
         index._home, index._manifest_digest = directory, hashlib.sha256(data).hexdigest()
         keep = {index._model_name, index._hasher_name, *(f"segments/{e['name']}" for e in entries),
                 *(a["file"] for a in attachments.values())}
@@ -102,8 +100,8 @@ def read_index(cls, directory: Path):
                                 f"holds {meta['dim']}")
         index = cls(model, meta["dtype"], meta["backend"]["name"], **meta["backend"]["params"])
         if meta.get("hasher"):
-            own_name(meta["hasher"], "the hasher")
-            index.hasher, index._hasher_name = load_hasher(directory / meta["hasher"])[0], meta["hasher"]
+            hasher_name = own_name(meta["hasher"], "the hasher")
+            index.hasher, index._hasher_name = load_hasher(directory / hasher_name)[0], hasher_name
         code_bytes = index.hasher.bits // 8 if index.hasher is not None else 0
         index.segments_ = [StoredSegment.read(directory / "segments", entry, model.hierarchy_, meta["dim"],
                                               np.dtype(meta["dtype"]), index.backend, code_bytes)

@@ -240,11 +240,12 @@ def _token_guard(token: str, throttle: SignInThrottle):
 
     async def guard(request, call_next):
         path = request.url.path
-        if path.startswith("/api/") and request.method != "OPTIONS":
-            refusal = throttle.refusal(_client(request))
-            if refusal is not None:
-                return refusal
-        if path.startswith("/api/") and path != "/api/session" and request.method != "OPTIONS":
+        if not path.startswith("/api/") or request.method == "OPTIONS":
+            return await call_next(request)
+        refusal = throttle.refusal(_client(request))
+        if refusal is not None:
+            return refusal
+        if path != "/api/session":
             header = request.headers.get("authorization", "")
             offered = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(TOKEN_COOKIE, "")
             if not secrets.compare_digest(offered.encode(), expected):

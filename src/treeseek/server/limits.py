@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from pathlib import PurePath
 
+from fastapi.responses import JSONResponse
+
 FREE_FAILURES = 5          # wrong tokens a client may send before it has to wait
 MAX_BLOCK_SECONDS = 300.0  # the longest wait, reached after a few dozen failures
 MAX_CLIENTS_TRACKED = 10_000
@@ -103,8 +105,6 @@ class SignInThrottle:
         wait = self.retry_after(client)
         if not wait:
             return None
-        from fastapi.responses import JSONResponse
-
         return JSONResponse({"error": f"too many wrong access tokens from this address; try again in {wait:.0f} s"},
                             status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
 
