@@ -88,7 +88,7 @@ def unlocked_add(directory: str, features: np.ndarray, prefix: str, barrier) -> 
     """The pattern that lost data: open, change, save, with no lock held over the cycle. Returns what happened."""
     barrier.wait()
     index = TreeIndex.open(directory)
-    time.sleep(HOLD_SECONDS)
+    barrier.wait()  # both have read the same state, however busy the machine
     index.add(features, sources=[f"{prefix}{i}" for i in range(len(features))])
     try:
         index.save(directory)
@@ -144,5 +144,6 @@ if __name__ == "__main__" and sys.argv[1] == "extract":  # extract FOLDER COUNT 
     from treeseek.extraction import extract_features
 
     files = tiny_images(Path(sys.argv[2]), int(sys.argv[3]))
-    extract_features(tiny_backbone(seconds_per_batch=0.1), image_set(files), batch_size=4, cache_dir=sys.argv[4],
+    # 15 batches of half a second: a busy test process still sees a partial cache long before the end
+    extract_features(tiny_backbone(seconds_per_batch=0.5), image_set(files), batch_size=4, cache_dir=sys.argv[4],
                      progress=False, checkpoint_seconds=0)
