@@ -5,7 +5,7 @@ Run:  .venv/bin/python benchmarks/bench_core.py            (the README's figures
 
 Every competitor runs in the same process on the same data, and the ratio is
 printed next to the raw times. Data are synthetic features with a planted
-class hierarchy (treeseek.synthetic), so the results are reproducible.
+class hierarchy (treeseek.hierarchy.synthetic), so the results are reproducible.
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ import time
 import numpy as np
 
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.features import FeatureSet
 from treeseek.hierarchy.builders import VisualHierarchyBuilder
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.io.features import FeatureSet
+from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.persistence import atomic_write_json
 from treeseek.search import HierarchicalIndex, smallest_k
 from treeseek.search.distances import normalize_rows
-from treeseek.synthetic import planted_hierarchy
 
 
 def timed(fn, *args, **kwargs):

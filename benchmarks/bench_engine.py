@@ -22,9 +22,9 @@ import numpy as np
 from bench_server import synthetic_setup
 from tables import markdown_table
 
-from treeseek.engines.milvus import MilvusIndex
 from treeseek.index import TreeIndex
-from treeseek.persistence import atomic_write_json
+from treeseek.index.milvus import MilvusIndex
+from treeseek.io.files import atomic_write_json
 
 K = 10
 

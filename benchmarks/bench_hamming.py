@@ -13,8 +13,9 @@ import time
 
 import numpy as np
 
-from treeseek.hashing import HammingIndex, hamming_distances
-from treeseek.persistence import atomic_write_json
+from treeseek.codes import hamming_distances
+from treeseek.io.files import atomic_write_json
+from treeseek.search.hamming import HammingIndex
 
 K = 100
 

@@ -21,12 +21,12 @@ import time
 
 from bench_images import DATASETS, train_test_features
 
-from treeseek.hashing import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
-from treeseek.hashing.evaluation import evaluate_codes, evaluate_distances
-from treeseek.hashing.hpdh import group_counts
-from treeseek.hashing.selection import COARSE_WEIGHTS, level_scales, select_coarse_weight
+from treeseek.codes import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
+from treeseek.codes.hpdh import group_counts
+from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
+from treeseek.evaluation.hashing import evaluate_codes, evaluate_distances
+from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.persistence import atomic_write_json
 from treeseek.search import cosine_distances
 
 BITS = (16, 32, 48, 64)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from bench_images import DATASETS, SHARED, dataset_features
 
-from treeseek.backbones import load_backbone
-from treeseek.extraction import extract_features
-from treeseek.hashing import HPDHHasher, hierarchy_level_labels
-from treeseek.hashing.end_to_end import train_end_to_end
-from treeseek.hashing.evaluation import evaluate_codes
+from treeseek.codes import HPDHHasher, hierarchy_level_labels
+from treeseek.embed.backbones import load_backbone
+from treeseek.embed.extraction import extract_features
+from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
-from treeseek.persistence import atomic_save_npz, atomic_write_json, load_npz
+from treeseek.io.files import atomic_save_npz, atomic_write_json, load_npz
+from treeseek.training.hashing_network import train_end_to_end
 
 
 def score(saved: dict, tree: Hierarchy) -> dict:

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from treeseek.backbones import load_backbone
+from treeseek.apps.jobs.main_job import load_images
+from treeseek.embed.backbones import load_backbone
+from treeseek.embed.extraction import extract_features
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.extraction import extract_features
-from treeseek.features import FeatureSet
+from treeseek.evaluation.tuning import select_parameters
 from treeseek.hierarchy import load_taxonomy
+from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
-from treeseek.pipeline import load_images
-from treeseek.selection import select_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from treeseek.hierarchy import save_hierarchy
+from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
 from treeseek.search import hierarchical_topk, make_backend
 from treeseek.search.distances import hierarchy_weight, method_hierarchy, normalize_rows
 from treeseek.search.topk import merge_smallest_k
-from treeseek.synthetic import planted_hierarchy
 
 CONFIGS = {
     "100k": {"n": 100_000, "dim": 1280, "dtype": "float32", "queries": 1000, "brute_queries": 1000,

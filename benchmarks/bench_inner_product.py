@@ -3,7 +3,7 @@
 Run:  .venv/bin/python benchmarks/bench_inner_product.py --json bench-output/inner-product.json
       .venv/bin/python benchmarks/bench_inner_product.py --small      (a quick smoke run)
 
-1,000,000 synthetic items (100 classes with a planted two-level hierarchy, 128 dims; treeseek.synthetic),
+1,000,000 synthetic items (100 classes with a planted two-level hierarchy, 128 dims; treeseek.hierarchy.synthetic),
 1,000 queries, k = 100. Hard leaves: the level-by-level HierarchicalIndex (the core issue's exact search)
 against an exact FAISS flat inner-product search over the augmented vectors [x̂, Gᵀp], and a numpy full
 scan of the direct formula as the reference. Soft leaves, which the level-by-level search cannot rank:
@@ -19,12 +19,12 @@ import platform
 import numpy as np
 from bench_core import timed
 
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.io.files import atomic_write_json
 from treeseek.model import DEFAULT_TEMPERATURE, TreeseekModel
-from treeseek.persistence import atomic_write_json
 from treeseek.search import HierarchicalIndex, smallest_k
 from treeseek.search.distances import normalize_rows
 from treeseek.search.inner_product import InnerProductIndex, augment, tree_factor
-from treeseek.synthetic import planted_hierarchy
 
 
 def direct_scan(queries, query_posteriors, items, item_posteriors, lca, alpha, k, chunk=50):

@@ -31,13 +31,13 @@ from bench_images import DATASETS, train_test_features
 from bench_inner_product import synthetic_split
 from bench_trees import BASE
 
+from treeseek.codes import HPDHHasher, ITQHasher, hierarchy_level_labels
+from treeseek.evaluation.code_tuning import level_scales
 from treeseek.evaluation import metrics as M
 from treeseek.evaluation.harness import ideal_values
-from treeseek.hashing import HPDHHasher, ITQHasher, hierarchy_level_labels
-from treeseek.hashing.selection import level_scales
 from treeseek.index import TreeIndex
+from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.persistence import atomic_write_json
 
 TOP = 250
 

@@ -26,10 +26,10 @@ import numpy as np
 from bench_inner_product import synthetic_split
 from tables import markdown_table
 
+from treeseek.apps.querying import search_described
 from treeseek.index import TreeIndex
+from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.persistence import atomic_write_json
-from treeseek.querying import search_described
 
 
 def free_port() -> int:
@@ -60,7 +60,7 @@ def wait_until_up(url: str, server: subprocess.Popen, seconds: float = 120) -> N
 def serve_process(directory: Path, *options: str):
     """A real `treeseek serve DIRECTORY OPTIONS` on a free port, once it answers: yields the port."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", str(directory), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "treeseek", "serve", str(directory), "--port", str(port),
                                *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/api/info", server)

@@ -19,9 +19,9 @@ import numpy as np
 from bench_server import post, result_ids, serve_process, synthetic_setup
 from tables import markdown_table
 
+from treeseek.apps.querying import search_described
 from treeseek.index import TreeIndex
-from treeseek.persistence import atomic_write_json
-from treeseek.querying import search_described
+from treeseek.io.files import atomic_write_json
 
 CLIENTS = 4
 WORKERS = (1, 2)

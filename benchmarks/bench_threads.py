@@ -18,9 +18,9 @@ import numpy as np
 from bench_server import synthetic_setup
 from tables import markdown_table
 
+from treeseek.apps.querying import search_described
 from treeseek.index import TreeIndex, soft_search
-from treeseek.persistence import atomic_write_json
-from treeseek.querying import search_described
+from treeseek.io.files import atomic_write_json
 from treeseek.search import backends
 
 QUERIES = 300

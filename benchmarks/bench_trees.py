@@ -20,11 +20,11 @@ import time
 from bench_images import DATASETS, SHARED, train_test_features
 
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.features import FeatureSet
+from treeseek.evaluation.tuning import RANKING_GRID, select_ranking
 from treeseek.hierarchy.builders import lca_agreement
+from treeseek.io.features import FeatureSet
+from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.persistence import atomic_write_json
-from treeseek.selection import RANKING_GRID, select_ranking
 
 BASE = {"max_components": 128, "covariance": "tied"}
 # Trees that also weigh what the class names mean (a language model, no taxonomy): the 'language' extra.

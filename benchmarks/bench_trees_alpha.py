@@ -16,9 +16,9 @@ from bench_images import DATASETS, train_test_features
 from bench_trees import BASE
 
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.features import FeatureSet
+from treeseek.io.features import FeatureSet
+from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.persistence import atomic_write_json
 
 TREES = ("average:8:cosine", "average:16:cosine")
 TEMPERATURES = (4, 16, 64)

@@ -29,7 +29,7 @@ else
     query="$out/query.png"
     .venv/bin/python - "$fmnist" "$query" <<'PY'
 import sys
-from treeseek.images.datasets import fashion_mnist
+from treeseek.data.datasets import fashion_mnist
 data = fashion_mnist(sys.argv[1])
 data.image(len(data) - 1).save(sys.argv[2])  # the last test image, never in the index
 PY

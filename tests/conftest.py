@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
-from treeseek.synthetic import planted_hierarchy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CALTECH_CLASSES = ["accordion", "airplanes", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain"]
@@ -82,7 +82,7 @@ def cifar_test_subset(tmp_path_factory) -> Path:
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "treeseek", *map(str, args)], capture_output=True, text=True)
 
 
 def free_port() -> int:
@@ -96,7 +96,7 @@ def serving(*args, timeout: float = 60, env: dict | None = None, stderr=subproce
     """A real 'treeseek serve ARGS' process on a free port: yields its base URL, its /api/info answer (None
     when the server wants a token: ``env`` may give it one) and the process."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "treeseek.cli", "serve", *map(str, args), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "treeseek", "serve", *map(str, args), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:

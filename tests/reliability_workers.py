@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from treeseek.backbones.registry import Backbone
+from treeseek.embed.backbones.registry import Backbone
 from treeseek.index import TreeIndex
 
 HOLD_SECONDS = 0.15  # a writer keeps the index open this long before saving: without the lock both would read first
@@ -23,7 +23,7 @@ HOLD_SECONDS = 0.15  # a writer keeps the index open this long before saving: wi
 # ------------------------------------------------------------------------------------------ shared by the tests
 def cli(*args, capsys):
     """``treeseek ARGS`` in this process, as its entry point runs it: (exit status, stdout, stderr)."""
-    from treeseek.cli import main
+    from treeseek.apps.cli.main import main
 
     old = sys.argv
     sys.argv = ["treeseek", *map(str, args)]
@@ -135,13 +135,13 @@ def tiny_images(folder: Path, count: int) -> list[str]:
 
 
 def image_set(paths: list[str]):
-    from treeseek.images.datasets import ImageSet
+    from treeseek.data.datasets import ImageSet
 
     return ImageSet(paths, np.zeros(len(paths), np.int64), ["all"], np.full(len(paths), "train"))
 
 
 if __name__ == "__main__" and sys.argv[1] == "extract":  # extract FOLDER COUNT CACHE: the process to be killed
-    from treeseek.extraction import extract_features
+    from treeseek.embed.extraction import extract_features
 
     files = tiny_images(Path(sys.argv[2]), int(sys.argv[3]))
     # 15 batches of half a second: a busy test process still sees a partial cache long before the end

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from treeseek.backbones import load_backbone
+from treeseek.data.datasets import image_folder
+from treeseek.embed.backbones import load_backbone
+from treeseek.embed.extraction import extract_features
 from treeseek.errors import TreeseekError
-from treeseek.extraction import extract_features
-from treeseek.images.datasets import image_folder
 
 ACCORDION = 401  # ImageNet class index
 

@@ -1,10 +1,12 @@
 """Search backends: exact ones equal the brute-force full sort, approximate ones keep high recall."""
 import numpy as np
 import pytest
+from oracles import hard_keys, top_k
 
 from treeseek.errors import TreeseekError
-from treeseek.search import HierarchicalIndex, full_sort_search, make_backend, ranking_keys
-from treeseek.synthetic import planted_hierarchy
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.search import make_backend
+from treeseek.search.hierarchical_index import HierarchicalIndex
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +26,12 @@ def data():
 def test_exact_backends_equal_full_sort(data, backend, method):
     tree, X, leaves, Q, q_leaves = data
     X = X.astype(np.float32).astype(np.float64)  # what faiss-flat computes with
-    keys = ranking_keys(method, Q, X, q_leaves, leaves, tree, 0.7)
-    index = HierarchicalIndex(tree, 0.7, method, backend)
+    keys = hard_keys(method, Q, X, q_leaves, leaves, tree, 0.7)
+    index = HierarchicalIndex(tree, backend=backend)
     index.add(X, leaves)
     for k in (1, 7, 60, len(X), len(X) + 5):
-        expected_keys, expected = full_sort_search(keys, k)
-        D, I = index.search(Q, q_leaves, k)
+        expected_keys, expected = top_k(keys, np.arange(len(X)), min(k, len(X)))
+        D, I = index.search(Q, q_leaves, k, method=method, alpha=0.7)
         assert np.array_equal(I[:, : len(X)], expected)
         assert np.allclose(D[:, : len(X)], expected_keys, atol=1e-5)
         assert (I[:, len(X):] == -1).all() and np.isinf(D[:, len(X):]).all()
@@ -50,12 +52,12 @@ def clustered(n_classes=(4, 5), per_class=1500, dim=32, seed=0):
 def test_approximate_backends_keep_recall(backend, method):
     tree, X, labels = clustered()
     Q, q_leaves = X[::97] + 0.01, labels[::97]
-    exact = HierarchicalIndex(tree, 1.0, method)
+    exact = HierarchicalIndex(tree)
     exact.add(X, labels)
-    _, expected = exact.search(Q, q_leaves, 50)
-    approximate = HierarchicalIndex(tree, 1.0, method, backend, min_ann_items=1000)
+    _, expected = exact.search(Q, q_leaves, 50, method=method)
+    approximate = HierarchicalIndex(tree, backend=backend, min_ann_items=1000)
     approximate.add(X, labels)
-    D, I = approximate.search(Q, q_leaves, 50)
+    D, I = approximate.search(Q, q_leaves, 50, method=method)
     recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(I, expected)])
     assert recall >= 0.9, recall
     assert (np.diff(D, axis=1) >= 0).all()

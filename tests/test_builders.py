@@ -9,8 +9,8 @@ from treeseek.hierarchy.builders import (
     resolve_threshold,
     threshold_grid,
 )
+from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.statistics import VariancePCA
-from treeseek.synthetic import planted_hierarchy
 
 
 def same_tree(a, b) -> bool:

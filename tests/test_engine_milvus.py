@@ -4,14 +4,15 @@ import json
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_index import brute_force, brute_force_soft, queries
+from oracles import index_ranking, queries
 
-from treeseek.engines.milvus import MilvusIndex, MilvusTarget, default_collection
-from treeseek.engines.vectors import model_fingerprint
 from treeseek.errors import TreeseekError
-from treeseek.features import save_features
 from treeseek.index import TreeIndex
+from treeseek.index.engine_vectors import model_fingerprint
+from treeseek.index.milvus import MilvusIndex, MilvusTarget, default_collection
+from treeseek.io.features import save_features
 from treeseek.model import TreeseekModel
+from treeseek.search import Ranking
 
 pytest.importorskip("milvus_lite")  # Milvus Lite: the local engine behind a "FILE.db" URI
 
@@ -24,16 +25,18 @@ def two_segment_index(planted, model, tmp_path):
     index.remove([3, 7, 301, 500])
     return index
 
+COMBINED = Ranking("combined")
 
-@pytest.mark.parametrize("method, reference", [("soft", brute_force_soft), ("combined", brute_force)])
-def test_milvus_ranks_like_the_brute_force_formula(planted, model, method, reference, tmp_path):
+
+@pytest.mark.parametrize("method", ["soft", "combined"])
+def test_milvus_ranks_like_the_brute_force_formula(planted, model, method, tmp_path):
     index = two_segment_index(planted, model, tmp_path)
     engine = MilvusIndex(model, str(tmp_path / "m.db"), "items", method)
     assert engine.sync(index) == {"added": len(index), "deleted": 0, "total": len(index)}
     Q = queries(planted)
     for k, alpha in ((1, 1.0), (10, 3.0), (len(index) + 3, 0.5)):
-        expected_D, expected_ids = reference(index, Q, k, alpha)
-        D, ids = engine.search(Q, k, alpha)
+        expected_D, expected_ids = index_ranking(index, Q, k, method, alpha)
+        D, ids = engine.search(Q, k, ranking=Ranking(method, alpha=alpha))
         width = expected_ids.shape[1]
         assert np.allclose(D[:, :width], expected_D, atol=1e-5)
         assert np.mean(ids[:, :width] == expected_ids) > 0.99  # float32 may swap near-equal neighbours
@@ -54,7 +57,7 @@ def test_sync_follows_additions_removals_and_compaction(planted, model, tmp_path
     assert sorted(ids[0][ids[0] >= 0].tolist()) == sorted(np.concatenate(
         [s.segment.ids for s in index.stored_segments()]).tolist())
     assert not np.isin([10, 11, 12], ids).any() and np.isin(new_ids, ids[0]).all()
-    expected_D, expected_ids = brute_force_soft(index, Q, 10, model.alpha)
+    expected_D, expected_ids = index_ranking(index, Q, 10, "soft", model.alpha)
     assert np.allclose(engine.search(Q, 10)[0], expected_D, atol=1e-5)
     # a second client on the same collection finds it as the first left it
     fresh = MilvusIndex(model, str(tmp_path / "m.db"), "items")
@@ -66,7 +69,7 @@ def test_a_collection_of_another_model_method_or_index_is_refused(planted, model
     uri = str(tmp_path / "m.db")
     MilvusIndex(model, uri, "items", "soft").sync(index)
     with pytest.raises(TreeseekError, match="another model or method than this combined ranking"):
-        MilvusIndex(model, uri, "items", "combined").search(planted.features[:2], 3)
+        MilvusIndex(model, uri, "items", "combined").search(planted.features[:2], 3, ranking=COMBINED)
     other = TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features[::2], planted.labels[::2],
                                                                   planted.class_names)
     assert model_fingerprint(other, "soft") != model_fingerprint(model, "soft")
@@ -78,7 +81,9 @@ def test_a_collection_of_another_model_method_or_index_is_refused(planted, model
         MilvusIndex(model, uri, "items", index_type="HNSW").sync(index)
     replaced = MilvusIndex(model, uri, "items", "combined", index_type="HNSW", search_params={"ef": 64})
     assert replaced.sync(index, replace=True)["added"] == len(index)
-    assert replaced.search(planted.features[:2], 3)[1].shape == (2, 3)
+    assert replaced.search(planted.features[:2], 3, ranking=COMBINED)[1].shape == (2, 3)
+    with pytest.raises(TreeseekError, match="holds vectors for the combined ranking; push it again with --method soft"):
+        replaced.search(planted.features[:2], 3)
     # the fingerprint survives saving and loading the model, so a reopened index can search its collection
     index.save(tmp_path / "ix")
     reopened = TreeIndex.open(tmp_path / "ix")
@@ -88,7 +93,7 @@ def test_a_collection_of_another_model_method_or_index_is_refused(planted, model
 def test_approximate_milvus_indexes_find_the_exact_neighbours(planted, model, tmp_path):
     index = two_segment_index(planted, model, tmp_path)
     Q = queries(planted)
-    _, exact = brute_force_soft(index, Q, 10, model.alpha)
+    _, exact = index_ranking(index, Q, 10, "soft", model.alpha)
     uri = str(tmp_path / "m.db")
 
     def recall(index_type, search):
@@ -128,7 +133,7 @@ def test_bad_requests_are_one_line_errors(planted, model, tmp_path):
         engine.search(np.ones((2, 5)), 3)
     with pytest.raises(TreeseekError, match="NaN"):
         engine.search(np.full((2, 24), np.nan), 3)
-    with pytest.raises(TreeseekError, match="k must lie in"):
+    with pytest.raises(TreeseekError, match="k must be at least 1"):
         engine.search(planted.features[:2], 0)
     with pytest.raises(TreeseekError, match="has no search parameter 'nprobe'"):
         MilvusTarget(uri, "items", {"nprobe": 4}).open(model).search(planted.features[:2], 3)
@@ -167,7 +172,7 @@ def test_cli_push_then_search_gives_the_index_s_own_results(planted, model, tmp_
 def test_the_server_ranks_in_milvus_and_answers_like_its_own_index(planted, model, tmp_path):
     from fastapi.testclient import TestClient
 
-    from treeseek.server import create_app
+    from treeseek.apps.server import create_app
 
     index = two_segment_index(planted, model, tmp_path)
     index.save(tmp_path / "ix")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from treeseek.backbones import load_backbone
+from treeseek.apps.jobs.experiment import STUDY_ROWS, run_experiment
+from treeseek.apps.jobs.main_job import load_images
+from treeseek.embed.backbones import load_backbone
+from treeseek.embed.extraction import extract_features
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.experiment import STUDY_ROWS, run_experiment
-from treeseek.extraction import extract_features
-from treeseek.features import FeatureSet
 from treeseek.hierarchy import load_taxonomy
+from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
-from treeseek.pipeline import load_images
 
 GRID = {"max_components": [32], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]}
 TAXONOMY = SHARED / "hierarchies" / "caltech101.paths.tsv"
@@ -73,7 +73,7 @@ def test_the_html_report_is_self_contained(study):
 
 
 def test_bad_experiment_input_gets_one_line(caltech_subset, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "treeseek.cli", "experiment", caltech_subset, "--out", tmp_path,
+    result = subprocess.run([sys.executable, "-m", "treeseek", "experiment", caltech_subset, "--out", tmp_path,
                              "--taxonomy", TAXONOMY, "--perturbations", "rain"], capture_output=True, text=True)
     assert result.returncode == 2 and "unknown perturbation 'rain'" in result.stderr
     assert result.stderr.strip().count("\n") == 0

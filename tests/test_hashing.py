@@ -2,11 +2,7 @@
 import numpy as np
 import pytest
 
-from treeseek.errors import TreeseekError
-from treeseek.evaluation.harness import ideal_values
-from treeseek.evaluation.metrics import average_hierarchical_precision
-from treeseek.hashing import (
-    HammingIndex,
+from treeseek.codes import (
     HPDHHasher,
     ITQHasher,
     SignPCAHasher,
@@ -15,7 +11,11 @@ from treeseek.hashing import (
     pack_codes,
     unpack_codes,
 )
-from treeseek.synthetic import planted_hierarchy
+from treeseek.errors import TreeseekError
+from treeseek.evaluation.harness import ideal_values
+from treeseek.evaluation.metrics import average_hierarchical_precision
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.search.hamming import HammingIndex
 
 
 def test_codes_pack_and_unpack_losslessly():
@@ -201,8 +201,8 @@ def test_bad_hashing_input_is_refused(planted):
 
 
 def test_code_evaluation_matches_per_query_loops(planted):
+    from treeseek.evaluation.hashing import evaluate_codes
     from treeseek.evaluation.metrics import average_precision, ndcg_at_k
-    from treeseek.hashing.evaluation import evaluate_codes
 
     data, test = planted
     hasher = SignPCAHasher(16).fit(data.features[~test])
@@ -233,7 +233,7 @@ def test_ties_are_ranked_in_random_order_not_in_class_sorted_database_order():
     """Every code equal: every result ties. In database order (sorted by class) class-0 queries would get a
     perfect top-250 and the others none of their class; in random order every query gets, in expectation,
     250 x its mean similarity to the database."""
-    from treeseek.hashing.evaluation import evaluate_codes
+    from treeseek.evaluation.hashing import evaluate_codes
     from treeseek.hierarchy import Hierarchy
 
     tree = Hierarchy.from_groups([np.array([0, 0, 1, 1])], list("abcd"))
@@ -248,7 +248,7 @@ def test_ties_are_ranked_in_random_order_not_in_class_sorted_database_order():
 
 
 def test_hashers_survive_a_save_and_load(planted, tmp_path):
-    from treeseek.hashing.storage import load_hasher, save_hasher
+    from treeseek.codes.storage import load_hasher, save_hasher
 
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
@@ -269,12 +269,12 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     import subprocess
     import sys
 
-    from treeseek.features import save_features
+    from treeseek.io.features import save_features
 
     data, test = planted
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "treeseek.cli", "hash", *map(str, args)], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "treeseek", "hash", *map(str, args)], capture_output=True,
                               text=True)
 
     save_features(tmp_path / "train.npz", data.features[~test], data.labels[~test], data.class_names)
@@ -284,7 +284,7 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert cli("encode", tmp_path / "h", tmp_path / "test.npz", "--out", tmp_path / "c.npz").returncode == 0
     assert np.load(tmp_path / "c.npz")["codes"].shape == (test.sum(), 2)
-    from treeseek.hashing.storage import load_hasher
+    from treeseek.codes.storage import load_hasher
 
     assert load_hasher(tmp_path / "h")[0].coarse_loss == "outside"
     assert cli("search", tmp_path / "h", tmp_path / "train.npz", "--query", tmp_path / "test.npz", "-k", "4",
@@ -321,9 +321,9 @@ def test_hash_commands_from_the_shell(planted, tmp_path):
 
 
 def test_the_coarse_weight_is_chosen_on_validation_and_zero_weight_is_the_single_level_model(planted):
-    from treeseek.hashing.evaluation import evaluate_codes
-    from treeseek.hashing.selection import level_scales, select_coarse_weight
-    from treeseek.images.datasets import stratified_split
+    from treeseek.data.datasets import stratified_split
+    from treeseek.evaluation.code_tuning import level_scales, select_coarse_weight
+    from treeseek.evaluation.hashing import evaluate_codes
 
     data, test = planted
     X, y, tree = data.features[~test], data.labels[~test], data.hierarchy

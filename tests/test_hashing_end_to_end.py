@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from treeseek.backbones import load_backbone
-from treeseek.extraction import extract_features
-from treeseek.hashing import HPDHHasher
-from treeseek.hashing.end_to_end import train_end_to_end
-from treeseek.hashing.storage import load_hasher
+from treeseek.codes import HPDHHasher
+from treeseek.codes.storage import load_hasher
+from treeseek.data.datasets import image_folder
+from treeseek.embed.backbones import load_backbone
+from treeseek.embed.extraction import extract_features
 from treeseek.hierarchy import load_taxonomy
-from treeseek.images.datasets import image_folder
+from treeseek.training.hashing_network import train_end_to_end
 
 
 def class_means(u: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
     _, weights, _ = trained
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "treeseek.cli", "hash", "train", cifar_test_subset, *args],
+        return subprocess.run([sys.executable, "-m", "treeseek", "hash", "train", cifar_test_subset, *args],
                               capture_output=True, text=True)
 
     result = cli("--end-to-end", "--backbone", "resnet20", "--weights", weights, "--backbone-out", tmp_path / "bb",
@@ -75,7 +75,7 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
     saved = (tmp_path / "hasher" / "hasher.json").read_text()
     assert '"initial_centres": "random"' in saved and '"coarse_loss": "marginal"' in saved
     # the saved hidden layer and backbone give the outputs whose class means the trainer kept as centres
-    from treeseek.pipeline import load_images
+    from treeseek.apps.jobs.main_job import load_images
 
     hasher = load_hasher(tmp_path / "hasher")[0]
     images = load_images(cifar_test_subset, "folder").split("train")  # what the command trained on

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from treeseek.data.datasets import cifar, fashion_mnist, image_files, image_folder, stratified_split
+from treeseek.data.decoding import UnreadableImage, load_rgb
 from treeseek.errors import TreeseekError
-from treeseek.images.datasets import cifar, fashion_mnist, image_files, image_folder, stratified_split
-from treeseek.images.decoding import UnreadableImage, load_rgb
 
 
 def write_images(folder, count, color=(200, 30, 30), mode="RGB", suffix=".jpg"):
@@ -113,7 +113,7 @@ def test_fashion_mnist_idx_files(tmp_path):
 
 
 def test_train_and_test_folders_become_splits(tmp_path):
-    from treeseek.pipeline import load_images
+    from treeseek.apps.jobs.main_job import load_images
 
     for split, count in (("train", 3), ("test", 2)):
         write_images(tmp_path / split / "cat", count)
@@ -128,7 +128,7 @@ def test_train_and_test_folders_become_splits(tmp_path):
 
 def test_a_relative_folder_gives_absolute_paths_and_relative_ids(tmp_path, monkeypatch):
     """An index stores these paths: they must still name the pictures when it is served from elsewhere."""
-    from treeseek.pipeline import load_images
+    from treeseek.apps.jobs.main_job import load_images
 
     write_images(tmp_path / "photos" / "cat", 2)
     write_images(tmp_path / "split" / "train" / "cat", 2)

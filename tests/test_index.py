@@ -8,35 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from oracles import index_ranking, queries
 
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
-from treeseek.search import full_sort_search
-from treeseek.search.distances import normalize_rows
-
-
-def queries(planted, n=40, seed=0):
-    rng = np.random.default_rng(seed)
-    return planted.features[rng.choice(len(planted.features), n, replace=False)] + rng.normal(size=(n, 24))
-
-
-def brute_force(index, Q, k, alpha=None):
-    """Combined distance from the stored vectors to every live item, then a full stable sort by (D, id)."""
-    model = index.model
-    ids, vectors, leaves = [], [], []
-    for stored in index.segments_:
-        alive = np.ones(len(stored), bool) if stored.segment.alive is None else stored.segment.alive
-        ids.append(stored.segment.ids[alive])
-        vectors.append(np.asarray(stored.segment.vectors, dtype=np.float64)[alive])
-        leaves.append(stored.segment.leaves[alive])
-    ids, vectors, leaves = np.concatenate(ids), np.concatenate(vectors), np.concatenate(leaves)
-    order = np.argsort(ids)
-    ids, vectors, leaves = ids[order], vectors[order], leaves[order]
-    alpha = model.alpha if alpha is None else alpha
-    keys = np.clip(1.0 - normalize_rows(Q) @ vectors.T, 0.0, 2.0)
-    keys = keys + alpha * model.hierarchy_.normalized_lca[np.ix_(model.assign(Q), leaves)]
-    D, positions = full_sort_search(keys, min(k, len(ids)))
-    return D, ids[positions]
+from treeseek.search import Ranking
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -48,28 +24,11 @@ def test_exact_backend_equals_full_sort_across_segments_and_removals(planted, mo
     index.remove([3, 7, 301, 500])
     Q = queries(planted)
     for k in (1, 10, 100, len(index) + 3):
-        expected_D, expected_ids = brute_force(index, Q, k)
-        D, ids = index.search(Q, k)
+        expected_D, expected_ids = index_ranking(index, Q, k)
+        D, ids = index.search(Q, k, ranking=Ranking("combined"))
         assert np.array_equal(ids[:, : expected_ids.shape[1]], expected_ids)
         assert np.allclose(D[:, : expected_ids.shape[1]], expected_D)
         assert (ids[:, expected_ids.shape[1]:] == -1).all()
-
-
-def brute_force_soft(index, Q, k, alpha):
-    """The soft formula from the stored vectors (restored to their length) to every live item, fully sorted."""
-    model = index.model
-    ids, unit, restored = [], [], []
-    for stored in index.segments_:
-        alive = np.ones(len(stored), bool) if stored.segment.alive is None else stored.segment.alive
-        vectors = np.asarray(stored.segment.vectors, dtype=np.float64)[alive]
-        ids.append(stored.segment.ids[alive])
-        unit.append(vectors)
-        restored.append(vectors * stored.norms[alive, None])
-    ids, unit, restored = np.concatenate(ids), np.concatenate(unit), np.concatenate(restored)
-    keys = np.clip(1.0 - normalize_rows(Q) @ unit.T, 0.0, 2.0)
-    keys = keys + alpha * model.posteriors(Q) @ model.hierarchy_.normalized_lca @ model.posteriors(restored).T
-    D, positions = full_sort_search(keys, min(k, len(ids)))
-    return D, ids[positions]
 
 
 def test_soft_search_equals_the_soft_formula_across_segments_removals_and_reopening(planted, model, tmp_path):
@@ -80,19 +39,19 @@ def test_soft_search_equals_the_soft_formula_across_segments_removals_and_reopen
     index.remove([3, 7, 301, 500])
     Q = queries(planted)
     for k, alpha in ((1, 1.0), (10, 3.0), (len(index) + 3, 0.5)):
-        expected_D, expected_ids = brute_force_soft(index, Q, k, alpha)
-        D, ids = index.search(Q, k, "soft", alpha)
+        expected_D, expected_ids = index_ranking(index, Q, k, "soft", alpha)
+        D, ids = index.search(Q, k, ranking=Ranking("soft", alpha=alpha))
         width = expected_ids.shape[1]
         assert np.allclose(D[:, :width], expected_D, atol=1e-5)
         assert np.mean(ids[:, :width] == expected_ids) > 0.99  # float32 may swap near-equal neighbours
         assert (ids[:, width:] == -1).all()
-    nearest = int(index.search(Q[:1], 1, "soft")[1][0, 0])
+    nearest = int(index.search(Q[:1], 1, ranking=Ranking("soft"))[1][0, 0])
     index.remove([nearest])  # the cached search structure must follow the removal
-    assert nearest not in index.search(Q[:1], 5, "soft")[1][0]
-    assert index.search(Q[:1], 5, "soft")[1][0].tolist() == brute_force_soft(index, Q[:1], 5, 1.0)[1][0].tolist()
+    assert nearest not in index.search(Q[:1], 5, ranking=Ranking("soft"))[1][0]
+    assert index.search(Q[:1], 5, ranking=Ranking("soft"))[1][0].tolist() == index_ranking(index, Q[:1], 5, "soft", 1.0)[1][0].tolist()
     index.save(tmp_path / "ix")
     reopened = TreeIndex.open(tmp_path / "ix")
-    assert np.array_equal(reopened.search(Q, 10, "soft")[1], index.search(Q, 10, "soft")[1])
+    assert np.array_equal(reopened.search(Q, 10, ranking=Ranking("soft"))[1], index.search(Q, 10, ranking=Ranking("soft"))[1])
 
 
 @pytest.mark.parametrize("backend", ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"])
@@ -160,7 +119,7 @@ def test_added_items_are_found(planted, model, tmp_path):
         if check is None:
             index.save(tmp_path / "ix")
             check = TreeIndex.open(tmp_path / "ix")
-        D, ids = check.search(new, 1)
+        D, ids = check.search(new, 1, ranking=Ranking("combined"))
         assert np.array_equal(ids[:, 0], new_ids) and np.allclose(D[:, 0], 0.0, atol=1e-6)
         assert check.items(new_ids)["sources"] == [f"n{i}" for i in range(5)]
         assert np.array_equal(check.items(new_ids)["labels"], planted.labels[600:605])
@@ -260,7 +219,7 @@ def test_corrupt_truncated_or_foreign_files_are_clear_errors(planted, model, tmp
         with pytest.raises(TreeseekError, match=match):
             opened = TreeIndex.open(tmp_path / "ix")
             if search:
-                opened.search(planted.features[:2], 3)
+                opened.search(planted.features[:2], 3, ranking=Ranking("combined"))  # reads the FAISS file
 
     vectors = (segment / "vectors.npy").read_bytes()
     (segment / "vectors.npy").write_bytes(vectors[:-100])
@@ -324,5 +283,5 @@ def test_a_reader_outlived_by_a_compaction_gets_a_clear_error(planted, model, tm
     writer.compact()
     writer.save(tmp_path / "ix")
     with pytest.raises(TreeseekError, match="open the index again"):
-        reader.search(planted.features[:2], 3)
-    assert len(TreeIndex.open(tmp_path / "ix").search(planted.features[:2], 3)[1]) == 2
+        reader.search(planted.features[:2], 3, ranking=Ranking("combined"))
+    assert len(TreeIndex.open(tmp_path / "ix").search(planted.features[:2], 3, ranking=Ranking("combined"))[1]) == 2

@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from treeseek.features import save_features
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.io.features import save_features
 from treeseek.model import TreeseekModel
-from treeseek.synthetic import planted_hierarchy
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "treeseek", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_binary_codes_in_an_index_from_the_command_line(workspace):
     (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--backend", "annoy"), "unknown backend"),
     (("index", "create", "{db}", "--model", "{model}", "--out", "{tmp}/x", "--param", "m"), "NAME=INTEGER"),
     (("index", "info", "{tmp}/nowhere"), "index directory not found"),
-    (("search", "{ix}", "--query", "{tmp}/q.npz", "--method", "euclidean"), "ranks with soft, combined"),
+    (("search", "{ix}", "--query", "{tmp}/q.npz", "--method", "euclidean"), "method must be one of soft, combined"),
 ])
 def test_bad_index_commands_get_one_line(workspace, tmp_path, args, message):
     ix = workspace / "ix2"

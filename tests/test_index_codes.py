@@ -1,31 +1,20 @@
 """Binary codes stored in the persistent index: Hamming search and hierarchy re-ranking vs brute force."""
 import numpy as np
 import pytest
+from oracles import hamming_ranking, hard_keys, queries, soft_keys
 
+from treeseek.codes import ITQHasher
 from treeseek.errors import TreeseekError
-from treeseek.hashing import ITQHasher, hamming_distances
 from treeseek.index import TreeIndex
-from treeseek.search.distances import ranking_keys
+from treeseek.search import Ranking
 
+HAMMING = Ranking("hamming")
 BITS = 16  # short codes: many exact ties, which the id order must break
 
 
 @pytest.fixture(scope="module")
 def hasher(planted):
     return ITQHasher(BITS, seed=0).fit(planted.features)
-
-
-def queries(planted, n=30, seed=1):
-    rng = np.random.default_rng(seed)
-    return planted.features[rng.choice(len(planted.features), n, replace=False)] + rng.normal(size=(n, 24))
-
-
-def brute_hamming(hasher, features, live_ids, Q, k):
-    """Popcount distance to every live item's code, computed from the original features; stable sort by id."""
-    live_ids = np.sort(live_ids)
-    distances = hamming_distances(hasher.encode(Q), hasher.encode(features[live_ids]))
-    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(distances, order, 1), live_ids[order]
 
 
 def split_index(planted, model, hasher, tmp_path):
@@ -44,8 +33,8 @@ def test_hamming_search_equals_a_popcount_full_sort(planted, model, hasher, tmp_
     index, live = split_index(planted, model, hasher, tmp_path)
     Q = queries(planted)
     for k in (1, 7, 100, len(live), len(live) + 4):
-        expected_d, expected_ids = brute_hamming(hasher, planted.features, live, Q, k)
-        distances, ids = index.search_codes(Q, k)
+        expected_d, expected_ids = hamming_ranking(hasher, planted.features, live, Q, k)
+        distances, ids = index.search(Q, k, ranking=HAMMING)
         n = expected_ids.shape[1]
         assert np.array_equal(ids[:, :n], expected_ids)
         assert np.array_equal(distances[:, :n], expected_d)
@@ -55,16 +44,16 @@ def test_hamming_search_equals_a_popcount_full_sort(planted, model, hasher, tmp_
 def test_codes_survive_save_open_compact_and_refit(planted, model, hasher, tmp_path):
     index, live = split_index(planted, model, hasher, tmp_path)
     Q = queries(planted)
-    before = index.search_codes(Q, 50)
+    before = index.search(Q, 50, ranking=HAMMING)
     index.save(tmp_path / "ix")
     reopened = TreeIndex.open(tmp_path / "ix")
     assert reopened.hasher is not None and isinstance(reopened.segments_[0].codes, np.memmap)
-    assert all(np.array_equal(a, b) for a, b in zip(reopened.search_codes(Q, 50), before))
+    assert all(np.array_equal(a, b) for a, b in zip(reopened.search(Q, 50, ranking=HAMMING), before))
     reopened.compact()
     reopened.refit(threshold=0.2)
     reopened.save(tmp_path / "ix")
     again = TreeIndex.open(tmp_path / "ix")
-    assert all(np.array_equal(a, b) for a, b in zip(again.search_codes(Q, 50), before))
+    assert all(np.array_equal(a, b) for a, b in zip(again.search(Q, 50, ranking=HAMMING), before))
     stored = again.segments_[0]
     order = np.argsort(stored.segment.ids)
     assert np.array_equal(np.asarray(stored.codes)[order], hasher.encode(planted.features[live]))
@@ -75,19 +64,22 @@ def test_rerank_orders_the_hamming_candidates_by_the_method_distance(planted, mo
     index, live = split_index(planted, model, hasher, tmp_path)
     Q = queries(planted)
     for rerank, k, alpha in ((40, 10, None), (200, 25, 3.0), (len(live) + 10, 5, 1.0)):
-        _, candidates = brute_hamming(hasher, planted.features, live, Q, rerank)
+        _, candidates = hamming_ranking(hasher, planted.features, live, Q, rerank)
         alpha_used = model.alpha if alpha is None else alpha
         expected_keys, expected_ids = [], []
         for q, row in enumerate(candidates):
-            stored = index.items(row)
-            # the soft reference takes posteriors of the features as added, not of the stored copies
-            keys = ranking_keys(method, Q[q : q + 1], stored["vectors"], model.assign(Q[q : q + 1]),
-                                stored["leaves"], model.hierarchy_, alpha_used,
-                                model.posteriors(Q[q : q + 1]), model.posteriors(planted.features[row]))[0]
+            row = row[row >= 0]
+            stored, query = index.items(row), Q[q : q + 1]
+            if method == "soft":  # posteriors of the features as added, not of the stored copies
+                keys = soft_keys(query, stored["vectors"], model.posteriors(query),
+                                 model.posteriors(planted.features[row]), model.hierarchy_, alpha_used, True)[0]
+            else:
+                keys = hard_keys(method, query, stored["vectors"], model.assign(query), stored["leaves"],
+                                 model.hierarchy_, alpha_used, True)[0]
             order = np.lexsort((row, keys))[:k]
             expected_keys.append(keys[order])
             expected_ids.append(row[order])
-        distances, ids = index.search_codes(Q, k, rerank=rerank, method=method, alpha=alpha)
+        distances, ids = index.search(Q, k, ranking=Ranking("hamming", alpha, rerank, method))
         assert np.array_equal(ids, np.array(expected_ids))
         assert np.allclose(distances, np.array(expected_keys))
 
@@ -95,22 +87,23 @@ def test_rerank_orders_the_hamming_candidates_by_the_method_distance(planted, mo
 def test_rerank_in_blocks_and_chunks_equals_one_pass(planted, model, hasher, tmp_path, monkeypatch):
     index, _ = split_index(planted, model, hasher, tmp_path)
     Q = queries(planted)
-    whole = [index.search_codes(Q, 10, rerank=60, method=method) for method in ("combined", "soft")]
+    rankings = [Ranking("hamming", rerank=60, rerank_method=method) for method in ("combined", "soft")]
+    whole = [index.search(Q, 10, ranking=ranking) for ranking in rankings]
     monkeypatch.setattr("treeseek.index.code_search.RERANK_BLOCK", 1)  # one query per block
     monkeypatch.setattr("treeseek.index.code_search.POSTERIOR_CHUNK", 7)  # and posteriors 7 items at a time
-    for method, (distances, ids) in zip(("combined", "soft"), whole):
-        blocked_d, blocked_ids = index.search_codes(Q, 10, rerank=60, method=method)
+    for ranking, (distances, ids) in zip(rankings, whole):
+        blocked_d, blocked_ids = index.search(Q, 10, ranking=ranking)
         assert np.array_equal(blocked_ids, ids) and np.allclose(blocked_d, distances)
 
 
 def test_hnsw_codes_find_most_exact_neighbours(planted, model, hasher, tmp_path):
     index, _ = split_index(planted, model, hasher, tmp_path)
     Q = queries(planted)
-    exact_d, _ = index.search_codes(Q, 20)
-    approx_d, approx_ids = index.search_codes(Q, 20, kind="hnsw")
+    exact_d, _ = index.search(Q, 20, ranking=HAMMING)
+    approx_d, approx_ids = index.search(Q, 20, ranking=Ranking("hamming", hamming_index="hnsw"))
     graphs = [stored.hamming_["hnsw"][1] for stored in index.segments_]
-    index.search_codes(Q, 20)  # the exact search in between must not drop the graphs
-    assert np.array_equal(index.search_codes(Q, 20, kind="hnsw")[1], approx_ids)
+    index.search(Q, 20, ranking=HAMMING)  # the exact search in between must not drop the graphs
+    assert np.array_equal(index.search(Q, 20, ranking=Ranking("hamming", hamming_index="hnsw"))[1], approx_ids)
     assert all(stored.hamming_["hnsw"][1] is graph for stored, graph in zip(index.segments_, graphs))
     assert (approx_ids >= 0).all()
     # Ties make ids ambiguous; the k-th distance found may only be slightly worse than the exact one.
@@ -121,22 +114,23 @@ def test_bad_hasher_or_search_is_a_clear_error(planted, model, hasher):
     index = TreeIndex(model)
     index.add(planted.features[:50])
     with pytest.raises(TreeseekError, match="no binary codes"):
-        index.search_codes(planted.features[:2], 5)
+        index.search(planted.features[:2], 5, ranking=HAMMING)
     with pytest.raises(TreeseekError, match="24-d"):
         index.set_hasher(ITQHasher(8).fit(planted.features[:, :10]))
     index.set_hasher(hasher)
     with pytest.raises(TreeseekError, match="rerank"):
-        index.search_codes(planted.features[:2], 5, rerank=-1)
+        index.search(planted.features[:2], 5, ranking=Ranking("hamming", rerank=-1))
     with pytest.raises(TreeseekError, match="alpha must be a finite number"):
-        index.search_codes(planted.features[:2], 5, rerank=10, alpha=float("nan"))
+        index.search(planted.features[:2], 5, ranking=Ranking("hamming", float("nan"), 10))
     with pytest.raises(TreeseekError, match="rerank method must be one of"):
-        index.search_codes(planted.features[:2], 5, rerank=10, method="euclidean")
+        index.search(planted.features[:2], 5, ranking=Ranking("hamming", rerank=10, rerank_method="euclidean"))
     with pytest.raises(TreeseekError, match="dimensions"):
-        index.search_codes(planted.features[:2, :10], 5)
+        index.search(planted.features[:2, :10], 5, ranking=HAMMING)
     index.remove(np.arange(50))  # nothing left: every method pads with -1
     for method in ("combined", "soft"):
-        distances, ids = index.search_codes(planted.features[:2], 5, rerank=10, method=method)
+        ranking = Ranking("hamming", rerank=10, rerank_method=method)
+        distances, ids = index.search(planted.features[:2], 5, ranking=ranking)
         assert (ids == -1).all() and np.isinf(distances).all()
     index.set_hasher(None)
     with pytest.raises(TreeseekError, match="no binary codes"):
-        index.search_codes(planted.features[:2], 5)
+        index.search(planted.features[:2], 5, ranking=HAMMING)

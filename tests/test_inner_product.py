@@ -1,19 +1,18 @@
 """Soft hierarchical distance and its inner-product form, against the direct formulas."""
 import numpy as np
 import pytest
+from oracles import cosine, hard_keys, lca_fractions, top_k
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy, load_taxonomy
+from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.model import TreeseekModel
-from treeseek.search import full_sort_search, ranking_keys
-from treeseek.search.distances import cosine_distances
 from treeseek.search.inner_product import InnerProductIndex, augment, tree_factor
-from treeseek.synthetic import planted_hierarchy
 
 
 def soft_hierarchy_distances(query_posteriors, item_posteriors, tree):
     """The double sum over class pairs, written out."""
-    return np.einsum("qa,ib,ab->qi", query_posteriors, item_posteriors, tree.lca_heights / tree.max_height)
+    return np.einsum("qa,ib,ab->qi", query_posteriors, item_posteriors, lca_fractions(tree))
 
 
 def random_tree(seed, n=25):
@@ -50,13 +49,13 @@ def test_inner_product_search_equals_a_full_sort_of_the_soft_formula(fitted, alp
     model, items, queries = fitted
     tree = model.hierarchy_
     posterior = lambda X: model.gaussians_.posteriors(model.transform(X), temperature, top_m)  # noqa: E731
-    direct = cosine_distances(queries, items) + alpha * soft_hierarchy_distances(posterior(queries), posterior(items),
+    direct = cosine(queries, items) + alpha * soft_hierarchy_distances(posterior(queries), posterior(items),
                                                                                tree)
-    expected_d, expected_ids = full_sort_search(direct, 20)
+    expected_d, expected_ids = top_k(direct, np.arange(len(items)), 20)
     G = tree_factor(tree)
-    index = InnerProductIndex(alpha)
+    index = InnerProductIndex()
     index.add(augment(items, posterior(items), G))
-    distances, ids = index.search(augment(queries, posterior(queries), G, alpha), 20)
+    distances, ids = index.search(augment(queries, posterior(queries), G, alpha), 20, alpha)
     assert np.allclose(distances, expected_d, atol=1e-5)
     assert np.mean(ids == expected_ids) > 0.99  # float32 may swap near-equal neighbours
     if top_m:
@@ -68,15 +67,15 @@ def test_hard_leaves_are_the_zero_temperature_limit(fitted):
     tree, alpha = model.hierarchy_, 2.0
     cold = model.gaussians_.posteriors(model.transform(queries), 1e-6)
     assert np.array_equal(np.argmax(cold, axis=1), model.assign(queries)) and np.allclose(cold.max(axis=1), 1.0)
-    hard = ranking_keys("combined", queries, items, model.assign(queries), model.assign(items), tree, alpha)
+    hard = hard_keys("combined", queries, items, model.assign(queries), model.assign(items), tree, alpha)
     item_cold = model.gaussians_.posteriors(model.transform(items), 1e-6)
-    soft = cosine_distances(queries, items) + alpha * soft_hierarchy_distances(cold, item_cold, tree)
+    soft = cosine(queries, items) + alpha * soft_hierarchy_distances(cold, item_cold, tree)
     assert np.allclose(soft, hard, atol=1e-9)
 
 
 def test_the_soft_method_in_the_harness_tends_to_combined_as_the_temperature_falls(fitted):
     from treeseek.evaluation import evaluate_retrieval
-    from treeseek.features import FeatureSet
+    from treeseek.io.features import FeatureSet
 
     model, items, _ = fitted
     data = planted_hierarchy((3, 4), dim=16, samples_per_class=40, scale=3.0, seed=4)
@@ -87,7 +86,7 @@ def test_the_soft_method_in_the_harness_tends_to_combined_as_the_temperature_fal
     assert cold.metrics["soft"] == pytest.approx(cold.metrics["combined"])
     model.temperature = 1.0
     warm = evaluate_retrieval(model, queries, database, methods=["soft"], progress=False)
-    direct = cosine_distances(queries.features, items) + model.alpha * soft_hierarchy_distances(
+    direct = cosine(queries.features, items) + model.alpha * soft_hierarchy_distances(
         model.posteriors(queries.features), model.posteriors(items), model.hierarchy_)
     assert np.isfinite(warm.metrics["soft"]["map@10"]) and direct.shape == (len(queries.features), len(items))
     top1 = np.argmin(direct, axis=1)
@@ -100,14 +99,14 @@ def test_an_ivf_index_probing_every_list_finds_the_exact_top_k_and_bad_factories
     G, alpha = tree_factor(model.hierarchy_), 1.5
     item_vectors = augment(items, np.eye(model.n_classes_)[model.assign(items)], G)
     query_vectors = augment(queries, np.eye(model.n_classes_)[model.assign(queries)], G, alpha)
-    exact, approximate = InnerProductIndex(alpha), InnerProductIndex(alpha, "IVF8,Flat", nprobe=8)
+    exact, approximate = InnerProductIndex(), InnerProductIndex("IVF8,Flat", nprobe=8)
     exact.add(item_vectors)
     approximate.add(item_vectors)
-    (d_exact, _), (d_ivf, _) = exact.search(query_vectors, 10), approximate.search(query_vectors, 10)
+    (d_exact, _), (d_ivf, _) = exact.search(query_vectors, 10, alpha), approximate.search(query_vectors, 10, alpha)
     assert approximate.index_.ntotal == len(items)
     assert np.allclose(d_ivf, d_exact, atol=1e-5)
     with pytest.raises(TreeseekError, match="FAISS cannot build index 'Nonsense'"):
-        InnerProductIndex(alpha, "Nonsense").add(item_vectors)
+        InnerProductIndex("Nonsense").add(item_vectors)
 
 
 def test_one_query_runs_faiss_on_one_thread_and_the_setting_comes_back():

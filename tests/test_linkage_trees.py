@@ -64,11 +64,11 @@ def test_the_class_distance_decides_which_classes_merge_first():
 
 
 def test_select_ranking_scores_every_point_on_validation_and_picks_the_best():
+    from treeseek.data.datasets import stratified_split
     from treeseek.evaluation import evaluate_retrieval
-    from treeseek.features import FeatureSet
-    from treeseek.images.datasets import stratified_split
-    from treeseek.selection import select_ranking
-    from treeseek.synthetic import planted_hierarchy
+    from treeseek.evaluation.tuning import select_ranking
+    from treeseek.hierarchy.synthetic import planted_hierarchy
+    from treeseek.io.features import FeatureSet
 
     data = planted_hierarchy((3, 4), dim=16, samples_per_class=40, scale=3.0, noise=1.5, seed=2)
     grid = {"hierarchy": ["visual", "average:2:euclidean"], "temperature": [0.0, 4.0], "alpha": [1.0, 4.0]}

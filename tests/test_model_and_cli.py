@@ -8,10 +8,11 @@ import pytest
 
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.features import FeatureSet, save_features
 from treeseek.hierarchy import save_hierarchy
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.io.features import FeatureSet, save_features
 from treeseek.model import TreeseekModel
-from treeseek.synthetic import planted_hierarchy
+from treeseek.search import MemoryIndex, Ranking
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +92,12 @@ def test_save_load_round_trip_gives_identical_results(planted, tmp_path):
     loaded = TreeseekModel.load(tmp_path / "m")
     assert loaded.hierarchy_ == model.hierarchy_ and loaded.class_names_ == model.class_names_
     assert np.array_equal(loaded.assign(planted.features), model.assign(planted.features))
-    a, b = model.make_index(), loaded.make_index()
+    a, b = MemoryIndex(model), MemoryIndex(loaded)
     for index in (a, b):
-        index.add(planted.features, model.assign(planted.features))
-    assert np.array_equal(a.search(planted.features[:20], model.assign(planted.features[:20]), 7)[1],
-                          b.search(planted.features[:20], model.assign(planted.features[:20]), 7)[1])
+        index.add(planted.features)
+    for method in ("soft", "combined"):
+        assert np.array_equal(a.search(planted.features[:20], 7, ranking=Ranking(method))[1],
+                              b.search(planted.features[:20], 7, ranking=Ranking(method))[1])
     # the directory holds JSON and plain arrays only
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert files[0].startswith("arrays-") and files[1] == "model.json"
@@ -125,7 +127,7 @@ def test_corrupt_or_foreign_model_is_a_clear_error(planted, tmp_path):
 
 # ----------------------------------------------------------------------- CLI
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "treeseek.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "treeseek", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +178,7 @@ def test_cli_search_reports_parts_and_lca(workspace):
 
 
 def test_cli_soft_search_ranks_by_the_expected_lca_height(workspace):
-    from treeseek.features import load_features
+    from treeseek.io.features import load_features
     from treeseek.model import TreeseekModel
     from treeseek.search import full_sort_search
     from treeseek.search.distances import cosine_distances

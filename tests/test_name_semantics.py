@@ -93,7 +93,7 @@ def test_bad_name_options_are_clear_errors(look_alikes, monkeypatch):
 
 
 def test_the_cli_fits_a_tree_with_names_and_rejects_a_bad_weight(look_alikes, tmp_path):
-    from treeseek.features import save_features
+    from treeseek.io.features import save_features
     X, y = look_alikes
     save_features(tmp_path / "train.npz", X, y, NAMES)
     result = run_cli("fit", tmp_path / "train.npz", "--out", tmp_path / "m", "--hierarchy", "average:1:cosine:names=1",

@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from treeseek.errors import TreeseekError
-from treeseek.images.datasets import ImageSet
-from treeseek.images.perturbations import (
+from treeseek.data.datasets import ImageSet
+from treeseek.data.perturbations import (
     blur_kernel_size,
     gaussian_blur,
     patch_size,
@@ -13,6 +12,7 @@ from treeseek.images.perturbations import (
     perturbed,
     saturate,
 )
+from treeseek.errors import TreeseekError
 
 
 def test_blur_spreads_an_impulse_over_exactly_the_kernel_and_keeps_flat_images():

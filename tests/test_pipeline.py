@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from treeseek.backbones import load_backbone
+from treeseek.apps.jobs.main_job import load_images
+from treeseek.data.datasets import image_files, image_folder
+from treeseek.embed.backbones import load_backbone
 from treeseek.errors import TreeseekError
-from treeseek.features import load_features
-from treeseek.image_index import ImageIndex
-from treeseek.images.datasets import image_files, image_folder
 from treeseek.index import TreeIndex
-from treeseek.pipeline import load_images
+from treeseek.index.image_index import ImageIndex
+from treeseek.io.features import load_features
 from treeseek.training.classifier import train_classifier
 
 

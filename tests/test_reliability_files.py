@@ -10,8 +10,8 @@ import pytest
 import reliability_workers as workers
 from PIL import Image
 
-from treeseek.extraction import extract_features
-from treeseek.images.decoding import UnreadableImage, load_rgb
+from treeseek.data.decoding import UnreadableImage, load_rgb
+from treeseek.embed.extraction import extract_features
 
 
 # ------------------------------------------------------------------------------------------------ image files
@@ -34,7 +34,7 @@ def test_exif_orientation_is_applied_when_decoding(photo, tmp_path):
 
 
 def test_an_exif_rotated_photo_embeds_like_the_upright_one(photo, tmp_path):
-    from treeseek.backbones import load_backbone
+    from treeseek.embed.backbones import load_backbone
 
     exif = Image.Exif()
     exif[0x0112] = 8  # "rotate 270 degrees clockwise to display"
@@ -100,8 +100,8 @@ def test_a_pixel_bomb_is_refused_from_its_header_in_one_line(tmp_path):
 MEMORY_PROBE = """
 import resource, sys
 from PIL import Image
-from treeseek.backbones.registry import Backbone
-from treeseek.images.decoding import load_rgb
+from treeseek.embed.backbones.backbone import Backbone
+from treeseek.data.decoding import load_rgb
 backbone = Backbone("probe", None, 224, 256, (0.5,) * 3, (0.25,) * 3, 1, "")
 backbone.preprocess(Image.new("RGB", (300, 200)))  # warm up: Pillow's and numpy's own allocations
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -123,7 +123,7 @@ def test_a_long_strip_is_processed_in_little_memory(size, tmp_path):
 
 
 def test_crop_before_resize_gives_the_pixels_of_resize_then_crop(photo):
-    from treeseek.backbones.registry import Backbone
+    from treeseek.embed.backbones.backbone import Backbone
 
     backbone = Backbone("probe", None, 224, 256, (0.0,) * 3, (1.0,) * 3, 1, "")
     width, height = photo.size  # the reference: resize the whole image, then crop its centre

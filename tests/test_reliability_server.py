@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from treeseek.apps.server import create_app
+from treeseek.apps.server.limits import BodyLimit, SignInThrottle, shown_source
 from treeseek.index import TreeIndex
-from treeseek.server import create_app
-from treeseek.server.limits import BodyLimit, SignInThrottle, shown_source
 
 
 # --------------------------------------------------------------------------------------------- server limits
@@ -83,7 +83,7 @@ def served_index(planted, model, tmp_path):
 
 def test_the_server_throttles_wrong_tokens(served_index, monkeypatch):
     # a stopped clock: on a busy machine the 1-second wait must not run out between two requests
-    monkeypatch.setattr("treeseek.server.app.SignInThrottle", lambda: SignInThrottle(clock=lambda: 100.0))
+    monkeypatch.setattr("treeseek.apps.server.app.SignInThrottle", lambda: SignInThrottle(clock=lambda: 100.0))
     client = TestClient(create_app(served_index, access_token="right-token"))
     wrong = {"Authorization": "Bearer wrong"}
     statuses = [client.get("/api/info", headers=wrong).status_code for _ in range(6)]

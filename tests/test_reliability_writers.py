@@ -107,8 +107,8 @@ CLI_REPEATS = int(os.environ.get("TREESEEK_STRESS_REPEATS_CLI", "2"))
 @pytest.fixture(scope="module")
 def image_index(tmp_path_factory):
     """An index of images embedded by the CIFAR ResNet-20, holding 30 items that have no files."""
-    from treeseek.backbones import load_backbone
-    from treeseek.image_index import ImageIndex
+    from treeseek.embed.backbones import load_backbone
+    from treeseek.index.image_index import ImageIndex
 
     weights = SHARED / "models" / "cifar10-resnet20.safetensors"
     if not weights.is_file():
@@ -131,7 +131,7 @@ def image_index(tmp_path_factory):
 
 
 def run_commands_together(*commands):
-    processes = [subprocess.Popen([sys.executable, "-m", "treeseek.cli", *map(str, command)],
+    processes = [subprocess.Popen([sys.executable, "-m", "treeseek", *map(str, command)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands]
     results = [(process.wait(timeout=300), process.stderr.read()) for process in processes]
     for status, err in results:

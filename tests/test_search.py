@@ -1,31 +1,18 @@
 import numpy as np
 import pytest
+from oracles import hard_keys, top_k
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
-from treeseek.search import FlatIndex, HierarchicalIndex, full_sort_search, ranking_keys, smallest_k
-from treeseek.synthetic import planted_hierarchy
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.model import TreeseekModel
+from treeseek.search import MemoryIndex, Ranking, full_sort_search, ranking_keys, smallest_k
+from treeseek.search.hierarchical_index import HierarchicalIndex
 
 
 def brute_force(method, Q, X, q_leaves, x_leaves, tree, alpha, k):
     """Direct formula on every pair, then a full stable sort (ties by database order)."""
-    qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
-    xn = X / np.linalg.norm(X, axis=1, keepdims=True)
-    cos = np.clip(1.0 - qn @ xn.T, 0.0, 2.0)
-    if method == "flat":
-        lca = (q_leaves[:, None] != x_leaves[None, :]).astype(float)
-    else:
-        lca = tree.lca_heights[np.ix_(q_leaves, x_leaves)] / tree.max_height
-    ids = np.arange(len(X))
-    out = []
-    for row in range(len(Q)):
-        if method == "hierarchy":
-            order = np.lexsort((ids, cos[row], lca[row]))
-        else:
-            weight = 0.0 if method == "cosine" else alpha
-            order = np.lexsort((ids, cos[row] + weight * lca[row]))
-        out.append(order[:k])
-    return np.array(out)
+    return top_k(hard_keys(method, Q, X, q_leaves, x_leaves, tree, alpha), np.arange(len(X)), k)[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +33,13 @@ def data():
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 1.0, 5.0])
 def test_fast_search_equals_full_sort_for_every_k(data, method, alpha):
     tree, X, leaves, Q, q_leaves = data
-    index = HierarchicalIndex(tree, alpha, method)
+    index = HierarchicalIndex(tree)
     index.add(X[:70], leaves[:70])
     index.add(X[70:], leaves[70:])  # two batches: the index must merge them
     expected_all = brute_force(method, Q, X, q_leaves, leaves, tree, alpha, len(X))
-    keys = ranking_keys(method, Q, X, q_leaves, leaves, tree, alpha)
+    keys = hard_keys(method, Q, X, q_leaves, leaves, tree, alpha)
     for k in range(1, len(X) + 1):
-        D, I = index.search(Q, q_leaves, k)
+        D, I = index.search(Q, q_leaves, k, method=method, alpha=alpha)
         assert np.array_equal(I, expected_all[:, :k]), k
         assert np.allclose(D, np.take_along_axis(keys, I, axis=1))
 
@@ -67,7 +54,7 @@ def test_reference_ranking_agrees_with_direct_formula(data):
 
 def test_k_larger_than_database_pads_with_minus_one(data):
     tree, X, leaves, Q, q_leaves = data
-    index = HierarchicalIndex(tree, 1.0)
+    index = HierarchicalIndex(tree)
     index.add(X[:5], leaves[:5])
     D, I = index.search(Q[:2], q_leaves[:2], 8)
     assert np.all(I[:, 5:] == -1) and np.all(np.isinf(D[:, 5:]))
@@ -76,9 +63,9 @@ def test_k_larger_than_database_pads_with_minus_one(data):
 
 def test_pruning_skips_most_of_the_database():
     planted = planted_hierarchy(scale=4.0, samples_per_class=100, seed=1)
-    index = HierarchicalIndex(planted.hierarchy, alpha=3.0)
+    index = HierarchicalIndex(planted.hierarchy)
     index.add(planted.features, planted.labels)
-    index.search(planted.features[::50], planted.labels[::50], 10)
+    index.search(planted.features[::50], planted.labels[::50], 10, alpha=3.0)
     # alpha * h/H = 1 for the sibling ring, more than any top-10 cosine distance
     # inside the query's own class, so only the query's leaf block is scored
     assert index.scored_fraction_ == pytest.approx(1 / 36)
@@ -86,7 +73,7 @@ def test_pruning_skips_most_of_the_database():
 
 def test_custom_ids_are_returned():
     tree = Hierarchy.flat(2)
-    index = HierarchicalIndex(tree, 1.0)
+    index = HierarchicalIndex(tree)
     index.add(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1]), ids=np.array([70, 30]))
     _, I = index.search(np.array([[0.0, 1.0]]), np.array([1]), 2)
     assert I.tolist() == [[30, 70]]
@@ -94,9 +81,7 @@ def test_custom_ids_are_returned():
 
 def test_bad_index_input():
     tree = Hierarchy.flat(3)
-    with pytest.raises(TreeseekError):
-        HierarchicalIndex(tree, -1.0)
-    index = HierarchicalIndex(tree, 1.0)
+    index = HierarchicalIndex(tree)
     with pytest.raises(TreeseekError, match="leaf ids"):
         index.add(np.ones((2, 3)), np.array([0, 3]))
     index.add(np.ones((2, 3)), np.array([0, 1]))
@@ -104,6 +89,8 @@ def test_bad_index_input():
         index.search(np.ones((1, 4)), np.array([0]), 1)
     with pytest.raises(TreeseekError, match="k must"):
         index.search(np.ones((1, 3)), np.array([0]), 0)
+    with pytest.raises(TreeseekError, match="alpha must"):
+        index.search(np.ones((1, 3)), np.array([0]), 1, alpha=-1.0)
 
 
 def test_smallest_k_breaks_ties_by_id():
@@ -119,14 +106,16 @@ def test_smallest_k_breaks_ties_by_id():
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_flat_index_equals_full_sort(data, metric):
+def test_memory_index_without_hierarchy_equals_full_sort(data, metric):
     _, X, _, Q, _ = data
-    index = FlatIndex(metric)
+    planted = planted_hierarchy(branching=(2, 3, 3), dim=16, samples_per_class=8, seed=3)
+    index = MemoryIndex(TreeseekModel(hierarchy="average").fit(planted.features, planted.labels))
     index.add(X[:50])
     index.add(X[50:])
-    keys = ranking_keys(metric, Q, X)
+    keys = hard_keys(metric, Q, X, None, None, None, 0.0)
     for k in (1, 10, len(X), len(X) + 3):
-        D, I = index.search(Q, k)
-        expected_d, expected_i = full_sort_search(keys, k)
+        D, I = index.search(Q, k, ranking=Ranking(metric))
+        expected_d, expected_i = top_k(keys, np.arange(len(X)), min(k, len(X)))
         assert np.array_equal(I[:, : len(X)], expected_i)
         assert np.allclose(D[:, : len(X)], expected_d)
+        assert (I[:, len(X):] == -1).all() and np.isinf(D[:, len(X):]).all()

@@ -5,7 +5,7 @@ import pytest
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.hierarchy.class_embeddings import class_embeddings, tree_similarity
-from treeseek.synthetic import planted_hierarchy
+from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.training.semantic_embedding import SemanticEmbeddingHead
 
 

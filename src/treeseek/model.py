@@ -14,14 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import TreeseekError
-from .features import check_features
-from .hierarchy import Hierarchy
-from .hierarchy.builders import make_builder
-from .persistence import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
-from .search import HierarchicalIndex
-from .statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
+from treeseek import __version__
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.hierarchy.builders import make_builder
+from treeseek.io.features import check_features
+from treeseek.io.files import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
+from treeseek.statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +141,6 @@ class TreeseekModel:
     def posteriors(self, X: np.ndarray) -> np.ndarray:
         """Class posteriors p(c | x) from the Gaussians, at the model's temperature (``soft`` method)."""
         return self.gaussians_.posteriors(self.transform(X), self.temperature, self.top_m)
-
-    def make_index(self, method: str = "combined", alpha: float | None = None) -> HierarchicalIndex:
-        return HierarchicalIndex(self.hierarchy_, self.alpha if alpha is None else alpha, method)
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:

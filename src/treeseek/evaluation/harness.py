@@ -14,13 +14,13 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import TreeseekError
-from ..features import FeatureSet, align_labels
-from ..hierarchy import Hierarchy
-from ..hierarchy.builders import lca_agreement
-from ..search import METHODS, ranking_keys, smallest_k
-from ..search.distances import checked_alpha
-from . import metrics as M
+from treeseek.errors import TreeseekError
+from treeseek.evaluation import metrics as M
+from treeseek.hierarchy import Hierarchy
+from treeseek.hierarchy.builders import lca_agreement
+from treeseek.io.features import FeatureSet, align_labels
+from treeseek.search import METHODS, ranking_keys, smallest_k
+from treeseek.search.distances import checked_alpha
 
 MAHP_K = 250
 CURVE_K = 100

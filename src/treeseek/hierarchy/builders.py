@@ -13,11 +13,11 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist, squareform
 
-from ..errors import TreeseekError
-from ..statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
-from .name_semantics import BUNDLED_MODEL, NAME_TEMPLATE, name_distances
-from .taxonomy_io import load_taxonomy
-from .tree import Hierarchy
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy.name_semantics import BUNDLED_MODEL, NAME_TEMPLATE, name_distances
+from treeseek.hierarchy.taxonomy_io import load_taxonomy
+from treeseek.hierarchy.tree import Hierarchy
+from treeseek.statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
 
 
 def parse_threshold(text: str) -> float | str:

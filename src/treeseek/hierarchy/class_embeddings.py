@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tree import Hierarchy
+from treeseek.hierarchy.tree import Hierarchy
 
 
 def tree_similarity(tree: Hierarchy) -> np.ndarray:

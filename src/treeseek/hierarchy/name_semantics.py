@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from ..errors import TreeseekError
+from treeseek.errors import TreeseekError
 
 BUNDLED_MODEL = "bundled"
 # Chosen on the Caltech-101 validation split among "{}", "a photo of a {}.", "{} is a kind of" and a

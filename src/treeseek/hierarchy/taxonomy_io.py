@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import TreeseekError
-from ..persistence import atomic_write_bytes, atomic_write_json, read_json
-from .tree import Hierarchy
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy.tree import Hierarchy
+from treeseek.io.files import atomic_write_bytes, atomic_write_json, read_json
 
 
 def load_taxonomy(path: str | Path, class_names: Sequence[str] | None = None) -> Hierarchy:

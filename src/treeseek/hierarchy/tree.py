@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import TreeseekError
+from treeseek.errors import TreeseekError
 
 FORMAT_NAME = "treeseek-hierarchy"
 FORMAT_VERSION = 1

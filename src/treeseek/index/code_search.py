@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hashing import HammingIndex
-from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
-from .stored_segment import StoredSegment
+from treeseek.index.stored_segment import StoredSegment
+from treeseek.search.hamming import HammingIndex
+from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
 RERANK_BLOCK = 1 << 24  # float64 values per block of queries: bounds the gathered copies
 POSTERIOR_CHUNK = 8192  # candidates whose vectors are restored at once for their posteriors

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..errors import TreeseekError
-from ..hashing.storage import load_hasher, save_hasher
-from ..model import TreeseekModel
-from ..persistence import atomic_write_json
-from .storage import (
+from treeseek import __version__
+from treeseek.codes.storage import load_hasher, save_hasher
+from treeseek.errors import TreeseekError
+from treeseek.index.storage import (
     DEFAULT_WAIT_SECONDS,
     INDEX_FORMAT,
     INDEX_VERSION,
@@ -31,7 +29,9 @@ from .storage import (
     sweep,
     writer_lock,
 )
-from .stored_segment import StoredSegment
+from treeseek.index.stored_segment import StoredSegment
+from treeseek.io.files import atomic_write_json
+from treeseek.model import TreeseekModel
 
 
 def write_index(index, directory: Path, progress: bool) -> None:

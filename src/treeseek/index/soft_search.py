@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import TreeseekModel
-from ..search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
-from ..search.threads import faiss_threads_for
-from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
-from .stored_segment import StoredSegment
+from treeseek.index.stored_segment import StoredSegment
+from treeseek.model import TreeseekModel
+from treeseek.search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
+from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates
 
 CHUNK = 1 << 15
 
@@ -28,10 +27,8 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
         index, ids = _inner_product_index(stored, model, factor)
         if len(ids) == 0:
             continue
-        with faiss_threads_for(len(augmented)):
-            similarity, positions = index.index_.search(augmented, min(k, len(ids)))
+        keys, positions = index.search(augmented, min(k, len(ids)), alpha)
         found = positions >= 0
-        keys = np.where(found, (1.0 + alpha) - similarity.astype(np.float64), np.inf)
         best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys,
                                                np.where(found, ids[np.maximum(positions, 0)], MISSING_ID), k)
     return best_keys, best_ids
@@ -42,7 +39,7 @@ def _inner_product_index(stored: StoredSegment, model: TreeseekModel, factor: np
     # a segment only loses rows, so their count names its state; the posteriors depend on the model's T and m
     key = (id(model), model.temperature, model.top_m, len(rows))
     if stored.soft_ is None or stored.soft_[0] != key:
-        index = InnerProductIndex(1.0)
+        index = InnerProductIndex()
         for start in range(0, len(rows), CHUNK):  # chunks bound the float64 copies, not the index
             index.add(segment_vectors(stored, model, factor, rows[start : start + CHUNK]))
         stored.soft_ = (key, index, stored.segment.ids[rows])

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TreeseekError
-from ..persistence import _fsync_directory, current_umask, read_json
+from treeseek.errors import TreeseekError
+from treeseek.io.files import _fsync_directory, current_umask, read_json
 
 logger = logging.getLogger(__name__)
 

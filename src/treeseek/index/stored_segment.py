@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TreeseekError
-from ..hierarchy import Hierarchy
-from ..search import Segment, make_backend
-from .storage import SMALL_ARRAYS, load_checked_array, map_array, own_name, read_checked, write_directory
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.index.storage import SMALL_ARRAYS, load_checked_array, map_array, own_name, read_checked, write_directory
+from treeseek.search import Segment, make_backend
 
 ANN_FILE = "ann.faiss"
 CODES_FILE = "codes.npy"

@@ -17,18 +17,19 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import TreeseekError
-from ..hierarchy import Hierarchy
-from ..model import TreeseekModel
-from ..search import hierarchical_topk, make_backend
-from ..search.distances import checked_alpha, hierarchy_weight, method_hierarchy, normalize_rows
-from ..search.hierarchical_index import SEARCH_METHODS
-from ..search.topk import MISSING_ID, merge_smallest_k, no_candidates
-from .code_search import hamming_topk, rerank_candidates
-from .index_files import read_index, verify_index, write_index
-from .soft_search import soft_topk
-from .storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
-from .stored_segment import StoredSegment
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.index.code_search import hamming_topk, rerank_candidates
+from treeseek.index.index_files import read_index, verify_index, write_index
+from treeseek.index.soft_search import soft_topk
+from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
+from treeseek.index.stored_segment import StoredSegment
+from treeseek.model import TreeseekModel
+from treeseek.search.backends import make_backend
+from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
+from treeseek.search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from treeseek.search.hierarchical_index import SEARCH_METHODS, hierarchical_topk
+from treeseek.search.topk import merge_smallest_k, no_candidates
 
 DTYPES = ("float32", "float16")
 INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
@@ -220,62 +221,91 @@ class TreeIndex:
     def __len__(self) -> int:
         return sum(segment.segment.n_alive for segment in self.segments_) + sum(len(p["ids"]) for p in self._pending)
 
-    def search(self, queries: np.ndarray, k: int = 10, method: str = "combined", alpha: float | None = None,
-               query_leaves: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k ``(distances, ids)`` of every query row; rows with fewer hits are padded with inf and -1.
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this index ranks by: ``hamming`` too once it stores binary codes (``set_hasher``)."""
+        refused = {"euclidean": f"method must be one of {', '.join(INDEX_METHODS)} for an index (it stores unit "
+                                f"vectors); got euclidean",
+                   "hamming": "this index stores no binary codes; attach a hasher first ('treeseek index codes')"}
+        if self.hasher is not None:
+            return Capabilities((*INDEX_METHODS, "hamming"), reasons=refused)
+        return Capabilities(INDEX_METHODS, reasons=refused)
 
-        ``soft`` ranks by the expected LCA height under the model's class posteriors (one inner-product
-        search per segment, ``soft_search``); the other methods search level by level."""
-        if method not in INDEX_METHODS:
-            raise TreeseekError(f"method must be one of {', '.join(INDEX_METHODS)}; got {method!r}")
-        if k < 1:
-            raise TreeseekError(f"k must be at least 1, got {k}")
-        alpha = self._alpha(alpha)
+    def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),
+               exclude_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest items of each query row (the search contract, ``treeseek.search.contract``).
+
+        ``soft`` is one exact inner-product search per segment (``soft_search``); ``combined``, ``flat``,
+        ``hierarchy`` and ``cosine`` search level by level through the index's backend; ``hamming`` ranks the
+        stored binary codes (``code_search``), and with ``ranking.rerank`` = R re-ranks the R nearest codes by
+        ``ranking.rerank_method`` on the stored vectors, returning those distances.
+
+        Parameters
+        ----------
+        X : array of shape (nq, d)
+            Raw query features, as the items were added.
+        k : int
+            Results per query.
+        ranking : Ranking
+            What the distances mean (method, alpha, Hamming re-ranking).
+        exclude_ids : array of shape (nq,) or (nq, m), optional
+            Ids left out of each query's results ("more like this" item).
+
+        Returns
+        -------
+        D : float64 array of shape (nq, k)
+            Distances, ascending; +inf pads rows with fewer than k items.
+        I : int64 array of shape (nq, k)
+            Item ids; -1 pads.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from treeseek.model import TreeseekModel
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(60, 4)) + np.repeat(np.eye(4)[:3] * 6, 20, axis=0)
+        >>> index = TreeIndex(TreeseekModel(hierarchy="average").fit(X, np.repeat([0, 1, 2], 20)))
+        >>> ids = index.add(X)
+        >>> D, I = index.search(X[:1], 3, ranking=Ranking("combined", alpha=1.0))
+        >>> int(I[0, 0]), round(float(D[0, 0]), 6)
+        (0, 0.0)
+        """
+        check_request("this index", self.capabilities, k, ranking)
         self._flush()
-        queries = self.model.check_dim(queries, "queries")
-        if method == "soft":
-            keys, ids = soft_topk(self.segments_, self.model, queries, alpha, k)
-            return keys, np.where(ids == MISSING_ID, -1, ids)
-        leaves = self.model.assign(queries) if query_leaves is None else np.asarray(query_leaves, dtype=np.int64)
-        tree = self._method_tree(method)
-        weight = hierarchy_weight(method, alpha, tree)
-        unit = normalize_rows(queries)
+        X = self.model.check_dim(X, "queries")
+        return search_excluding(lambda queries, wanted: self._topk(queries, wanted, ranking), X, int(k), exclude_ids)
+
+    def _topk(self, queries: np.ndarray, k: int, ranking: Ranking) -> tuple[np.ndarray, np.ndarray]:
+        alpha = ranking.alpha_for(self.model)
+        if ranking.method == "hamming":
+            return self._hamming_topk(queries, k, ranking, alpha)
+        if ranking.method == "soft":
+            return soft_topk(self.segments_, self.model, queries, alpha, k)
+        tree = self._method_tree(ranking.method)
+        weight = hierarchy_weight(ranking.method, alpha, tree)
+        leaves, unit = self.model.assign(queries), normalize_rows(queries)
         best_keys, best_ids = no_candidates(len(unit), k)
         for stored in self.segments_:
             keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)
             best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
-        return best_keys, np.where(best_ids == MISSING_ID, -1, best_ids)
+        return best_keys, best_ids
 
-    def search_codes(self, queries: np.ndarray, k: int = 10, rerank: int = 0, method: str = "combined",
-                     alpha: float | None = None, kind: str = "flat") -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by Hamming distance between binary codes (``kind`` flat: exact, hnsw: sub-linear).
-
-        With ``rerank`` = R > 0 the R nearest codes are re-ranked by ``method``'s distance (the combined
-        D_cos + alpha * LCA term by default, or ``soft``'s expected LCA height) on the stored vectors, and
-        those distances are returned.
-        """
-        if self.hasher is None:
-            raise TreeseekError("this index stores no binary codes; attach a hasher first")
-        if k < 1 or rerank < 0:
-            raise TreeseekError(f"k must be at least 1 and rerank at least 0, got k={k}, rerank={rerank}")
-        if method not in INDEX_METHODS:
-            raise TreeseekError(f"rerank method must be one of {', '.join(INDEX_METHODS)}; got {method!r}")
-        self._flush()
-        queries = self.model.check_dim(queries, "queries")
-        keys, ids = hamming_topk(self.segments_, self.hasher.encode(queries), max(k, rerank), self.hasher.bits, kind)
+    def _hamming_topk(self, queries: np.ndarray, k: int, ranking: Ranking, alpha: float):
+        """Hamming distances between codes, or, with re-ranking, the re-ranking method's distances."""
+        rerank = ranking.rerank
+        keys, ids = hamming_topk(self.segments_, self.hasher.encode(queries), max(k, rerank), self.hasher.bits,
+                                 ranking.hamming_index)
         if rerank:
+            method = ranking.rerank_method
             tree = self._method_tree(method)
-            weight = hierarchy_weight(method, self._alpha(alpha), tree)
+            weight = hierarchy_weight(method, alpha, tree)
             if method == "soft":  # expected LCA height: p_q L against each candidate's posterior
                 costs = weight * (self.model.posteriors(queries) @ tree.normalized_lca)
                 posteriors = self.model.posteriors
             else:
                 costs, posteriors = weight * tree.normalized_lca[self.model.assign(queries)], None
             keys, ids = rerank_candidates(self.segments_, ids, normalize_rows(queries), costs, k, posteriors)
-        return keys[:, :k], np.where(ids[:, :k] == MISSING_ID, -1, ids[:, :k])
-
-    def _alpha(self, alpha: float | None) -> float:
-        return checked_alpha(self.model.alpha if alpha is None else alpha)
+        return keys[:, :k], ids[:, :k]
 
     def _method_tree(self, method: str) -> Hierarchy:
         cache = self.__dict__.setdefault("_trees", {})

@@ -19,10 +19,10 @@ import math
 
 import numpy as np
 
-from ..errors import TreeseekError
-from .segment import Segment
-from .threads import faiss_threads_for
-from .topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
+from treeseek.errors import TreeseekError
+from treeseek.search.segment import Segment
+from treeseek.search.threads import faiss_threads_for
+from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 ITEM_CHUNK = 65536       # rows converted and scanned at once

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TreeseekError
-from ..hierarchy import Hierarchy
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
 
 METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined", "soft")
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TreeseekError
-from ..hierarchy import Hierarchy
-from .backends import make_backend
-from .distances import checked_alpha, hierarchy_weight, method_hierarchy, normalize_rows
-from .segment import Segment
-from .topk import MISSING_ID, merge_smallest_k, no_candidates
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.search.backends import make_backend
+from treeseek.search.distances import checked_alpha, hierarchy_weight, method_hierarchy, normalize_rows
+from treeseek.search.segment import Segment
+from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates
 
 SEARCH_METHODS = ("combined", "flat", "hierarchy", "cosine")
 
@@ -73,23 +73,18 @@ def hierarchical_topk(segment: Segment, backend, tree: Hierarchy, weight: float,
 
 
 class HierarchicalIndex:
-    """In-memory index: ``add(vectors, leaves)`` then ``search(queries, query_leaves, k) -> (D, I)``.
+    """The level-by-level search over items whose leaves are given: ``add(vectors, leaves)`` then
+    ``search(queries, query_leaves, k, method=..., alpha=...) -> (D, I)``.
 
-    ``method`` is ``combined``, ``flat``, ``hierarchy`` or ``cosine`` (see
-    ``treeseek.search.distances``); ``backend`` is a name from
-    ``treeseek.search.backends``. With the default ``exact`` backend results
-    equal a full stable sort of D. After a search, ``scored_fraction_`` is the
-    share of (query, item) pairs that were scored.
+    The building block of ``MemoryIndex``, which derives the leaves from a fitted model; its own tests
+    give leaves that have nothing to do with the vectors. ``method`` is ``combined``, ``flat``,
+    ``hierarchy`` or ``cosine`` (``treeseek.search.distances``); ``backend`` a name from
+    ``treeseek.search.backends``. With the ``exact`` backend results equal a full stable sort of D.
+    After a search, ``scored_fraction_`` is the share of (query, item) pairs that were scored.
     """
 
-    def __init__(self, hierarchy: Hierarchy, alpha: float = 1.0, method: str = "combined",
-                 backend: str = "exact", **backend_params):
-        if method not in SEARCH_METHODS:
-            raise TreeseekError(f"method {method!r} cannot use a hierarchical index")
-        self.alpha = checked_alpha(alpha)
-        self.hierarchy = method_hierarchy(method, hierarchy)
-        self.method = method
-        self._weight = hierarchy_weight(method, alpha, self.hierarchy)
+    def __init__(self, hierarchy: Hierarchy, *, backend: str = "exact", **backend_params):
+        self.hierarchy = hierarchy
         self._backend_spec = (backend, backend_params)
         make_backend(backend, **backend_params)  # reject a bad name or parameter now, not at the first search
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -122,7 +117,12 @@ class HierarchicalIndex:
         name, params = self._backend_spec
         self._backend = make_backend(name, **params).build(self._segment)
 
-    def search(self, queries: np.ndarray, query_leaves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, query_leaves: np.ndarray, k: int, *, method: str = "combined",
+               alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        if method not in SEARCH_METHODS:
+            raise TreeseekError(f"method {method!r} cannot use a hierarchical index")
+        tree = method_hierarchy(method, self.hierarchy)
+        weight = hierarchy_weight(method, checked_alpha(alpha), tree)
         self._consolidate()
         queries = normalize_rows(queries)
         query_leaves = np.asarray(query_leaves, dtype=np.int64)
@@ -137,7 +137,6 @@ class HierarchicalIndex:
         if self._segment is None:
             (keys, ids), scored = no_candidates(len(queries), k), 0
         else:
-            keys, ids, scored = hierarchical_topk(self._segment, self._backend, self.hierarchy, self._weight,
-                                                  queries, query_leaves, k)
+            keys, ids, scored = hierarchical_topk(self._segment, self._backend, tree, weight, queries, query_leaves, k)
         self.scored_fraction_ = scored / max(1, len(queries) * self.ntotal)
         return keys, np.where(ids == MISSING_ID, -1, ids)

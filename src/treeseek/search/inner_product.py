@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TreeseekError
-from ..hierarchy import Hierarchy
-from .distances import normalize_rows
-from .threads import faiss_threads_for
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.search.distances import normalize_rows
+from treeseek.search.threads import faiss_threads_for
 
 
 def tree_factor(tree: Hierarchy) -> np.ndarray:
@@ -46,15 +46,23 @@ def _joined(features: np.ndarray, tree_part: np.ndarray, alpha: float) -> np.nda
     return np.hstack([normalize_rows(features), alpha * tree_part]).astype(np.float32)
 
 
+def distances_from_similarities(similarities: np.ndarray, alpha: float) -> np.ndarray:
+    """D = (1 + alpha) - <query vector, item vector>: the one place the combined distance is recovered from an
+    inner product, for FAISS here, the index's segments and external engines alike."""
+    return (1.0 + alpha) - np.asarray(similarities, dtype=np.float64)
+
+
 class InnerProductIndex:
     """Top-k of D = (1 + alpha) - <query, item> over augmented vectors, through a FAISS inner-product index.
+
+    Item vectors do not depend on alpha (``augment`` with alpha 1); each search gives its queries' alpha.
 
     ``factory`` is a FAISS index_factory string: ``Flat`` (exact, the default), or an approximate one
     such as ``IVF1024,Flat`` (trained on the first batch added; ``nprobe`` lists searched) or ``HNSW32``.
     """
 
-    def __init__(self, alpha: float, factory: str = "Flat", nprobe: int = 16):
-        self.alpha, self.factory, self.nprobe = float(alpha), factory, nprobe
+    def __init__(self, factory: str = "Flat", nprobe: int = 16):
+        self.factory, self.nprobe = factory, nprobe
         self.index_ = None
 
     def add(self, augmented_items: np.ndarray) -> None:
@@ -72,7 +80,8 @@ class InnerProductIndex:
             self.index_.train(items)
         self.index_.add(items)
 
-    def search(self, augmented_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, augmented_queries: np.ndarray, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """(D, positions) of the k best items, padded with +inf and -1; the queries were augmented with ``alpha``."""
         with faiss_threads_for(len(augmented_queries)):
             similarity, ids = self.index_.search(np.ascontiguousarray(augmented_queries, dtype=np.float32), k)
-        return (1.0 + self.alpha) - similarity.astype(np.float64), ids
+        return np.where(ids >= 0, distances_from_similarities(similarity, alpha), np.inf), ids

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hierarchy import Hierarchy
+from treeseek.hierarchy import Hierarchy
 
 
 @dataclass

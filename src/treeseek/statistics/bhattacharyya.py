@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gaussians import ClassGaussians, _squared_euclidean
+from treeseek.statistics.gaussians import ClassGaussians, _squared_euclidean
 
 
 def bhattacharyya_distance(gaussians: ClassGaussians) -> np.ndarray:

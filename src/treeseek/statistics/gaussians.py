@@ -15,7 +15,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from sklearn.covariance import ledoit_wolf
 
-from ..errors import TreeseekError
+from treeseek.errors import TreeseekError
 
 COVARIANCE_MODELS = ("full", "tied", "diag")
 _RIDGE = 1e-9  # relative to the mean variance: only guards exact singularity

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 
-from ..errors import TreeseekError
+from treeseek.errors import TreeseekError
 
 
 class VariancePCA:

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones import load_backbone
-from ..backbones.registry import Backbone
-from ..errors import TreeseekError
-from ..images.datasets import ImageSet, stratified_split
-from .checkpoint import build_network, load_optimizer_state, load_weights, read_record, save_checkpoint
-from .image_loader import default_workers, image_batches
+from treeseek.data.datasets import ImageSet, stratified_split
+from treeseek.embed.backbones import load_backbone
+from treeseek.embed.backbones.backbone import Backbone
+from treeseek.embed.checkpoint import build_network, load_optimizer_state, load_weights, read_record, save_checkpoint
+from treeseek.errors import TreeseekError
+from treeseek.training.image_loader import default_workers, image_batches
 
 
 def pretrained_network(base: Backbone, num_classes: int) -> torch.nn.Module:

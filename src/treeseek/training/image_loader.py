@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..backbones.registry import Backbone
-from ..images.datasets import ImageSet
-from ..images.decoding import UnreadableImage
+from treeseek.data.datasets import ImageSet
+from treeseek.data.decoding import UnreadableImage
+from treeseek.embed.backbones.backbone import Backbone
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:

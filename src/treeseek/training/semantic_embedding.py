@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import TreeseekError
-from ..features import check_features
-from ..hierarchy import Hierarchy
-from ..hierarchy.class_embeddings import class_embeddings
+from treeseek.errors import TreeseekError
+from treeseek.hierarchy import Hierarchy
+from treeseek.hierarchy.class_embeddings import class_embeddings
+from treeseek.io.features import check_features
 
 
 class SemanticEmbeddingHead:

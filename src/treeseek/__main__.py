@@ -1,0 +1,4 @@
+"""``python -m treeseek``: the command line."""
+from treeseek.apps.cli.main import main
+
+main()

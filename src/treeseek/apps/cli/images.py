@@ -1,0 +1,99 @@
+"""Command-line commands that start from images: run, search by image, extract, train."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from treeseek.data.datasets import ImageSet
+from treeseek.model import DEFAULT_HIERARCHY
+
+
+def _split_files(text: Optional[str]) -> list[str]:
+    return [part.strip() for part in text.split(",")] if text else []
+
+
+def run(
+    source: Path = typer.Argument(..., help="Image folder (one subfolder per class), or a CIFAR / Fashion-MNIST directory."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    dataset: str = typer.Option("folder", help="folder, cifar or fashion-mnist."),
+    split_files: Optional[str] = typer.Option(None, help="TRAIN.txt,TEST.txt listing <class>/<file> lines "
+                                              "(default: train.txt/test.txt beside the folder, else a stratified 80/20 split)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name or a 'treeseek train' directory."),
+    weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
+    classes: Optional[int] = typer.Option(None, help="Use only the first N classes (alphabetical)."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most N images per class in each split."),
+    taxonomy: Optional[str] = typer.Option(None, help="Evaluation taxonomy for mAHP, nDCG and mistake severity."),
+    hierarchy: str = typer.Option(DEFAULT_HIERARCHY, help="The tree builder (as in 'treeseek fit'); "
+                                  "average:16:cosine:names also weighs what the folder names mean."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """The main job: features, a model tuned on a validation split, an index, a report and pictures."""
+    from treeseek.apps.jobs.main_job import run_main_job
+
+    grid = QUICK_GRID if quick else None
+    run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class, taxonomy,
+                 grid, batch_size, progress, hierarchy=hierarchy)
+    typer.echo((out / "report.md").read_text())
+
+
+QUICK_GRID = {"max_components": [64], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]}
+
+
+def experiment(
+    source: Path = typer.Argument(..., help="Image folder (one subfolder per class), or a CIFAR / Fashion-MNIST directory."),
+    out: Path = typer.Option(..., "--out", help="Output directory (report.html, report.json, pictures)."),
+    taxonomy: str = typer.Option(..., help="Taxonomy of the classes: the semantic baselines and mAHP use it."),
+    dataset: str = typer.Option("folder", help="folder, cifar or fashion-mnist."),
+    split_files: Optional[str] = typer.Option(None, help="TRAIN.txt,TEST.txt (as for 'treeseek run')."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name or a 'treeseek train' directory."),
+    weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
+    classes: Optional[int] = typer.Option(None, help="Use only the first N classes (alphabetical)."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most N images per class in each split."),
+    perturbations: str = typer.Option("blur,saturation,occlusion", help="Robustness conditions ('' for none)."),
+    examples: int = typer.Option(4, help="Example queries shown as image grids."),
+    full_ranking: bool = typer.Option(True, help="Also score mAP over the whole ranking (slow on big sets)."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache directory (default OUT/cache)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """The paper's study: every baseline, the t/alpha grid search, robustness, and a self-contained HTML report."""
+    from treeseek.apps.jobs.experiment import run_experiment
+
+    report = run_experiment(source, out, taxonomy, dataset, _split_files(split_files), backbone, weights, classes,
+                            per_class, [p for p in perturbations.split(",") if p], QUICK_GRID if quick else None,
+                            examples, batch_size, full_ranking, progress, cache_dir=cache)
+    for row, values in report["metrics"].items():
+        typer.echo(f"{row:<40} mAP@10 {values['map@10']:.4f}  mAHP@250 {values['mahp@250']:.4f}")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def train(
+    source: Path = typer.Argument(..., help="Image folder with one subfolder per class."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory (resumed when it exists)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone to fine-tune."),
+    weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
+    epochs: int = typer.Option(10, help="Epochs in total (a resumed run continues to this number)."),
+    lr: float = typer.Option(0.01, help="SGD learning rate."),
+    batch_size: int = typer.Option(32, help="Images per step."),
+    freeze_backbone: bool = typer.Option(False, help="Train only the classification head."),
+    classes: Optional[int] = typer.Option(None, help="Use only the first N classes."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most N images per class."),
+    device: str = typer.Option("auto", help="auto (a GPU when present), cpu or cuda."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations); usable as a backbone."""
+    from treeseek.apps.jobs.main_job import load_images
+    from treeseek.training.classifier import train_classifier
+
+    images: ImageSet = load_images(source, "folder", (), classes, per_class)
+    history = train_classifier(images, out, backbone, weights, epochs, lr, batch_size, freeze_backbone, device,
+                               progress)
+    for entry in history:
+        typer.echo(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, validation accuracy "
+                   f"{entry['val_accuracy']:.1%}")
+    typer.echo(f"checkpoint: {out} (use it as --backbone {out})")

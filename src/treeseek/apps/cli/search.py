@@ -1,0 +1,145 @@
+"""``treeseek search``: read the queries, open what answers them, search, present. One path for every source."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from treeseek.apps.cli.engine import (
+    MILVUS_OPTION,
+    MILVUS_PARAM_OPTION,
+    SEARCH_COLLECTION_OPTION,
+    TOKEN_OPTION,
+    milvus_target,
+)
+from treeseek.apps.plots import image_grid
+from treeseek.apps.presentation import report_lines
+from treeseek.apps.querying import (
+    Queries,
+    SearchTarget,
+    feature_queries,
+    features_target,
+    index_target,
+    item_queries,
+    picture_queries,
+    run_search,
+)
+from treeseek.data.decoding import UnreadableImage, load_rgb
+from treeseek.errors import TreeseekError
+from treeseek.index import TreeIndex, is_index
+from treeseek.index.image_index import ImageIndex
+from treeseek.io.features import load_features
+from treeseek.io.files import atomic_write_json
+from treeseek.model import TreeseekModel
+from treeseek.search import Ranking
+
+
+def search(
+    target: Path = typer.Argument(..., help="An index directory ('treeseek run' / 'treeseek index create'), "
+                                  "or a model directory."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Query images (index) or DB.npz (model)."),
+    query: Optional[Path] = typer.Option(None, "--query", help="Query features (.npz)."),
+    item: Optional[List[int]] = typer.Option(None, "--item", help="A stored item's id as the query (repeatable): "
+                                             "more like this item, which is left out of its own results."),
+    k: int = typer.Option(10, "-k", "--k", help="Results per query."),
+    alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
+    method: Optional[str] = typer.Option(None, help="soft (the default: expected LCA height under the class "
+                                         "posteriors), combined (the paper's hard leaves), flat, hierarchy, "
+                                         "cosine, or euclidean (model directory only)."),
+    use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
+    hamming: bool = typer.Option(False, help="Rank by Hamming distance between the index's binary codes."),
+    rerank: int = typer.Option(0, help="With --hamming: re-rank this many nearest codes by --method's distance."),
+    hamming_index: str = typer.Option("flat", help="With --hamming: flat (exact) or hnsw (sub-linear)."),
+    milvus: Optional[str] = MILVUS_OPTION,
+    collection: Optional[str] = SEARCH_COLLECTION_OPTION,
+    milvus_param: Optional[List[str]] = MILVUS_PARAM_OPTION,
+    token: str = TOKEN_OPTION,
+) -> None:
+    """Top-k for every query, with the parts of its distance and the LCA it shares with the query.
+
+    treeseek search INDEX image.jpg [...]            (images, against an index from 'treeseek run')
+    treeseek search INDEX --query Q.npz              (feature files, against any index)
+    treeseek search INDEX --item 42                  (more like a stored item, in any index)
+    treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files, no index)
+
+    With --hamming an index that stores binary codes ('treeseek index codes') is searched by Hamming
+    distance, and --rerank R re-ranks the R nearest codes with the hierarchy-aware distance.
+    With --milvus the ranking runs in Milvus, on the collection that 'treeseek engine push' filled.
+    """
+    if k < 1:
+        raise TreeseekError(f"-k must be at least 1, got {k}")
+    ranking = Ranking("hamming" if hamming else method or "soft", alpha, rerank, method or "soft", hamming_index)
+    if is_index(target):
+        opened = _index(target, ranking, milvus and milvus_target(target, milvus, collection, milvus_param, token))
+        queries = _index_queries(opened, target, list(inputs or []), query, list(item or []))
+    else:
+        opened = _model(target, list(inputs or []), query, item, milvus, ranking, use_database_labels)
+        queries = feature_queries(load_features(query, require_labels=False))
+    present(run_search(opened, queries, k, ranking), queries, json_out, grid, opened.images)
+
+
+def _index(directory: Path, ranking: Ranking, milvus) -> SearchTarget:
+    images = ImageIndex.load(directory) if ImageIndex.holds_images(directory) else None
+    index = images.index if images is not None else TreeIndex.open(directory)
+    engine = None
+    if milvus:
+        if ranking.method == "hamming":
+            raise TreeseekError("an engine ranks the stored vectors; --hamming and --rerank search the index itself")
+        engine = milvus.open(index.model, ranking.method)
+    return index_target(index, engine=engine, images=images)
+
+
+def _index_queries(target: SearchTarget, directory: Path, images: list[Path], query: Optional[Path],
+                   items: list[int]) -> Queries:
+    if sum((bool(images), query is not None, bool(items))) > 1:
+        raise TreeseekError("give query images, --query Q.npz or --item ID: one of them")
+    if items:
+        return item_queries(target, items, pictures=True)
+    if query is not None:
+        return feature_queries(load_features(query, require_labels=False))
+    if not images:
+        raise TreeseekError("give one or more query images after the index directory")
+    if target.images is None:
+        raise TreeseekError(f"{directory} is an index of feature vectors, not of images (it has no backbone)")
+    pictures = []
+    for path in images:
+        try:
+            pictures.append(load_rgb(path))
+        except UnreadableImage as exc:
+            raise TreeseekError(f"cannot read query image {exc}") from None
+    return picture_queries(target, pictures, [str(path) for path in images], [path.stem for path in images])
+
+
+def _model(directory: Path, inputs: list[Path], query: Optional[Path], item, milvus, ranking: Ranking,
+           use_database_labels: bool) -> SearchTarget:
+    if item:
+        raise TreeseekError("--item names an item of an index; give the index directory")
+    if milvus:
+        raise TreeseekError("--milvus searches the collection pushed from an index; give the index directory")
+    if ranking.method == "hamming" or ranking.rerank:
+        raise TreeseekError("--hamming and --rerank search an index that stores binary codes")
+    if len(inputs) != 1 or query is None:
+        raise TreeseekError("with a model directory, give DB.npz and --query Q.npz")
+    database = load_features(inputs[0], require_labels=use_database_labels)
+    return features_target(TreeseekModel.load(directory), database, use_database_labels=use_database_labels)
+
+
+def present(report: dict, queries: Queries, json_out: Optional[Path], grid_out: Optional[Path] = None,
+            images=None) -> None:
+    """Print each query's hits; draw its grid when the queries and the index have pictures; write the JSON."""
+    for q, query in enumerate(report["queries"]):
+        for line in report_lines(query):
+            typer.echo(line)
+        if images is not None and queries.pictures is not None:
+            target = grid_out or Path(f"{queries.stems[q]}.results.png")
+            if len(queries.stems) > 1 and grid_out is not None:
+                target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
+            thumbs = [(images.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}")
+                      for e in query["results"]]
+            image_grid(queries.pictures[q], f"query\n{query['leaf']}?", thumbs, target)
+            typer.echo(f"  grid: {target}")
+    if json_out is not None:
+        atomic_write_json(json_out, report)

@@ -1,0 +1,118 @@
+"""The one search path of the command line and the server: queries → target → ``search`` → report.
+
+Where the queries come from (images, a feature file, stored items) and what answers them (an index, the
+Milvus collection pushed from it, or a model with a feature file as the database) are independent choices:
+``*_queries`` read the first, ``*_target`` open the second, and ``run_search`` joins them through the search
+contract (``treeseek.search.contract``) and ``presentation.search_report``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from treeseek.apps.presentation import search_report
+from treeseek.errors import TreeseekError
+from treeseek.index import TreeIndex
+from treeseek.io.features import FeatureSet, align_labels
+from treeseek.search import MemoryIndex, Ranking, SearchIndex
+from treeseek.search.contract import Capabilities, padded
+
+
+@dataclass
+class Queries:
+    """Raw query features, what to call them, and per query the ids its results must leave out."""
+
+    features: np.ndarray
+    names: list
+    exclude_ids: np.ndarray | None = None
+    pictures: list | None = None     # the query pictures, where there are any, to head the result grids
+    stems: list[str] = field(default_factory=list)  # file-name stems for the grids
+
+
+@dataclass
+class SearchTarget:
+    """What answers a search (``index``, the contract) and how its ids are described (``lookup``)."""
+
+    index: SearchIndex
+    model: object
+    lookup: Callable[[np.ndarray], dict]
+    catalogue: TreeIndex | None = None  # the persistent index the items live in, when there is one
+    images: object | None = None         # its ImageIndex, when it holds pictures
+
+
+def run_search(target: SearchTarget, queries: Queries, k: int, ranking: Ranking) -> dict:
+    """Search every query and return the report that ``--json``, the printout and the server share."""
+    features = target.model.check_dim(queries.features, "queries")
+    distances, ids = target.index.search(features, k, ranking=ranking, exclude_ids=queries.exclude_ids)
+    return search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup)
+
+
+# ------------------------------------------------------------------ targets
+def index_target(index: TreeIndex, *, engine=None, images=None) -> SearchTarget:
+    """A persistent index as the target; ``engine`` (a ``MilvusIndex``) ranks instead of it, when given."""
+    return SearchTarget(index if engine is None else _CheckedEngine(engine, index), index.model,
+                        lambda ids: {**index.items(ids), "names": ids}, index, images)
+
+
+def features_target(model, database: FeatureSet, *, use_database_labels: bool = False) -> SearchTarget:
+    """A feature file searched in memory with a fitted model; hits are named by the file's ids."""
+    features = model.check_dim(database.features, database.source)
+    labels = align_labels(database, model.class_names_)
+    if use_database_labels and labels is None:
+        raise TreeseekError(f"{database.source}: --use-database-labels needs labels, and the file has none")
+    index = MemoryIndex(model)
+    index.add(features, known_leaves=labels if use_database_labels else None)
+    row_ids = database.row_ids()
+
+    def lookup(rows: np.ndarray) -> dict:
+        items = index.items(rows)
+        known = labels[rows] if labels is not None else np.full(len(rows), -1)
+        return {**items, "labels": known, "names": row_ids[rows], "rows": rows, "sources": None}
+
+    return SearchTarget(index, model, lookup)
+
+
+class _CheckedEngine:
+    """An engine's answers, refused when it returns an item the index no longer holds (a stale push)."""
+
+    def __init__(self, engine, index: TreeIndex):
+        self.engine, self.index = engine, index
+        self.capabilities: Capabilities = engine.capabilities
+
+    def search(self, X, k, *, ranking=Ranking(), exclude_ids=None):
+        distances, ids = padded(*self.engine.search(X, k, ranking=ranking, exclude_ids=exclude_ids))
+        returned = np.unique(ids[ids >= 0])
+        stale = returned[~self.index.contains(returned)]
+        if len(stale):
+            raise TreeseekError(f"Milvus returned item {stale[0]}, which the index no longer holds; push the index "
+                                f"again")
+        return distances, ids
+
+
+# ------------------------------------------------------------------ queries
+def feature_queries(data: FeatureSet) -> Queries:
+    """The rows of a feature file, named by its ids."""
+    return Queries(data.features, list(data.row_ids()))
+
+
+def item_queries(target: SearchTarget, item_ids, *, pictures: bool = False) -> Queries:
+    """Stored items as the queries ("more like this"), each left out of its own results; with ``pictures``,
+    their stored pictures too (to head result grids)."""
+    if target.catalogue is None:
+        raise TreeseekError("--item names an item of an index; give the index directory")
+    item_ids = [int(i) for i in item_ids]
+    items = target.catalogue.items(item_ids)
+    shown = None
+    if pictures and target.images is not None:
+        shown = [target.images.thumbnail(i, source) for i, source in zip(item_ids, items["sources"])]
+    return Queries(items["vectors"] * items["norms"][:, None], [f"item {i}" for i in item_ids],
+                   np.asarray(item_ids, dtype=np.int64), shown, [f"item-{i}" for i in item_ids])
+
+
+def picture_queries(target: SearchTarget, pictures: list, names: list[str], stems: list[str]) -> Queries:
+    """Decoded pictures, embedded by the network that embedded the collection."""
+    if target.images is None:
+        raise TreeseekError("this index holds feature vectors, not images: query it with feature vectors")
+    return Queries(target.images.embed(pictures), names, None, pictures, stems)

@@ -1,0 +1,1 @@
+"""Embedding: backbones (a registry of networks), their checkpoints, and feature extraction from images."""

@@ -1,0 +1,176 @@
+"""Choose PCA size, covariance model, merge threshold t and alpha on a validation split.
+
+The training features are split (stratified) into a fitting part and a
+validation part. Every grid point is fitted on the fitting part only, and
+scored by the ranking method's mAP@10 (the paper's combined method unless told
+otherwise) with the validation images as queries and the fitting part as
+database. For the paper's ``visual`` tree, t is searched on the data's own scale: each
+candidate is the quantile of the class-pair Bhattacharyya coefficients that
+leaves c x K pairs above t, for a few c, so the grid means the same thing on
+any dataset. The whole grid is returned for the record.
+
+``select_ranking`` then chooses, for fixed PCA and covariance, the tree builder, hard or soft
+leaves with their temperature, and alpha, scored against a taxonomy when one is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from treeseek.data.datasets import stratified_split
+from treeseek.evaluation import evaluate_retrieval
+from treeseek.hierarchy import Hierarchy
+from treeseek.hierarchy.builders import lca_agreement, make_builder
+from treeseek.io.features import FeatureSet
+from treeseek.model import TreeseekModel
+from treeseek.statistics import ClassGaussians, VariancePCA
+
+DEFAULT_GRID = {
+    "max_components": [64, 128, 256, None],  # None: as many as 95% of the variance needs
+    "covariance": ["tied", "diag"],
+    "edges_per_class": [0.25, 0.5, 1.0, 2.0],
+    "alpha": [0.5, 1.0, 2.0, 3.0],
+}
+SELECTION_METRIC = "map@10"
+
+
+@dataclass
+class Selection:
+    params: dict                      # the chosen TreeseekModel parameters
+    score: float
+    grid: list[dict] = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+    method: str = "combined"          # the ranking method chosen with them
+
+
+def threshold_spec(edges_per_class: float, n_classes: int) -> str:
+    """The quantile spec that leaves about ``edges_per_class * K`` class pairs at or above t."""
+    pairs = n_classes * (n_classes - 1) / 2
+    quantile = 1.0 - min(1.0, edges_per_class * n_classes / max(pairs, 1.0))
+    return f"q{quantile:.8f}"
+
+
+def select_parameters(
+    X: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str],
+    grid: dict | None = None,
+    validation_fraction: float = 0.25,
+    seed: int = 0,
+    hierarchy: str = "visual",
+    method: str = "combined",
+) -> Selection:
+    """Grid search for ``hierarchy`` ranked by ``method``; t is searched only for the paper's ``visual`` tree."""
+    grid = {**DEFAULT_GRID, **(grid or {})}
+    n_classes = len(class_names)
+    is_val = stratified_split(y, validation_fraction, seed)
+    fit_x, fit_y, val_x, val_y = X[~is_val], y[~is_val], X[is_val], y[is_val]
+    caps = sorted({None if c is None else min(c, X.shape[1]) for c in grid["max_components"]},
+                  key=lambda c: X.shape[1] + 1 if c is None else c)
+    results = []
+    seen_dims = set()
+    for cap in caps:
+        pca = VariancePCA(0.95, cap).fit(fit_x)
+        if pca.n_components_ in seen_dims:  # a cap above the 95% size changes nothing
+            continue
+        seen_dims.add(pca.n_components_)
+        z_fit = pca.transform(fit_x)
+        for covariance in grid["covariance"]:
+            gaussians = ClassGaussians(covariance).fit(z_fit, fit_y, n_classes)
+            for edges in grid["edges_per_class"] if hierarchy == "visual" else [None]:
+                spec = "auto" if edges is None else threshold_spec(edges, n_classes)
+                builder = make_builder(hierarchy, spec, covariance).fit(z_fit, fit_y, list(class_names))
+                model = TreeseekModel(0.95, cap, covariance, hierarchy, spec)
+                model.pca_, model.gaussians_, model.hierarchy_ = pca, gaussians, builder.hierarchy_
+                model.class_names_ = list(class_names)
+                for alpha in grid["alpha"]:
+                    result = evaluate_retrieval(model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y),
+                                                methods=[method], alpha=alpha, ks=(10,), progress=False,
+                                                full_ranking=False)
+                    results.append({
+                        "max_components": cap, "pca_dim": int(pca.n_components_), "covariance": covariance,
+                        "edges_per_class": edges, "threshold": spec,
+                        "threshold_value": getattr(builder, "threshold_", None),
+                        "tree_shape": builder.shape_, "alpha": alpha,
+                        SELECTION_METRIC: result.metrics[method][SELECTION_METRIC],
+                        "val_leaf_accuracy": result.info["query_leaf_accuracy"],
+                    })
+    best = max(results, key=lambda r: (np.nan_to_num(r[SELECTION_METRIC], nan=-1.0), -r["alpha"]))
+    params = {"variance": 0.95, "max_components": best["max_components"], "covariance": best["covariance"],
+              "hierarchy": hierarchy, "threshold": best["threshold"], "alpha": best["alpha"]}
+    split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
+             "n_validation": int(is_val.sum()), "metric": SELECTION_METRIC}
+    return Selection(params, best[SELECTION_METRIC], results, split, method)
+
+
+RANKING_GRID = {
+    # the paper's threshold tree, and linkage trees over Bhattacharyya or mean-to-mean distances
+    "hierarchy": ["visual", "average:8", "average:8:euclidean", "average:8:cosine", "average:16:cosine",
+                  "ward", "ward:8"],
+    "temperature": [0.0, 1.0, 4.0, 16.0, 64.0],  # 0: hard leaves, the paper's combined method
+    "alpha": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
+}
+
+
+def validation_split(y: np.ndarray, validation_fraction: float = 0.25, max_queries: int = 2000,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``select_ranking``'s split: (mask of the validation rows, at most ``max_queries`` of them as queries,
+    stratified)."""
+    is_val = stratified_split(y, validation_fraction, seed)
+    val_rows = np.flatnonzero(is_val)
+    if len(val_rows) > max_queries:
+        val_rows = val_rows[stratified_split(y[val_rows], max_queries / len(val_rows), seed)]
+    return is_val, val_rows
+
+
+def select_ranking(
+    X: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str],
+    params: dict | None = None,
+    taxonomy: Hierarchy | None = None,
+    grid: dict | None = None,
+    validation_fraction: float = 0.25,
+    max_queries: int = 2000,
+    seed: int = 0,
+) -> Selection:
+    """Choose the tree builder, hard or soft leaves (with the temperature) and alpha on a validation split.
+
+    ``params`` fixes the rest of the model (PCA, covariance, threshold). Every point is scored by
+    mAHP@250 against ``taxonomy`` when one is given (how semantic the ranking is), else by mAP@10;
+    at most ``max_queries`` validation images (stratified) are the queries.
+    """
+    grid = {**RANKING_GRID, **(grid or {})}
+    is_val, val_rows = validation_split(y, validation_fraction, max_queries, seed)
+    fit_x, fit_y = X[~is_val], y[~is_val]
+    queries, database = FeatureSet(X[val_rows], y[val_rows]), FeatureSet(fit_x, fit_y)
+    metric = "mahp@250" if taxonomy is not None else SELECTION_METRIC
+    base = TreeseekModel(**{**(params or {}), "hierarchy": "visual"}).fit(fit_x, fit_y, class_names)
+    results = []
+    for kind in grid["hierarchy"]:
+        model = TreeseekModel(**{**base.get_params(), "hierarchy": kind})
+        model.pca_, model.gaussians_, model.class_names_ = base.pca_, base.gaussians_, base.class_names_
+        builder = make_builder(kind, model.threshold, model.covariance).fit(base.pca_.transform(fit_x), fit_y,
+                                                                            list(class_names))
+        model.hierarchy_ = builder.hierarchy_
+        agreement = lca_agreement(model.hierarchy_, taxonomy) if taxonomy is not None else None
+        for temperature in grid["temperature"]:
+            method = "soft" if temperature > 0 else "combined"
+            model.temperature = temperature or base.temperature  # unused by hard leaves
+            for alpha in grid["alpha"]:
+                result = evaluate_retrieval(model, queries, database, methods=[method], alpha=alpha, ks=(10,),
+                                            taxonomy=taxonomy, progress=False, full_ranking=False)
+                scores = result.metrics[method]
+                results.append({"hierarchy": kind, "tree_shape": model.hierarchy_.shape(),
+                                "taxonomy_agreement": agreement, "method": method, "temperature": temperature,
+                                "alpha": alpha, **{m: scores[m] for m in (SELECTION_METRIC, "mahp@250")
+                                                   if m in scores}})
+    best = max(results, key=lambda r: (np.nan_to_num(r[metric], nan=-1.0),
+                                       np.nan_to_num(r[SELECTION_METRIC], nan=-1.0), -r["alpha"]))
+    chosen = {**base.get_params(), "hierarchy": best["hierarchy"], "alpha": best["alpha"],
+              "temperature": best["temperature"] or base.temperature}  # hard leaves: keep the default
+    split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
+             "n_validation_queries": int(len(val_rows)), "metric": metric}
+    return Selection(chosen, best[metric], results, split, best["method"])

@@ -1,0 +1,181 @@
+"""An in-memory index over a fitted model: every ranking but Hamming, through the search contract.
+
+Items are placed at their leaves by the model (or at known leaves), and each ranking is answered by the
+structure made for it: the level-by-level hierarchical search (``combined``, ``flat``, ``hierarchy``,
+``cosine``), one exact inner-product search over augmented vectors (``soft``), or an exact float64 scan
+(``euclidean``). Structures are built on the first search after an ``add``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from treeseek.errors import TreeseekError
+from treeseek.search.backends import make_backend
+from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
+from treeseek.search.distances import euclidean_distances, normalize_rows
+from treeseek.search.hierarchical_index import HierarchicalIndex
+from treeseek.search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
+from treeseek.search.topk import no_candidates, smallest_k
+
+KEYS_PER_CHUNK = 2 * 10**7  # float64 keys of the euclidean scan held at once
+
+
+class MemoryIndex:
+    """Top-k of a fitted ``TreeseekModel``'s rankings over items held in memory.
+
+    Parameters
+    ----------
+    model : TreeseekModel
+        A fitted model: it places items and queries at leaves and gives their posteriors.
+    backend : str
+        How the hierarchical rankings scan a subtree: ``exact`` (float64, equal to a full sort),
+        ``faiss-flat``, ``faiss-ivf`` or ``faiss-hnsw`` (see ``treeseek.search.backends``).
+    **backend_params
+        The backend's parameters (nlist, nprobe; m, ef_construction, ef_search).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from treeseek.model import TreeseekModel
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(60, 4)) + np.repeat(np.eye(4)[:3] * 6, 20, axis=0), np.repeat([0, 1, 2], 20)
+    >>> index = MemoryIndex(TreeseekModel(hierarchy="average").fit(X, y))
+    >>> index.add(X)[:3]
+    array([0, 1, 2])
+    >>> D, I = index.search(X[:2], 3, ranking=Ranking("combined"), exclude_ids=[0, 1])
+    >>> D.dtype, I.dtype, I.shape, bool((I != np.array([[0], [1]])).all())
+    (dtype('float64'), dtype('int64'), (2, 3), True)
+    """
+
+    def __init__(self, model, *, backend: str = "exact", **backend_params):
+        if not hasattr(model, "hierarchy_"):
+            raise TreeseekError("the index needs a fitted model")
+        make_backend(backend, **backend_params)  # a bad name or parameter fails now, not at the first search
+        self.model = model
+        self.backend = backend
+        self.backend_params = dict(backend_params)
+        self.capabilities = Capabilities(("soft", "combined", "flat", "hierarchy", "cosine", "euclidean"), reasons={
+            "hamming": "an in-memory index holds no binary codes; search an index with codes "
+                       "('treeseek index codes')"})
+        self.features_ = np.zeros((0, model.input_dim_))
+        self.ids_ = np.zeros(0, dtype=np.int64)
+        self.leaves_ = np.zeros(0, dtype=np.int64)
+        self.known_ = np.zeros(0, dtype=bool)  # items placed at a known leaf (one-hot posterior)
+        self._built: dict = {}
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids_)
+
+    def __len__(self) -> int:
+        return len(self.ids_)
+
+    def add(self, X: np.ndarray, ids=None, *, known_leaves=None) -> np.ndarray:
+        """Add raw feature rows; returns their ids.
+
+        Parameters
+        ----------
+        X : array of shape (n, d)
+            Raw features, as the model was fitted on.
+        ids : array of n int, optional
+            Their ids (default: the next n integers).
+        known_leaves : array of n int, optional
+            Place the items at these leaves (their known classes) instead of the model's assignment.
+        """
+        X = self.model.check_dim(X, "added features")
+        n = len(X)
+        ids = np.arange(self.ntotal, self.ntotal + n) if ids is None else np.asarray(ids, dtype=np.int64)
+        if ids.shape != (n,):
+            raise TreeseekError(f"got {ids.size} ids for {n} items")
+        if len(np.unique(np.concatenate([self.ids_, ids]))) != self.ntotal + n:
+            raise TreeseekError("item ids must be unique")
+        if known_leaves is None:
+            leaves, known = self.model.assign(X), np.zeros(n, dtype=bool)
+        else:
+            leaves, known = np.asarray(known_leaves, dtype=np.int64), np.ones(n, dtype=bool)
+            if leaves.shape != (n,) or (n and (leaves.min() < 0 or leaves.max() >= self.model.n_classes_)):
+                raise TreeseekError(f"known leaves must be n class indices in [0, {self.model.n_classes_})")
+        self.features_ = np.vstack([self.features_, X])
+        self.ids_ = np.concatenate([self.ids_, ids])
+        self.leaves_ = np.concatenate([self.leaves_, leaves])
+        self.known_ = np.concatenate([self.known_, known])
+        self._built = {}
+        return ids
+
+    def items(self, ids) -> dict:
+        """Unit vector, length, leaf, label (-1: unknown) and source ("") of each id."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        order = np.argsort(self.ids_)
+        where = np.searchsorted(self.ids_[order], ids)
+        found = (where < len(order)) & (self.ids_[order][np.minimum(where, max(len(order) - 1, 0))] == ids)
+        if not found.all():
+            raise TreeseekError(f"item {ids[~found][0]} is not in the index")
+        rows = order[where]
+        features = self.features_[rows]
+        return {"vectors": normalize_rows(features), "norms": np.linalg.norm(features, axis=1),
+                "leaves": self.leaves_[rows], "labels": np.where(self.known_[rows], self.leaves_[rows], -1),
+                "sources": [""] * len(ids)}
+
+    def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),
+               exclude_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest items of each query row by ``ranking``.
+
+        Parameters
+        ----------
+        X : array of shape (nq, d)
+            Raw query features.
+        k : int
+            Results per query.
+        ranking : Ranking
+            What the distances mean (method, alpha).
+        exclude_ids : array of shape (nq,) or (nq, m), optional
+            Ids left out of each query's results.
+
+        Returns
+        -------
+        D : float64 array of shape (nq, k)
+            Distances, ascending; +inf pads rows with fewer than k items.
+        I : int64 array of shape (nq, k)
+            Item ids; -1 pads.
+        """
+        check_request("an in-memory index", self.capabilities, k, ranking)
+        X = self.model.check_dim(X, "queries")
+        alpha = ranking.alpha_for(self.model)
+        return search_excluding(lambda queries, wanted: self._topk(queries, wanted, ranking.method, alpha),
+                                X, int(k), exclude_ids)
+
+    def _topk(self, X: np.ndarray, k: int, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        if self.ntotal == 0:
+            return no_candidates(len(X), k)
+        if method == "euclidean":
+            return self._euclidean(X, k)
+        if method == "soft":
+            factor = tree_factor(self.model.hierarchy_)
+            keys, rows = self._soft_index(factor).search(augment(X, self.model.posteriors(X), factor, alpha), k, alpha)
+            return keys, np.where(rows >= 0, self.ids_[np.maximum(rows, 0)], -1)
+        return self._hierarchical().search(X, self.model.assign(X), k, method=method, alpha=alpha)
+
+    def _euclidean(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        step = max(1, KEYS_PER_CHUNK // max(1, self.ntotal))
+        parts = [smallest_k(euclidean_distances(X[start : start + step], self.features_), self.ids_, k)
+                 for start in range(0, len(X), step)]
+        if not parts:
+            return no_candidates(0, k)
+        return np.concatenate([keys for keys, _ in parts]), np.concatenate([ids for _, ids in parts])
+
+    def _soft_index(self, factor: np.ndarray) -> InnerProductIndex:
+        if "soft" not in self._built:
+            vectors = augment(self.features_, self.model.posteriors(self.features_), factor)
+            if self.known_.any():  # items at known leaves: their one-hot posterior, the paper's hard distance
+                vectors[self.known_] = augment_leaves(self.features_[self.known_], self.leaves_[self.known_], factor)
+            index = InnerProductIndex()
+            index.add(vectors)
+            self._built["soft"] = index
+        return self._built["soft"]
+
+    def _hierarchical(self) -> HierarchicalIndex:
+        if "tree" not in self._built:
+            index = HierarchicalIndex(self.model.hierarchy_, backend=self.backend, **self.backend_params)
+            index.add(self.features_, self.leaves_, self.ids_)
+            self._built["tree"] = index
+        return self._built["tree"]

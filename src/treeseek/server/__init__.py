@@ -1,4 +1,0 @@
-"""HTTP interface: a JSON API and a web page over one persistent index (``treeseek serve``)."""
-from .app import create_app
-
-__all__ = ["create_app"]
