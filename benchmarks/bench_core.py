@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import time
 
 import numpy as np
 
@@ -21,16 +19,11 @@ from treeseek.evaluation import evaluate_retrieval
 from treeseek.hierarchy.builders import VisualHierarchyBuilder
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.io.features import FeatureSet
-from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
-from treeseek.search import HierarchicalIndex, smallest_k
+from treeseek.search import MemoryIndex, Ranking, smallest_k
 from treeseek.search.distances import normalize_rows
 
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
+from common import peak_rss_gb, timed, write_json
 
 
 def bench_leave_one_out(branching, per_class, dim) -> dict:
@@ -73,9 +66,9 @@ def bench_search(branching, per_class, dim, n_queries, k, alpha, noise) -> dict:
                          X[fit_rows], y[fit_rows], data.class_names)
     leaves, t_assign = timed(model.assign, X)
     query_leaves = model.assign(Q)
-    index = HierarchicalIndex(model.hierarchy_, alpha)
-    _, t_add = timed(index.add, X, leaves)
-    (d_fast, i_fast), t_fast = timed(index.search, Q, query_leaves, k)
+    index = MemoryIndex(model)
+    _, t_add = timed(index.add, X, known_leaves=leaves)  # placed above, by the same model
+    (d_fast, i_fast), t_fast = timed(index.search, Q, k, ranking=Ranking("combined", alpha=alpha))
     scored = index.scored_fraction_
     lca = model.hierarchy_.normalized_lca
     (d_scan, i_scan), t_scan = timed(full_scan, Q, query_leaves, X, leaves, lca, alpha, k)
@@ -126,10 +119,9 @@ def main() -> None:
     print("visual hierarchy ...", flush=True)
     results["hierarchy"] = bench_hierarchy(*tree)
     print(json.dumps(results["hierarchy"]), flush=True)
-    results["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    results["peak_rss_gb"] = round(peak_rss_gb(), 2)
     print(json.dumps(results, indent=2))
-    if args.json:
-        atomic_write_json(args.json, results)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

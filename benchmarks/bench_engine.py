@@ -15,32 +15,26 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from bench_server import synthetic_setup
-from tables import markdown_table
 
 from treeseek.index import TreeIndex
 from treeseek.index.milvus import MilvusIndex
 from treeseek.io.files import atomic_write_json
+from treeseek.search import Ranking
+
+from common import markdown_table, synthetic_setup, timed
 
 K = 10
-
-
-def timed(function, *args, **kwargs):
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - started
 
 
 def main() -> None:
     args, X, Q, y, model = synthetic_setup(__doc__.splitlines()[0])
     index = TreeIndex(model)
     index.add(X, y)
-    index.search(Q[:1], K, "soft")  # builds the in-process inner-product index before timing
-    (exact_D, exact_ids), in_process = timed(index.search, Q, K, "soft")
+    index.search(Q[:1], K, ranking=Ranking("soft"))  # builds the in-process inner-product index before timing
+    (exact_D, exact_ids), in_process = timed(index.search, Q, K, ranking=Ranking("soft"))
     results = {"n_database": len(X), "n_queries": len(Q), "dim": X.shape[1], "k": K,
                "tree_shape": model.hierarchy_.shape(), "in_process_seconds": round(in_process, 3), "rows": []}
     print(json.dumps(results), flush=True)

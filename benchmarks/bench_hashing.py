@@ -19,8 +19,6 @@ import argparse
 import json
 import time
 
-from bench_images import DATASETS, train_test_features
-
 from treeseek.codes import HPDHHasher, ITQHasher, SignPCAHasher, hamming_distances, hierarchy_level_labels
 from treeseek.codes.hpdh import group_counts
 from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
@@ -28,6 +26,8 @@ from treeseek.evaluation.hashing import evaluate_codes, evaluate_distances
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 from treeseek.search import cosine_distances
+
+from common import DATASETS, train_test_features
 
 BITS = (16, 32, 48, 64)
 METHODS = ("hpdh", "hpdh-marginal", "hpdh-outside", "hpdh-visual", "dcwh", "itq", "pca")

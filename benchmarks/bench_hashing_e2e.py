@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-from bench_images import DATASETS, SHARED, dataset_features
 
 from treeseek.codes import HPDHHasher, hierarchy_level_labels
 from treeseek.embed.backbones import load_backbone
@@ -28,6 +27,8 @@ from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.io.files import atomic_save_npz, atomic_write_json, load_npz
 from treeseek.training.hashing_network import train_end_to_end
+
+from common import DATASETS, SHARED, dataset_features
 
 
 def score(saved: dict, tree: Hierarchy) -> dict:

@@ -17,13 +17,14 @@ import json
 import time
 
 import numpy as np
-from bench_images import DATASETS, train_test_features
 
 from treeseek.codes import HPDHHasher, hierarchy_level_labels
 from treeseek.codes.hpdh import COARSE_LOSSES, INITIAL_CENTRES
 from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.io.files import atomic_write_json
+
+from common import DATASETS, train_test_features
 
 METRICS = ("map", "mahp@250", "ndcg@1-100", "precision@250", "wrong similarity@250")
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from treeseek.apps.jobs.main_job import load_images
-from treeseek.embed.backbones import load_backbone
 from treeseek.embed.extraction import extract_features
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import select_parameters
@@ -29,15 +26,9 @@ from treeseek.hierarchy import load_taxonomy
 from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from common import DATASETS, SHARED, dataset_features
+
 KS = (1, 5, 10, 20, 50, 100)
-DATASETS = {
-    "caltech101": {"archive": "caltech101.tar", "folder": "caltech101/101_ObjectCategories",
-                   "backbone": "efficientnet_lite0", "weights": None, "taxonomy": "caltech101.paths.tsv"},
-    "cifar10": {"archive": "cifar10.tar.gz", "folder": "cifar10", "backbone": "resnet56",
-                "weights": SHARED / "models" / "cifar10-resnet56.safetensors", "taxonomy": "cifar10.paths.tsv"},
-}
 
 
 def forward_throughput(backbone, batch_size: int, repeats: int = 3, trials: int = 3) -> float:
@@ -52,30 +43,6 @@ def forward_throughput(backbone, batch_size: int, repeats: int = 3, trials: int 
                 backbone.network.features(x)
             best = max(best, batch_size * repeats / (time.perf_counter() - start))
     return best
-
-
-def dataset_features(dataset: str, batch_size: int = 64, device: str = "cpu"):
-    """Unpack a ../shared archive into bench-output/ once, then features through the extraction cache."""
-    spec = DATASETS[dataset]
-    work = ROOT / "bench-output" / dataset
-    folder = work / spec["folder"]
-    if not folder.is_dir():
-        print(f"unpacking {spec['archive']} ...", flush=True)
-        with tarfile.open(SHARED / "data" / spec["archive"]) as tar:
-            tar.extractall(work, filter="data")
-    images = load_images(folder)
-    backbone = load_backbone(spec["backbone"], spec["weights"])
-    features, kept, stats = extract_features(backbone, images, batch_size, work / "cache", device=device)
-    return images.subset(kept), features, kept, stats, backbone
-
-
-def train_test_features(dataset: str):
-    """(class names, train features, train labels, test features, test labels, WordNet taxonomy)."""
-    images, features, _, _, _ = dataset_features(dataset)
-    names = images.class_names
-    train, test = images.splits == "train", images.splits == "test"
-    taxonomy = load_taxonomy(SHARED / "hierarchies" / DATASETS[dataset]["taxonomy"], names)
-    return names, features[train], images.labels[train], features[test], images.labels[test], taxonomy
 
 
 def main() -> None:

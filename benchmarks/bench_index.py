@@ -28,9 +28,12 @@ from treeseek.hierarchy import save_hierarchy
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
-from treeseek.search import hierarchical_topk, make_backend
+from treeseek.search import make_backend
 from treeseek.search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from treeseek.search.hierarchical_index import hierarchical_topk
 from treeseek.search.topk import merge_smallest_k
+
+from common import markdown_table, rss_mb, timed
 
 CONFIGS = {
     "100k": {"n": 100_000, "dim": 1280, "dtype": "float32", "queries": 1000, "brute_queries": 1000,
@@ -67,19 +70,6 @@ class PlantedStream:
         X = self.means[labels] + (rng.standard_normal((n, len(self.spread))) * self.spread) @ self.basis
         X += 0.03 * rng.standard_normal((n, self.dim))
         return X.astype(np.float32), labels
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
 
 
 def brute_force(segment, tree, weight, unit_queries, query_leaves, k, item_chunk=1 << 16, query_chunk=256):
@@ -186,21 +176,20 @@ def run_config(name: str, workdir: Path) -> dict:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| N | d | dtype | method | backend | build s | RSS MB | q/s | recall@100 | × brute force | × exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for result in results:
-        for row in result["rows"]:
-            setting = {k: v for k, v in row["params"].items() if k in ("nprobe", "ef_search")}
-            label = row["backend"] + "".join(f" {k}={v}" for k, v in setting.items())
-            lines.append(f"| {result['size']} | {result['dim']} | {result['dtype']} | {row['method']} | "
-                         f"{label} | {row['build_seconds']} | {row['rss_mb']} | "
-                         f"{row['queries_per_second']} | {row['recall@100']} | {row['speedup_vs_brute_force']} | "
-                         f"{row['throughput_vs_exact']} |")
-    lines += ["", "| N | open s | RSS after open MB | on disk GB | exact index build s | tree |", "|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['size']} | {r['open_seconds']} | {r['rss_mb_after_open']} | "
-                     f"{r['bytes_on_disk'] / 1e9:.2f} | {r['build_seconds_exact_index']} | {r['tree_shape']} |")
-    return "\n".join(lines)
+    def label(row: dict) -> str:
+        setting = {k: v for k, v in row["params"].items() if k in ("nprobe", "ef_search")}
+        return row["backend"] + "".join(f" {k}={v}" for k, v in setting.items())
+
+    searches = markdown_table(
+        ["N", "d", "dtype", "method", "backend", "build s", "RSS MB", "q/s", "recall@100", "× brute force", "× exact"],
+        [[r["size"], r["dim"], r["dtype"], row["method"], label(row), row["build_seconds"], row["rss_mb"],
+          row["queries_per_second"], row["recall@100"], row["speedup_vs_brute_force"], row["throughput_vs_exact"]]
+         for r in results for row in r["rows"]])
+    opening = markdown_table(
+        ["N", "open s", "RSS after open MB", "on disk GB", "exact index build s", "tree"],
+        [[r["size"], r["open_seconds"], r["rss_mb_after_open"], f"{r['bytes_on_disk'] / 1e9:.2f}",
+          r["build_seconds_exact_index"], r["tree_shape"]] for r in results])
+    return searches + "\n\n" + opening
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Run:  .venv/bin/python benchmarks/bench_inner_product.py --json bench-output/inn
       .venv/bin/python benchmarks/bench_inner_product.py --small      (a quick smoke run)
 
 1,000,000 synthetic items (100 classes with a planted two-level hierarchy, 128 dims; treeseek.hierarchy.synthetic),
-1,000 queries, k = 100. Hard leaves: the level-by-level HierarchicalIndex (the core issue's exact search)
+1,000 queries, k = 100. Hard leaves: the level-by-level search (HierarchicalIndex) (the core issue's exact search)
 against an exact FAISS flat inner-product search over the augmented vectors [x̂, Gᵀp], and a numpy full
 scan of the direct formula as the reference. Soft leaves, which the level-by-level search cannot rank:
 the flat inner-product search, an IVF one (approximate: recall against the exact top-k) and the numpy
@@ -17,14 +17,15 @@ import json
 import platform
 
 import numpy as np
-from bench_core import timed
 
-from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.io.files import atomic_write_json
 from treeseek.model import DEFAULT_TEMPERATURE, TreeseekModel
-from treeseek.search import HierarchicalIndex, smallest_k
+from treeseek.search import smallest_k
 from treeseek.search.distances import normalize_rows
+from treeseek.search.hierarchical_index import HierarchicalIndex
 from treeseek.search.inner_product import InnerProductIndex, augment, tree_factor
+
+from common import synthetic_split, timed
 
 
 def direct_scan(queries, query_posteriors, items, item_posteriors, lca, alpha, k, chunk=50):
@@ -47,16 +48,6 @@ def agreement(reference, candidate) -> dict:
             "max_abs_distance_difference": float(np.max(np.abs(d_ref - d_new)))}
 
 
-def synthetic_split(per_class: int):
-    """Planted 100-class data in 128 dims: (database X, queries Q, their labels y and yq, rows of X to fit on,
-    class names). 10 queries per class (1,000 in all); the model is fitted on 100 items per class."""
-    data = planted_hierarchy((10, 10), 128, per_class + 10, scale=4.0, noise=0.5, seed=12)
-    is_query = np.arange(len(data.labels)) % (per_class + 10) < 10
-    X, Q = data.features[~is_query], data.features[is_query]
-    fit_rows = np.flatnonzero(np.arange(len(X)) % max(1, per_class // 100) == 0)
-    return X, Q, data.labels[~is_query], data.labels[is_query], fit_rows, data.class_names
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="100,000 items, for a smoke run")
@@ -77,12 +68,12 @@ def main() -> None:
                "augmented_dim": X.shape[1] + G.shape[1]}
     print(json.dumps(results), flush=True)
 
-    level_index = HierarchicalIndex(tree, alpha)
+    level_index = HierarchicalIndex(tree)
     _, t_add = timed(level_index.add, X, leaves)
-    level, t_level = timed(level_index.search, Q, query_leaves, k)
-    ip_index = InnerProductIndex(alpha)
+    level, t_level = timed(level_index.search, Q, query_leaves, k, alpha=alpha)
+    ip_index = InnerProductIndex()
     _, t_ip_add = timed(ip_index.add, augment(X, one_hot[leaves], G))
-    hard_ip, t_ip = timed(ip_index.search, augment(Q, one_hot[query_leaves], G, alpha), k)
+    hard_ip, t_ip = timed(ip_index.search, augment(Q, one_hot[query_leaves], G, alpha), k, alpha)
     hard_scan, t_scan = timed(direct_scan, Q, one_hot[query_leaves], X, one_hot[leaves], tree.normalized_lca,
                               alpha, k)
     results["hard"] = {
@@ -98,13 +89,13 @@ def main() -> None:
     item_post, query_post = model.posteriors(X), model.posteriors(Q)
     items, queries = augment(X, item_post, G), augment(Q, query_post, G, alpha)
     soft_scan, t_soft_scan = timed(direct_scan, Q, query_post, X, item_post, tree.normalized_lca, alpha, k)
-    flat = InnerProductIndex(alpha)
+    flat = InnerProductIndex()
     _, t_flat_add = timed(flat.add, items)
-    soft_ip, t_flat = timed(flat.search, queries, k)
+    soft_ip, t_flat = timed(flat.search, queries, k, alpha)
     del flat
-    ivf = InnerProductIndex(alpha, "IVF1024,Flat", nprobe=32)
+    ivf = InnerProductIndex("IVF1024,Flat", nprobe=32)
     _, t_ivf_add = timed(ivf.add, items)
-    soft_ivf, t_ivf = timed(ivf.search, queries, k)
+    soft_ivf, t_ivf = timed(ivf.search, queries, k, alpha)
     results["soft"] = {
         "mean_posterior_entropy_nats": float(np.mean(-(query_post * np.log(np.maximum(query_post, 1e-300))).sum(1))),
         "seconds_numpy_full_scan": round(t_soft_scan, 2),

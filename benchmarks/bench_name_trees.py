@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from bench_images import DATASETS, train_test_features
-from bench_trees import BASE
-
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import validation_split
 from treeseek.hierarchy.builders import LinkageHierarchyBuilder, lca_agreement
 from treeseek.io.features import FeatureSet
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
+
+from common import BASE, DATASETS, train_test_features
 
 TEMPLATES = ("{}", "a photo of a {}.", "{} is a kind of", "What is a {}? It is a type of object or animal.")
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)

@@ -26,18 +26,17 @@ import json
 import time
 
 import numpy as np
-from bench_core import timed
-from bench_images import DATASETS, train_test_features
-from bench_inner_product import synthetic_split
-from bench_trees import BASE
 
 from treeseek.codes import HPDHHasher, ITQHasher, hierarchy_level_labels
-from treeseek.evaluation.code_tuning import level_scales
 from treeseek.evaluation import metrics as M
+from treeseek.evaluation.code_tuning import level_scales
 from treeseek.evaluation.harness import ideal_values
 from treeseek.index import TreeIndex
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
+from treeseek.search import Ranking
+
+from common import BASE, DATASETS, markdown_table, synthetic_split, timed, train_test_features
 
 TOP = 250
 
@@ -83,11 +82,11 @@ def main() -> None:
 
     rows = []
     for method in ("cosine", "combined", "soft"):
-        (_, ids), seconds = timed(index.search, Q, TOP, method)
+        (_, ids), seconds = timed(index.search, Q, TOP, ranking=Ranking(method))
         rows.append({"codes": "float (exact)", "ranking": method, "seconds": seconds, **score(ids)})
         print(json.dumps(rows[-1]), flush=True)
     check = np.arange(0, len(Q), max(1, len(Q) // 50))
-    exact_soft = index.search(Q[check], TOP, "soft")[0]
+    exact_soft = index.search(Q[check], TOP, ranking=Ranking("soft"))[0]
 
     levels = hierarchy_level_labels(taxonomy, y)
     hashers = {
@@ -100,21 +99,23 @@ def main() -> None:
         index.set_hasher(hasher.fit(X, hasher_levels))
         print(f"{name}: trained and encoded in {time.perf_counter() - start:.0f} s", flush=True)
         if position == 0:  # distances, not ids: FAISS scores in float32, so near-ties may swap
-            every = index.search_codes(Q[check], TOP, rerank=len(X), method="soft")[0]
+            every = index.search(Q[check], TOP, ranking=Ranking("hamming", rerank=len(X), rerank_method="soft"))[0]
             assert np.allclose(every, exact_soft, atol=1e-5), "re-ranking every item differs from the exact search"
             print(f"check: re-ranking all {len(X)} items equals the exact soft search on {len(check)} queries")
         for ranking, rerank in (("hamming", 0), ("combined", args.rerank), ("soft", args.rerank)):
             method = "combined" if ranking == "hamming" else ranking
-            (_, ids), seconds = timed(index.search_codes, Q, TOP, rerank, method)
+            (_, ids), seconds = timed(index.search, Q, TOP, ranking=Ranking("hamming", rerank=rerank,
+                                                                              rerank_method=method))
             rows.append({"codes": f"{name} {args.bits} bits", "ranking": ranking if not rerank else
                          f"top {rerank} re-ranked by {ranking}", "seconds": seconds, **score(ids)})
             print(json.dumps(rows[-1]), flush=True)
 
     reference = next(row for row in rows if row["codes"] == "float (exact)" and row["ranking"] == "soft")
-    print("\n| codes | ranking | mAP@10 | mAHP@250 | ms per query | time vs exact soft |\n|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['codes']} | {row['ranking']} | {row['map@10']:.3f} | {row['mahp@250']:.3f} | "
-              f"{1000 * row['seconds'] / len(Q):.2f} | {row['seconds'] / reference['seconds']:.2f}× |")
+    print()
+    print(markdown_table(["codes", "ranking", "mAP@10", "mAHP@250", "ms per query", "time vs exact soft"],
+                         [[row["codes"], row["ranking"], f"{row['map@10']:.3f}", f"{row['mahp@250']:.3f}",
+                           f"{1000 * row['seconds'] / len(Q):.2f}", f"{row['seconds'] / reference['seconds']:.2f}×"]
+                          for row in rows]))
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "model": params, "bits": args.bits,
                                       "rerank": args.rerank, "top": TOP, "rows": rows})
@@ -127,18 +128,19 @@ def at_scale(args) -> None:
     _, add_seconds = timed(index.add, X, y)
     _, code_seconds = timed(index.set_hasher, ITQHasher(args.bits).fit(X[fit_rows]))
     k = 100
-    _, build_seconds = timed(index.search, Q[:1], k, "soft")  # builds the inner-product index
-    (_, exact), exact_seconds = timed(index.search, Q, k, "soft")
+    _, build_seconds = timed(index.search, Q[:1], k)  # builds the inner-product index of the soft ranking
+    (_, exact), exact_seconds = timed(index.search, Q, k)
     same_class = lambda ids: float(np.mean(y[ids] == yq[:, None]))  # noqa: E731
     results = {"n_database": len(X), "n_queries": len(Q), "dim": X.shape[1], "bits": args.bits, "k": k,
                "add_seconds": add_seconds, "codes_seconds": code_seconds, "soft_index_build_seconds": build_seconds,
                "exact_soft_seconds": exact_seconds, "exact_soft_precision@100": same_class(exact), "rows": []}
     print(json.dumps(results), flush=True)
-    _, results["hnsw_build_seconds"] = timed(index.search_codes, Q[:1], k, 0, "soft", None, "hnsw")
+    _, results["hnsw_build_seconds"] = timed(index.search, Q[:1], k, ranking=Ranking("hamming", hamming_index="hnsw"))
     for kind in ("flat", "hnsw"):
         for rerank in sorted({100, args.rerank, 10 * args.rerank}):
-            _, hamming_seconds = timed(index.search_codes, Q, rerank, 0, "soft", None, kind)
-            (_, ids), seconds = timed(index.search_codes, Q, k, rerank, "soft", None, kind)
+            _, hamming_seconds = timed(index.search, Q, rerank, ranking=Ranking("hamming", hamming_index=kind))
+            reranked = Ranking("hamming", rerank=rerank, rerank_method="soft", hamming_index=kind)
+            (_, ids), seconds = timed(index.search, Q, k, ranking=reranked)
             recall = np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(exact, ids)])
             results["rows"].append({"hamming_index": kind, "rerank": rerank, "seconds": seconds,
                                     "hamming_search_seconds": hamming_seconds, "recall@100": float(recall),

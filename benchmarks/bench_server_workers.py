@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_server import post, result_ids, serve_process, synthetic_setup
-from tables import markdown_table
 
-from treeseek.apps.querying import search_described
+from treeseek.apps.querying import Queries, index_target, run_search
 from treeseek.index import TreeIndex
 from treeseek.io.files import atomic_write_json
+from treeseek.search import Ranking
+
+from common import markdown_table, post, result_ids, serve_process, synthetic_setup
 
 CLIENTS = 4
 WORKERS = (1, 2)
@@ -52,7 +53,7 @@ def main() -> None:
         index.add(X, y)
         index.save(directory)
         index = TreeIndex.open(directory)
-        expected = np.array([[hit["id"] for hit in hits] for hits in search_described(index, Q, 10, "soft")[1]])
+        expected = result_ids(run_search(index_target(index), Queries(Q, list(range(len(Q)))), 10, Ranking("soft")))
         for workers in WORKERS:
             row = throughput(directory, Q, workers, expected)
             results["rows"].append(row)

@@ -4,7 +4,7 @@ Run:  .venv/bin/python benchmarks/bench_threads.py --json bench-output/threads.j
       .venv/bin/python benchmarks/bench_threads.py --items 10000      (a quick smoke run)
 
 The index and queries of bench_server (synthetic, 100 classes, 128 dims) are searched one query per call, as
-a server request or a command line does, through ``querying.search_described``: first as treeseek does it
+a server request or a command line does, through ``querying.run_search``: first as treeseek does it
 (one FAISS thread for one query), then with FAISS left at its default threads, the competitor, in the same
 process. Both must return the same ids.
 """
@@ -15,21 +15,22 @@ import json
 import time
 
 import numpy as np
-from bench_server import synthetic_setup
-from tables import markdown_table
 
-from treeseek.apps.querying import search_described
+from treeseek.apps.querying import Queries, index_target, run_search
 from treeseek.index import TreeIndex, soft_search
 from treeseek.io.files import atomic_write_json
-from treeseek.search import backends
+from treeseek.search import Ranking, backends
+
+from common import markdown_table, result_ids, synthetic_setup
 
 QUERIES = 300
 
 
 def per_query(index: TreeIndex, Q: np.ndarray, method: str) -> tuple[float, np.ndarray]:
-    search_described(index, Q[:1], 10, method)  # warm: builds the search structures
+    target, ranking = index_target(index), Ranking(method)
+    run_search(target, Queries(Q[:1], [0]), 10, ranking)  # warm: builds the search structures
     started = time.perf_counter()
-    ids = [[hit["id"] for hit in search_described(index, Q[q : q + 1], 10, method)[1][0]] for q in range(len(Q))]
+    ids = [result_ids(run_search(target, Queries(Q[q : q + 1], [q]), 10, ranking))[0] for q in range(len(Q))]
     return (time.perf_counter() - started) / len(Q), np.array(ids)
 
 

@@ -17,8 +17,6 @@ import argparse
 import json
 import time
 
-from bench_images import DATASETS, SHARED, train_test_features
-
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import RANKING_GRID, select_ranking
 from treeseek.hierarchy.builders import lca_agreement
@@ -26,7 +24,8 @@ from treeseek.io.features import FeatureSet
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 
-BASE = {"max_components": 128, "covariance": "tied"}
+from common import BASE, DATASETS, SHARED, train_test_features
+
 # Trees that also weigh what the class names mean (a language model, no taxonomy): the 'language' extra.
 NAME_TREES = ["average:8:cosine:names", "average:16:cosine:names", "average:16:cosine:names=0.2"]
 

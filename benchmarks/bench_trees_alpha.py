@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench_images import DATASETS, train_test_features
-from bench_trees import BASE
-
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.io.features import FeatureSet
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
+
+from common import BASE, DATASETS, train_test_features
 
 TREES = ("average:8:cosine", "average:16:cosine")
 TEMPERATURES = (4, 16, 64)

@@ -81,7 +81,22 @@ def cifar_test_subset(tmp_path_factory) -> Path:
     return root / "cifar10" / "test"
 
 
-def run_cli(*args):
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``treeseek ARGS`` in this process through typer's CliRunner: its exit status, stdout and stderr, as a
+    process would give them. A traceback would escape the command's one-line errors, so it fails the test here."""
+    from typer.testing import CliRunner
+
+    from treeseek.apps.cli.main import app, configure_logging
+
+    configure_logging()
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(*args) -> subprocess.CompletedProcess:
+    """``treeseek ARGS`` as a process of its own: for exit statuses, signals and what a fresh interpreter does."""
     return subprocess.run([sys.executable, "-m", "treeseek", *map(str, args)], capture_output=True, text=True)
 
 

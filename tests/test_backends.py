@@ -1,12 +1,13 @@
 """Search backends: exact ones equal the brute-force full sort, approximate ones keep high recall."""
 import numpy as np
 import pytest
-from oracles import hard_keys, top_k
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.search import make_backend
 from treeseek.search.hierarchical_index import HierarchicalIndex
+
+from oracles import hard_keys, top_k
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from oracles import index_ranking, queries
 
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
@@ -13,6 +11,11 @@ from treeseek.index.milvus import MilvusIndex, MilvusTarget, default_collection
 from treeseek.io.features import save_features
 from treeseek.model import TreeseekModel
 from treeseek.search import Ranking
+
+from conftest import run_cli
+from oracles import index_ranking, queries
+
+pytestmark = pytest.mark.slow  # Milvus Lite, a database engine started per test
 
 pytest.importorskip("milvus_lite")  # Milvus Lite: the local engine behind a "FILE.db" URI
 

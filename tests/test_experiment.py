@@ -1,21 +1,22 @@
 """``treeseek experiment`` on 10 real Caltech-101 classes: every row, robustness, and the HTML report."""
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import SHARED
 
 from treeseek.apps.jobs.experiment import STUDY_ROWS, run_experiment
-from treeseek.apps.jobs.main_job import load_images
+from treeseek.data.collections import load_images
 from treeseek.embed.backbones import load_backbone
 from treeseek.embed.extraction import extract_features
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.hierarchy import load_taxonomy
 from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
+
+from conftest import SHARED, run_cli
+
+pytestmark = pytest.mark.slow  # the paper's whole study on real images
 
 GRID = {"max_components": [32], "covariance": ["tied"], "edges_per_class": [0.5, 1.0], "alpha": [1.0, 3.0]}
 TAXONOMY = SHARED / "hierarchies" / "caltech101.paths.tsv"
@@ -73,8 +74,7 @@ def test_the_html_report_is_self_contained(study):
 
 
 def test_bad_experiment_input_gets_one_line(caltech_subset, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "treeseek", "experiment", caltech_subset, "--out", tmp_path,
-                             "--taxonomy", TAXONOMY, "--perturbations", "rain"], capture_output=True, text=True)
+    result = run_cli("experiment", caltech_subset, "--out", tmp_path, "--taxonomy", TAXONOMY, "--perturbations", "rain")
     assert result.returncode == 2 and "unknown perturbation 'rain'" in result.stderr
     assert result.stderr.strip().count("\n") == 0
     np.testing.assert_equal((tmp_path / "report.html").exists(), False)

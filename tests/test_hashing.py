@@ -17,6 +17,8 @@ from treeseek.evaluation.metrics import average_hierarchical_precision
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.search.hamming import HammingIndex
 
+from conftest import run_cli
+
 
 def test_codes_pack_and_unpack_losslessly():
     rng = np.random.default_rng(0)
@@ -84,6 +86,7 @@ def mahp(data, test, hasher, k=250):
                                                                 (16, "random", "centres"),
                                                                 (16, "class-means", "marginal"),
                                                                 (16, "class-means", "outside")])
+@pytest.mark.slow
 def test_hierarchy_preserving_codes_beat_single_level_codes_on_mahp(planted, bits, initial_centres, coarse_loss):
     data, test = planted
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
@@ -266,16 +269,13 @@ def test_hashers_survive_a_save_and_load(planted, tmp_path):
 
 def test_hash_commands_from_the_shell(planted, tmp_path):
     import json
-    import subprocess
-    import sys
 
     from treeseek.io.features import save_features
 
     data, test = planted
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "treeseek", "hash", *map(str, args)], capture_output=True,
-                              text=True)
+        return run_cli("hash", *args)
 
     save_features(tmp_path / "train.npz", data.features[~test], data.labels[~test], data.class_names)
     save_features(tmp_path / "test.npz", data.features[test], data.labels[test], data.class_names)

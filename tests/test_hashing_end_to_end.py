@@ -10,6 +10,10 @@ from treeseek.embed.extraction import extract_features
 from treeseek.hierarchy import load_taxonomy
 from treeseek.training.hashing_network import train_end_to_end
 
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # training a network end to end
+
 
 def class_means(u: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.stack([u[labels == c].mean(axis=0) for c in range(n_classes)])
@@ -55,16 +59,13 @@ def test_end_to_end_training_is_deterministic_under_a_seed(trained):
 
 
 def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
-    import subprocess
-    import sys
 
     from conftest import SHARED
 
     _, weights, _ = trained
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "treeseek", "hash", "train", cifar_test_subset, *args],
-                              capture_output=True, text=True)
+        return run_cli("hash", "train", cifar_test_subset, *args)
 
     result = cli("--end-to-end", "--backbone", "resnet20", "--weights", weights, "--backbone-out", tmp_path / "bb",
                  "--hierarchy", SHARED / "hierarchies" / "cifar10.paths.tsv", "--epochs", "1", "--bits", "16",
@@ -75,7 +76,7 @@ def test_end_to_end_from_the_command_line(trained, cifar_test_subset, tmp_path):
     saved = (tmp_path / "hasher" / "hasher.json").read_text()
     assert '"initial_centres": "random"' in saved and '"coarse_loss": "marginal"' in saved
     # the saved hidden layer and backbone give the outputs whose class means the trainer kept as centres
-    from treeseek.apps.jobs.main_job import load_images
+    from treeseek.data.collections import load_images
 
     hasher = load_hasher(tmp_path / "hasher")[0]
     images = load_images(cifar_test_subset, "folder").split("train")  # what the command trained on

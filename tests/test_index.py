@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 import pytest
-from oracles import index_ranking, queries
 
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.search import Ranking
+
+from oracles import index_ranking, queries
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -163,6 +164,7 @@ def start_save(directory, n):
     return process
 
 
+@pytest.mark.slow
 def test_a_save_killed_mid_write_leaves_the_previous_index(planted, model, tmp_path):
     directory = tmp_path / "ix"
     index = TreeIndex(model)
@@ -186,6 +188,7 @@ def test_a_save_killed_mid_write_leaves_the_previous_index(planted, model, tmp_p
     assert len(TreeIndex.open(directory)) == len(planted.features) - 1
 
 
+@pytest.mark.slow
 def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_index(planted, model, tmp_path):
     directory = tmp_path / "ix"
     index = TreeIndex(model)

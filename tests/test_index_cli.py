@@ -1,7 +1,5 @@
 """``treeseek index ...`` and ``treeseek search INDEX --query``, run as a user runs them."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,9 +8,9 @@ from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.io.features import save_features
 from treeseek.model import TreeseekModel
 
+from conftest import run_cli
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "treeseek", *map(str, args)], capture_output=True, text=True)
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

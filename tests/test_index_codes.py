@@ -1,12 +1,13 @@
 """Binary codes stored in the persistent index: Hamming search and hierarchy re-ranking vs brute force."""
 import numpy as np
 import pytest
-from oracles import hamming_ranking, hard_keys, queries, soft_keys
 
 from treeseek.codes import ITQHasher
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.search import Ranking
+
+from oracles import hamming_ranking, hard_keys, queries, soft_keys
 
 HAMMING = Ranking("hamming")
 BITS = 16  # short codes: many exact ties, which the id order must break

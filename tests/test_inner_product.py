@@ -1,13 +1,14 @@
 """Soft hierarchical distance and its inner-product form, against the direct formulas."""
 import numpy as np
 import pytest
-from oracles import cosine, hard_keys, lca_fractions, top_k
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.model import TreeseekModel
 from treeseek.search.inner_product import InnerProductIndex, augment, tree_factor
+
+from oracles import cosine, hard_keys, lca_fractions, top_k
 
 
 def soft_hierarchy_distances(query_posteriors, item_posteriors, tree):

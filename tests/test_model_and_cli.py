@@ -1,7 +1,5 @@
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,9 @@ from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.io.features import FeatureSet, save_features
 from treeseek.model import TreeseekModel
 from treeseek.search import MemoryIndex, Ranking
+
+from conftest import run_cli, run_process
+from oracles import soft_keys, top_k
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +127,6 @@ def test_corrupt_or_foreign_model_is_a_clear_error(planted, tmp_path):
 
 
 # ----------------------------------------------------------------------- CLI
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "treeseek", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +179,6 @@ def test_cli_search_reports_parts_and_lca(workspace):
 def test_cli_soft_search_ranks_by_the_expected_lca_height(workspace):
     from treeseek.io.features import load_features
     from treeseek.model import TreeseekModel
-    from treeseek.search import full_sort_search
-    from treeseek.search.distances import cosine_distances
 
     out = workspace / "soft.json"
     result = run_cli("search", workspace / "model", workspace / "train.npz", "--query", workspace / "test.npz",
@@ -189,9 +186,9 @@ def test_cli_soft_search_ranks_by_the_expected_lca_height(workspace):
     assert result.returncode == 0, result.stderr
     model = TreeseekModel.load(workspace / "model")
     db, queries = load_features(workspace / "train.npz"), load_features(workspace / "test.npz")
-    lca = model.hierarchy_.lca_heights / model.hierarchy_.max_height
-    soft = np.einsum("qa,ib,ab->qi", model.posteriors(queries.features), model.posteriors(db.features), lca)
-    expected, _ = full_sort_search(cosine_distances(queries.features, db.features) + model.alpha * soft, 5)
+    keys = soft_keys(queries.features, db.features, model.posteriors(queries.features), model.posteriors(db.features),
+                     model.hierarchy_, model.alpha)
+    expected, _ = top_k(keys, np.arange(len(db.features)), 5)
     found = json.loads(out.read_text())["queries"]
     assert np.allclose([[e["distance"] for e in q["results"]] for q in found], expected, atol=1e-5)
 
@@ -236,6 +233,17 @@ def test_bad_input_gets_one_line_and_nonzero_exit(workspace, tmp_path, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_process_of_its_own_exits_2_with_one_error_line_or_0(tmp_path):
+    """The entry point as a shell runs it: the in-process runs above share its handling, this checks the exit."""
+    (tmp_path / "x.npz").write_text("hello")
+    refused = run_process("fit", tmp_path / "x.npz", "--out", tmp_path / "m")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ")
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    helped = run_process("--help")
+    assert helped.returncode == 0 and "search" in helped.stdout and not helped.stderr
 
 
 def test_bad_taxonomies_are_one_line_errors(workspace, tmp_path):

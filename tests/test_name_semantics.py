@@ -3,7 +3,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import pdist
 
@@ -12,6 +11,10 @@ from treeseek.hierarchy import name_semantics
 from treeseek.hierarchy.builders import LinkageHierarchyBuilder, make_builder
 from treeseek.hierarchy.name_semantics import embed_class_names, name_phrase
 from treeseek.model import TreeseekModel
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # a language model loaded and run
 
 # Visually, each animal sits next to a machine: cat with airplane, dog with helicopter (by direction).
 NAMES = ["cat", "airplane", "dog", "helicopter"]

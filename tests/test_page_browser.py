@@ -13,7 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from conftest import run_cli, serving
+
+pytestmark = pytest.mark.slow  # the page in a real Chromium
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic"]

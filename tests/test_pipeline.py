@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
-from treeseek.apps.jobs.main_job import load_images
+from treeseek.data.collections import load_images
 from treeseek.data.datasets import image_files, image_folder
 from treeseek.embed.backbones import load_backbone
 from treeseek.errors import TreeseekError
@@ -15,6 +14,10 @@ from treeseek.index import TreeIndex
 from treeseek.index.image_index import ImageIndex
 from treeseek.io.features import load_features
 from treeseek.training.classifier import train_classifier
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # whole image jobs: extraction, fitting, indexing, training
 
 
 def test_main_job_writes_every_output(main_job):

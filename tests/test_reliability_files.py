@@ -7,11 +7,12 @@ import time
 
 import numpy as np
 import pytest
-import reliability_workers as workers
 from PIL import Image
 
 from treeseek.data.decoding import UnreadableImage, load_rgb
 from treeseek.embed.extraction import extract_features
+
+import reliability_workers as workers
 
 
 # ------------------------------------------------------------------------------------------------ image files
@@ -112,6 +113,7 @@ print((after - before) / 1024)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(20_000, 1), (1, 80_000)])
 def test_a_long_strip_is_processed_in_little_memory(size, tmp_path):
     strip = tmp_path / "strip.png"
@@ -136,6 +138,7 @@ def test_crop_before_resize_gives_the_pixels_of_resize_then_crop(photo):
 
 
 # -------------------------------------------------------------------------------------- work that survives
+@pytest.mark.slow
 def test_a_killed_extraction_resumes_where_it_stopped(tmp_path):
     folder, cache, count = tmp_path / "images", tmp_path / "cache", 60
     files = workers.tiny_images(folder, count)

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_workers import assert_one_error_line, cli, fresh_copy
 
 from treeseek.model import TreeseekModel
+
+from reliability_workers import assert_one_error_line, cli, fresh_copy
 
 
 # ------------------------------------------------------------------------------------------- numeric extremes

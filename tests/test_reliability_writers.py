@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import reliability_workers as workers
-from conftest import SHARED
 from PIL import Image
-from reliability_workers import assert_one_error_line, cli, fresh_copy, live_sources
 
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
+
+import reliability_workers as workers
+from conftest import SHARED
+from reliability_workers import assert_one_error_line, cli, fresh_copy, live_sources
 
 REPEATS = int(os.environ.get("TREESEEK_STRESS_REPEATS", "20"))
 
@@ -40,6 +41,7 @@ def run_together(pool, *calls):
 
 
 
+@pytest.mark.slow
 def test_two_concurrent_adders_keep_every_item(base_index, planted, pool, tmp_path):
     for repeat in range(REPEATS):
         directory = fresh_copy(base_index, tmp_path, repeat)
@@ -51,6 +53,7 @@ def test_two_concurrent_adders_keep_every_item(base_index, planted, pool, tmp_pa
         assert len(set(sources.values())) == 220  # and no id was handed out twice
 
 
+@pytest.mark.slow
 def test_an_adder_beside_a_remover_neither_loses_nor_resurrects(base_index, planted, pool, tmp_path):
     removed = list(range(0, 200, 7))
     for repeat in range(REPEATS):
@@ -62,6 +65,7 @@ def test_an_adder_beside_a_remover_neither_loses_nor_resurrects(base_index, plan
         assert set(sources) == expected, f"repeat {repeat}: {sorted(set(sources) ^ expected)[:5]}"
 
 
+@pytest.mark.slow
 def test_compaction_beside_an_adder_keeps_every_item(base_index, planted, pool, tmp_path):
     for repeat in range(REPEATS):
         directory = fresh_copy(base_index, tmp_path, repeat)
@@ -75,6 +79,7 @@ def test_compaction_beside_an_adder_keeps_every_item(base_index, planted, pool, 
         assert set(sources) == expected, f"repeat {repeat}: {sorted(set(sources) ^ expected)[:5]}"
 
 
+@pytest.mark.slow
 def test_a_writer_that_did_not_hold_the_lock_is_refused_instead_of_overwriting(base_index, planted, pool, tmp_path):
     """Library code that opens, changes and saves without ``updating``: the later save must fail, not undo."""
     directory = fresh_copy(base_index, tmp_path, 0)

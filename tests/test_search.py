@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from oracles import hard_keys, top_k
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
@@ -8,6 +7,8 @@ from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.model import TreeseekModel
 from treeseek.search import MemoryIndex, Ranking, full_sort_search, ranking_keys, smallest_k
 from treeseek.search.hierarchical_index import HierarchicalIndex
+
+from oracles import hard_keys, top_k
 
 
 def brute_force(method, Q, X, q_leaves, x_leaves, tree, alpha, k):

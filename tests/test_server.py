@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, serving
 from fastapi.testclient import TestClient
-from oracles import hamming_ranking, index_ranking, queries
 from PIL import Image
 
 from treeseek.apps.server import create_app
@@ -21,6 +19,9 @@ from treeseek.codes import ITQHasher
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.model import TreeseekModel
+
+from conftest import run_cli, serving
+from oracles import hamming_ranking, index_ranking, queries
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +202,7 @@ def test_the_page_script_parses(tmp_path):
     assert checked.returncode == 0, checked.stderr
 
 
+@pytest.mark.slow
 def test_image_search_gives_the_command_lines_results(main_job, caltech_subset, tmp_path):
     query = sorted((caltech_subset / "anchor").iterdir())[1]
     cli = run_cli("search", main_job / "index", query, "-k", "6", "--json", tmp_path / "r.json", "--grid",
@@ -252,6 +254,7 @@ def test_an_access_token_guards_every_api_request(planted, feature_index):
     assert TestClient(create_app(feature_index)).post("/api/session", json={"token": "x"}).status_code == 404
 
 
+@pytest.mark.slow
 def test_serving_beyond_this_machine_without_a_token_warns(feature_index, tmp_path):
     with open(tmp_path / "stderr", "wb") as log:
         with serving(feature_index, "--host", "0.0.0.0", stderr=log) as (_, info, _):
@@ -276,6 +279,7 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.slow
 def test_several_workers_answer_in_parallel_and_stop_with_the_server(planted, feature_index):
     if not Path("/proc/self/task").is_dir():
         pytest.skip("finding a server's worker processes needs Linux's /proc")
@@ -305,6 +309,7 @@ def test_several_workers_answer_in_parallel_and_stop_with_the_server(planted, fe
     assert run_cli("serve", feature_index, "--workers", "0").stderr.startswith("error: --workers must be at least 1")
 
 
+@pytest.mark.slow
 def test_serve_answers_over_http(feature_index):
     with serving(feature_index) as (base, info, _):
         assert info["items"] == 598

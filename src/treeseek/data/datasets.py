@@ -8,9 +8,9 @@ lists them, so a long run never stops in the middle.
 from __future__ import annotations
 
 import gzip
+import logging
 import pickle
 import struct
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +19,8 @@ import numpy as np
 
 from treeseek.data.decoding import IMAGE_SUFFIXES, array_to_image, load_rgb
 from treeseek.errors import TreeseekError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_EXCLUDE = ("BACKGROUND_Google",)  # Caltech-101's clutter folder is not a class
 
@@ -88,7 +90,7 @@ def image_folder(
         else:
             empty.append(folder.name)
     if empty:
-        print(f"warning: left out {len(empty)} class folder(s) without images: {', '.join(empty[:10])}", file=sys.stderr)
+        logger.warning("left out %d class folder(s) without images: %s", len(empty), ", ".join(empty[:10]))
     if not files_by_class:
         raise TreeseekError(f"{root}: no class folder with images in it")
     names = sorted(files_by_class)

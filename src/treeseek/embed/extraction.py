@@ -11,8 +11,8 @@ resumes where it stopped instead of starting again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from treeseek.data.decoding import UnreadableImage
 from treeseek.embed.backbones import Backbone
 from treeseek.errors import TreeseekError
 from treeseek.io.files import atomic_save_npz, load_npz
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 30.0  # rewriting the cache costs a fraction of a second per 10,000 rows
 
@@ -57,7 +59,7 @@ def extract_features(
             stored = load_npz(cache_path, "feature cache")
             cached = dict(zip(stored["fingerprints"].tolist(), stored["features"]))
         except (TreeseekError, KeyError):
-            print(f"warning: ignoring unreadable feature cache {cache_path}", file=sys.stderr)
+            logger.warning("ignoring unreadable feature cache %s", cache_path)
     todo = [i for i, p in enumerate(prints) if p not in cached]
     computed, bad = {}, []
     started = last_commit = time.perf_counter()
@@ -85,7 +87,7 @@ def extract_features(
     if bad:
         names = [str(images.items[i]) if isinstance(images.items[i], str) else f"item {i}" for i in bad]
         shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        print(f"warning: skipped {len(bad)} unreadable image(s): {shown}", file=sys.stderr)
+        logger.warning("skipped %d unreadable image(s): %s", len(bad), shown)
     if cache_path is not None and computed:
         _commit(cache_path, cached, computed)
     keep = np.ones(len(prints), dtype=bool)

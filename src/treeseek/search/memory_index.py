@@ -43,7 +43,7 @@ class MemoryIndex:
     >>> index.add(X)[:3]
     array([0, 1, 2])
     >>> D, I = index.search(X[:2], 3, ranking=Ranking("combined"), exclude_ids=[0, 1])
-    >>> D.dtype, I.dtype, I.shape, bool((I != np.array([[0], [1]])).all())
+    >>> D.dtype, I.dtype, I.shape, bool((I != np.array([[0], [1]])).all())  # each query's own row left out
     (dtype('float64'), dtype('int64'), (2, 3), True)
     """
 
@@ -153,7 +153,10 @@ class MemoryIndex:
             factor = tree_factor(self.model.hierarchy_)
             keys, rows = self._soft_index(factor).search(augment(X, self.model.posteriors(X), factor, alpha), k, alpha)
             return keys, np.where(rows >= 0, self.ids_[np.maximum(rows, 0)], -1)
-        return self._hierarchical().search(X, self.model.assign(X), k, method=method, alpha=alpha)
+        index = self._hierarchical()
+        found = index.search(X, self.model.assign(X), k, method=method, alpha=alpha)
+        self.scored_fraction_ = index.scored_fraction_
+        return found
 
     def _euclidean(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         step = max(1, KEYS_PER_CHUNK // max(1, self.ntotal))

@@ -1,7 +1,7 @@
 """Fine-tune a classifier on an image set (paper §4.2): cross-entropy, SGD, flips and ±30° rotations."""
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,8 @@ from treeseek.embed.backbones.backbone import Backbone
 from treeseek.embed.checkpoint import build_network, load_optimizer_state, load_weights, read_record, save_checkpoint
 from treeseek.errors import TreeseekError
 from treeseek.training.image_loader import default_workers, image_batches
+
+logger = logging.getLogger(__name__)
 
 
 def pretrained_network(base: Backbone, num_classes: int) -> torch.nn.Module:
@@ -89,8 +91,8 @@ def train_classifier(
         accuracy = _accuracy(network, train_set, val_rows, base, batch_size, device, workers)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                         "val_accuracy": accuracy})
-        print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['train_loss']:.4f}, "
-              f"validation accuracy {accuracy:.1%}", file=sys.stderr, flush=True)
+        logger.info("epoch %d/%d: loss %.4f, validation accuracy %.1f%%", epoch + 1, epochs,
+                    history[-1]["train_loss"], 100 * accuracy)
         save_checkpoint(out, network.cpu(), optimizer, {
             "architecture": backbone_name, "class_names": names, "epoch": epoch + 1, "history": history,
             "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs, "freeze_backbone": freeze_backbone,

@@ -6,7 +6,7 @@ taken from the backbone's features before training and kept fixed, so the two al
 """
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.training.classifier import preprocessing_record, pretrained_network
 from treeseek.training.image_loader import default_workers, image_batches
+
+logger = logging.getLogger(__name__)
 
 
 def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, backbone_name: str,
@@ -87,7 +89,7 @@ def train_end_to_end(hasher: HPDHHasher, images: ImageSet, tree: Hierarchy, back
         current = centres()
         hasher.history_.append(total / max(seen, 1))
         if progress:
-            print(f"epoch {epoch + 1}/{hasher.epochs}: loss {hasher.history_[-1]:.4f}", file=sys.stderr, flush=True)
+            logger.info("epoch %d/%d: loss %.4f", epoch + 1, hasher.epochs, hasher.history_[-1])
     hasher.keep_layer(layer, current)
     save_checkpoint(Path(out), network.cpu(), optimizer, {
         "architecture": backbone_name, "class_names": list(train_set.class_names), "epoch": hasher.epochs,

@@ -12,9 +12,9 @@ import typer
 from treeseek.apps.presentation import plain_value
 from treeseek.codes import hierarchy_level_labels
 from treeseek.codes.hpdh import group_counts
-from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.codes.storage import KINDS, load_hasher, save_hasher
 from treeseek.errors import TreeseekError
+from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
 from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.io.features import align_labels, load_features
@@ -63,7 +63,7 @@ def train(
         raise TreeseekError("--end-to-end trains hpdh or dcwh and needs --backbone-out")
     images = None
     if end_to_end:
-        from treeseek.apps.jobs.main_job import load_images
+        from treeseek.data.collections import load_images
         from treeseek.embed.backbones import load_backbone
         from treeseek.embed.extraction import extract_features
 

@@ -87,7 +87,7 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations); usable as a backbone."""
-    from treeseek.apps.jobs.main_job import load_images
+    from treeseek.data.collections import load_images
     from treeseek.training.classifier import train_classifier
 
     images: ImageSet = load_images(source, "folder", (), classes, per_class)

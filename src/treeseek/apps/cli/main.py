@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 import typer
+from typer.core import TyperGroup
 
 from treeseek.apps.cli.engine import (
     MILVUS_OPTION,
@@ -31,7 +32,23 @@ from treeseek.io.files import atomic_write_json
 from treeseek.model import DEFAULT_HIERARCHY, TreeseekModel
 from treeseek.search import METHODS
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+
+class OneLineErrors(TyperGroup):
+    """Bad input ends with one ``error:`` line and exit status 2 (a failing disk or memory: status 1), never a
+    traceback: for every command, however it is run (the entry point, ``python -m treeseek``, a CliRunner)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TreeseekError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except (OSError, MemoryError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Hierarchy-aware image retrieval.")
 
 
@@ -290,16 +307,10 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The ``treeseek`` command (``args``: the command line's words, default ``sys.argv[1:]``)."""
     configure_logging()
-    try:
-        app()
-    except TreeseekError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (OSError, MemoryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    app(args=args)
 
 
 if __name__ == "__main__":

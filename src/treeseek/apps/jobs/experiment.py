@@ -8,7 +8,7 @@ study (§4.2) re-extracts the test images' features under each perturbation and 
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from treeseek.apps.jobs.experiment_report import write_html_report
-from treeseek.apps.jobs.main_job import load_images
 from treeseek.apps.plots import image_grid, plot_hierarchy, plot_map_curves, plot_robustness
+from treeseek.data.collections import load_images
 from treeseek.data.perturbations import PERTURBATIONS, perturbed
 from treeseek.embed.backbones import load_backbone
 from treeseek.embed.extraction import extract_features
@@ -30,6 +30,8 @@ from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 from treeseek.search import full_sort_search, ranking_keys
 from treeseek.training.semantic_embedding import SemanticEmbeddingHead
+
+logger = logging.getLogger(__name__)
 
 KS = (1, 5, 10, 50, 100)
 # (row, model, harness method, feature space)
@@ -74,14 +76,14 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     images = images.subset(kept)
     train, test = images.splits == "train", images.splits == "test"
     X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
-    _log(f"{len(names)} classes, {len(X)} database / {len(Q)} query images; grid search of t and alpha ...")
+    logger.info(f"{len(names)} classes, {len(X)} database / {len(Q)} query images; grid search of t and alpha ...")
 
     started = time.perf_counter()
     selection = select_parameters(X, y, names, grid, seed=seed)
     chosen = selection.params
     atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,
                                                "split": selection.split, "grid": selection.grid})
-    _log(f"chosen on validation in {time.perf_counter() - started:.0f} s: {chosen}")
+    logger.info(f"chosen on validation in {time.perf_counter() - started:.0f} s: {chosen}")
     head = SemanticEmbeddingHead(seed=seed).fit(X, y, tree, progress)
     spaces = {"features": (lambda F: F), "semantic": head.transform}
     models = {"visual": TreeseekModel(**chosen).fit(X, y, names),
@@ -105,7 +107,7 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     clean, curves = score(Q, yq, full_ranking)
     robustness = {"clean": clean}
     for perturbation in perturbations:
-        _log(f"robustness: {perturbation} ...")
+        logger.info(f"robustness: {perturbation} ...")
         test_images = perturbed(images.subset(test), perturbation, seed)
         disturbed, kept_test, _ = extract_features(backbone, test_images, batch_size, cache / perturbation,
                                                    progress)
@@ -132,7 +134,7 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     }
     atomic_write_json(out / "report.json", report)
     write_html_report(report, pictures, example_pictures, selection.grid, out / "report.html")
-    _log(f"wrote {out}/report.html, report.json, selection.json and the pictures")
+    logger.info(f"wrote {out}/report.html, report.json, selection.json and the pictures")
     return report
 
 
@@ -157,7 +159,3 @@ def _examples(images, train, test, X, Q, model, out: Path, count: int, seed: int
             entry[method] = path
         made.append(entry)
     return made
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -10,10 +10,9 @@ from typing import Sequence
 import numpy as np
 
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
-from treeseek.data.datasets import ImageSet, cifar, fashion_mnist, image_folder, split_folders, stratified_split
+from treeseek.data.collections import load_images
 from treeseek.embed.backbones import load_backbone
 from treeseek.embed.extraction import extract_features
-from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import select_parameters
 from treeseek.hierarchy import load_taxonomy, save_hierarchy
@@ -22,60 +21,10 @@ from treeseek.io.features import FeatureSet, save_features
 from treeseek.io.files import atomic_write_bytes, atomic_write_json
 from treeseek.model import DEFAULT_HIERARCHY, TreeseekModel
 
+logger = logging.getLogger(__name__)
+
 REPORT_KS = (1, 5, 10, 20, 50, 100)
 SOFT_GRID = {"alpha": [1.0, 2.0, 4.0, 8.0, 16.0]}
-
-
-def load_images(source: str | Path, kind: str = "folder", split_files: Sequence[str] = (),
-                classes: int | None = None, per_class: int | None = None, seed: int = 0) -> ImageSet:
-    """Read a collection and make sure it has a ``train`` and a ``test`` split."""
-    if kind == "folder":
-        splits = {}
-        if split_files:
-            if len(split_files) != 2:
-                raise TreeseekError("--split-files takes two files: TRAIN,TEST")
-            splits = {"train": split_files[0], "test": split_files[1]}
-        else:
-            root = Path(source)
-            for candidate in (root, root.parent):
-                if (candidate / "train.txt").is_file() and (candidate / "test.txt").is_file():
-                    splits = {"train": candidate / "train.txt", "test": candidate / "test.txt"}
-                    break
-        root = Path(source)
-        if not splits and (root / "train").is_dir() and (root / "test").is_dir():
-            images = split_folders(root)  # root/train/<class>/..., root/test/<class>/... (CIFAR-10 as files)
-        else:
-            images = image_folder(source, splits or None)
-    elif kind == "cifar":
-        images = cifar(source)
-    elif kind == "fashion-mnist":
-        images = fashion_mnist(source)
-    else:
-        raise TreeseekError(f"unknown dataset kind {kind!r}: folder, cifar or fashion-mnist")
-    images = _subset(images, classes, per_class, seed)
-    if not {"train", "test"} <= set(images.splits.tolist()):
-        is_test = stratified_split(images.labels, 0.2, seed)
-        images.splits = np.where(is_test, "test", "train")
-    return images
-
-
-def _subset(images: ImageSet, classes: int | None, per_class: int | None, seed: int) -> ImageSet:
-    """The first ``classes`` classes and at most ``per_class`` images of each per split, drawn at random."""
-    keep = np.ones(len(images), dtype=bool)
-    if classes is not None:
-        keep &= images.labels < classes
-    if per_class is not None:
-        rng = np.random.default_rng(seed)
-        chosen = np.zeros(len(images), dtype=bool)
-        for split in np.unique(images.splits):
-            for label in np.unique(images.labels[keep]):
-                members = np.flatnonzero(keep & (images.labels == label) & (images.splits == split))
-                chosen[rng.permutation(members)[:per_class]] = True
-        keep &= chosen
-    result = images.subset(keep)
-    if classes is not None:
-        result.class_names = images.class_names[:classes]
-    return result
 
 
 def run_main_job(
@@ -100,7 +49,7 @@ def run_main_job(
     names = images.class_names
     tax = load_taxonomy(taxonomy, names) if taxonomy else None
     backbone = load_backbone(backbone_name, weights)
-    _log(f"{len(images)} images, {len(names)} classes; backbone {backbone.name} ({backbone.feature_dim}-d)")
+    logger.info(f"{len(images)} images, {len(names)} classes; backbone {backbone.name} ({backbone.feature_dim}-d)")
 
     features, kept, stats = extract_features(backbone, images, batch_size, out / "cache", progress)
     unreadable = [str(item) if isinstance(item, str) else f"item {i}"
@@ -111,14 +60,14 @@ def run_main_job(
     ids = images.ids()
     for split, mask in (("train", train), ("test", test)):
         save_features(out / "features" / f"{split}.npz", features[mask], images.labels[mask], names, ids[mask])
-    _log(f"features: {stats['computed']} computed, {stats['from_cache']} from cache, {stats['skipped']} skipped")
+    logger.info(f"features: {stats['computed']} computed, {stats['from_cache']} from cache, {stats['skipped']} skipped")
 
     started = time.perf_counter()
     # soft leaves gain from larger alphas than the paper's range (benchmarks/bench_trees.py)
     selection = select_parameters(features[train], images.labels[train], names, {**SOFT_GRID, **(grid or {})},
                                   seed=seed, hierarchy=hierarchy, method="soft")
     chosen = selection.params
-    _log(f"validation search ({len(selection.grid)} points, {time.perf_counter() - started:.0f} s): {chosen} "
+    logger.info(f"validation search ({len(selection.grid)} points, {time.perf_counter() - started:.0f} s): {chosen} "
          f"-> {selection.split['metric']} {selection.score:.4f}")
     atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,
                                                "split": selection.split, "grid": selection.grid})
@@ -151,7 +100,7 @@ def run_main_job(
     }
     atomic_write_json(out / "report.json", report)
     atomic_write_bytes(out / "report.md", _markdown(report, taxonomy).encode())
-    _log(f"wrote {out}/report.md, report.json, map_at_k.png, hierarchy.png, model/, index/, features/")
+    logger.info(f"wrote {out}/report.md, report.json, map_at_k.png, hierarchy.png, model/, index/, features/")
     return report
 
 
@@ -177,7 +126,3 @@ def _markdown(report: dict, taxonomy: str | None) -> str:
         lines.append(f"| {method} | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |")
     lines += ["", "![mAP@k](map_at_k.png)", "", "![hierarchy](hierarchy.png)", ""]
     return "\n".join(lines)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

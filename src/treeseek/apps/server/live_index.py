@@ -14,7 +14,7 @@ class LiveIndex:
 
     A writer (``treeseek index add``, ``remove``, ``compact``...) commits by atomically replacing
     ``manifest.json``, so a changed manifest (inode, size or time) is the signal to open the index
-    again. Requests hold ``lock`` while they use the index: the search structures are not thread-safe.
+    again. Requests hold ``request_lock`` while they use the index: the search structures are not thread-safe.
     """
 
     def __init__(self, directory: str | Path, milvus=None):
@@ -22,7 +22,8 @@ class LiveIndex:
         self.directory = Path(directory)
         self.milvus = milvus
         self._engines: dict = {}  # method -> the engine for the index now open
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # held while the index is opened again
+        self.request_lock = threading.Lock()  # held for a whole request (``dependencies.current_index``)
         self.index: TreeIndex | None = None
         self.images: ImageIndex | None = None
         self.version = 0  # increases with every reopening; lets callers cache what they derive

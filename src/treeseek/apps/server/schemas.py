@@ -1,0 +1,98 @@
+"""What the API takes and answers, as pydantic models: /openapi.json describes every request and answer."""
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_FEATURE_ROWS = 1000  # per request to /api/search/features
+
+
+class SignIn(BaseModel):
+    token: str
+
+
+class FeatureQuery(BaseModel):
+    """Query vectors in the index's feature space, and how to rank."""
+
+    features: List[List[float]] = Field(max_length=MAX_FEATURE_ROWS, description="One row per query.")
+    names: Optional[List[str]] = Field(None, description="What to call each query in the answer (default: 0, 1...).")
+    k: int = Field(10, ge=1, le=10_000, description="Results per query.")
+    method: str = Field("soft", description="soft, combined, flat, hierarchy or cosine.")
+    alpha: Optional[float] = Field(None, description="Weight of the hierarchy term (default: the model's).")
+    hamming: bool = Field(False, description="Rank by Hamming distance between the stored binary codes.")
+    rerank: int = Field(0, ge=0, description="With hamming: re-rank this many nearest codes by the method.")
+    hamming_index: str = Field("flat", description="With hamming: flat (exact) or hnsw.")
+
+
+class Hit(BaseModel):
+    """One result: its place, what it is, and its distance in parts."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    rank: int
+    id: Union[int, str]
+    class_: Optional[str] = Field(alias="class", description="Its label, when the item has one.")
+    leaf: str = Field(description="The leaf (class) the model places it at.")
+    distance: float = Field(description="cosine + alpha * hierarchy (or the Hamming distance).")
+    cosine: float = Field(description="1 - cosine similarity to the query.")
+    hierarchy: Optional[float] = Field(description="Normalised LCA height (soft: its expectation); None at alpha 0.")
+    lca: str = Field(description="The lowest common ancestor of the query's leaf and the item's.")
+    path: Optional[str] = Field(None, description="Its file, relative to the collection unless --show-paths.")
+    image_url: Optional[str] = Field(None, description="Its picture, when the index holds images.")
+
+
+class QueryResults(BaseModel):
+    query: Union[int, str]
+    leaf: str = Field(description="The leaf the model places the query at.")
+    results: List[Hit]
+
+
+class SearchReport(BaseModel):
+    """The answer of every search, the same as ``treeseek search --json`` (with picture addresses)."""
+
+    method: str = Field(description="What ranked: the method, or the Hamming search and its re-ranking.")
+    alpha: float
+    queries: List[QueryResults]
+
+
+class TreeShape(BaseModel):
+    leaves: int
+    height: int
+    shape: List[int]
+
+
+class Info(BaseModel):
+    """What the index holds: items, classes, tree, ranking defaults, and whether it takes images."""
+
+    treeseek: str
+    items: int
+    segments: int
+    dimensions: int
+    classes: List[str]
+    tree: TreeShape
+    alpha: float
+    temperature: float
+    methods: List[str]
+    backend: str
+    code_bits: Optional[int]
+    backbone: Optional[str]
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    class_: Optional[str] = Field(alias="class")
+    leaf: str
+    source: str
+    image_url: Optional[str]
+
+
+class Error(BaseModel):
+    """Every refusal: one line."""
+
+    error: str
+
+
+ERRORS = {status: {"model": Error} for status in (400, 401, 404, 413, 422, 429)}
