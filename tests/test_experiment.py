@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from treeseek.apps.jobs.config import ImageJob
 from treeseek.apps.jobs.experiment import STUDY_ROWS, run_experiment
 from treeseek.data.collections import load_images
 from treeseek.embed.backbones import load_backbone
@@ -27,7 +28,7 @@ def study(caltech_subset, tmp_path_factory):
     if not TAXONOMY.is_file():
         pytest.skip("../shared is not present")
     out = tmp_path_factory.mktemp("experiment")
-    report = run_experiment(caltech_subset, out, TAXONOMY, grid=GRID, examples=2, progress=False)
+    report = run_experiment(ImageJob(caltech_subset, progress=False), out, taxonomy=TAXONOMY, grid=GRID, examples=2)
     return out, report
 
 

@@ -13,13 +13,15 @@ from treeseek.search import Ranking, cosine_distances
 
 
 def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Sequence, distances: np.ndarray,
-                  ids: np.ndarray, lookup: Callable[[np.ndarray], dict]) -> dict:
+                  ids: np.ndarray, lookup: Callable[[np.ndarray], dict], *,
+                  class_names: Sequence[str] | None = None) -> dict:
     """What ranked, with which alpha, and per query its leaf and hits.
 
     Parameters
     ----------
-    model : TreeseekModel
-        The model the index was fitted with: it names leaves and classes.
+    model : TreeseekModel or None
+        The model the index was fitted with: it places queries at leaves and names the LCA. None for an index
+        of binary codes alone, whose hits have no leaf or distance parts.
     ranking : Ranking
         The ranking that gave ``distances``.
     queries : array of shape (nq, d)
@@ -29,55 +31,81 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
     distances, ids : arrays of shape (nq, k)
         The search's answer, padded with +inf and -1.
     lookup : callable
-        ``lookup(ids)`` gives the hits' ``vectors`` (unit), ``leaves``, ``labels`` (-1: unknown), ``names``
-        (the ids as reported) and ``sources`` (None: no ``path`` in the report) and optionally ``rows``.
+        ``lookup(ids)`` gives the hits' ``labels`` (-1: unknown) and ``names`` (the ids as reported); with a model
+        also ``vectors`` (unit), ``leaves`` and ``sources`` (None: no ``path``); optionally ``rows``.
+    class_names : sequence of str, optional
+        The classes' names (default: the model's).
 
     Returns
     -------
     dict
         ``{"method", "alpha", "queries": [{"query", "leaf", "results": [hit, ...]}]}``; each hit has rank, id,
-        class, leaf, distance, its cosine and hierarchy parts, and the LCA it shares with the query.
+        class, leaf, distance, its cosine and hierarchy parts, and the LCA it shares with the query (a plain
+        Hamming ranking adds ``hamming``, the distance as an integer).
     """
-    query_leaves = model.assign(queries) if len(queries) else np.zeros(0, dtype=np.int64)
+    names = list(class_names) if class_names is not None else model.class_names_
     found = np.unique(ids[ids >= 0])
     items = lookup(found)
-    soft_alpha = ranking.alpha_for(model) if ranking.distance_method == "soft" else None
-    tree, names = model.hierarchy_, model.class_names_
+    parts = None if model is None else _DistanceParts(model, ranking, queries)
     report = []
     for q, query_name in enumerate(query_names):
         positions = np.searchsorted(found, ids[q][ids[q] >= 0])
-        cosine = cosine_distances(queries[q : q + 1], np.asarray(items["vectors"][positions]))[0] \
-            if len(positions) else []
         entries = []
-        for rank, (position, d_cos) in enumerate(zip(positions, cosine), start=1):
-            leaf, label, distance = int(items["leaves"][position]), int(items["labels"][position]), \
-                float(distances[q, rank - 1])
-            entry = {"rank": rank}
-            if "rows" in items:
-                entry["row"] = int(items["rows"][position])
+        for rank, position in enumerate(positions, start=1):
+            label = int(items["labels"][position])
+            entry = {"rank": rank, **({"row": int(items["rows"][position])} if "rows" in items else {}),
+                     "id": plain_value(items["names"][position]), "class": names[label] if label >= 0 else None}
+            if ranking.method == "hamming" and not ranking.rerank:
+                entry["hamming"] = int(distances[q, rank - 1])
+            entries.append(entry)
+        if parts is None:
+            for entry, distance in zip(entries, distances[q]):
+                entry["distance"] = float(distance)
+            report.append({"query": plain_value(query_name), "results": entries})
+        else:
+            report.append({"query": plain_value(query_name), "leaf": names[int(parts.query_leaves[q])],
+                           "results": parts.added(q, entries, distances[q], items, positions)})
+    alpha = ranking.alpha_for(model) if model is not None else ranking.alpha
+    return {"method": ranking.describe(), "alpha": alpha, "queries": report}
+
+
+class _DistanceParts:
+    """Each hit's leaf, distance in its cosine and hierarchy parts, LCA with the query, and file."""
+
+    def __init__(self, model, ranking: Ranking, queries: np.ndarray):
+        self.model, self.queries = model, queries
+        self.query_leaves = model.assign(queries) if len(queries) else np.zeros(0, dtype=np.int64)
+        self.soft_alpha = ranking.alpha_for(model) if ranking.distance_method == "soft" else None
+
+    def added(self, q: int, entries: list[dict], distances: np.ndarray, items: dict, positions) -> list[dict]:
+        tree, names, leaf_q = self.model.hierarchy_, self.model.class_names_, int(self.query_leaves[q])
+        cosine = cosine_distances(self.queries[q : q + 1], np.asarray(items["vectors"][positions]))[0] \
+            if len(positions) else []
+        for entry, position, distance, d_cos in zip(entries, positions, distances, cosine):
+            leaf, distance = int(items["leaves"][position]), float(distance)
+            soft = self.soft_alpha
             entry.update({
-                "id": plain_value(items["names"][position]),
-                "class": names[label] if label >= 0 else None,
                 "leaf": names[leaf],
                 "distance": distance,
                 "cosine": float(d_cos),
-                "hierarchy": float(tree.normalized_lca[query_leaves[q], leaf]) if soft_alpha is None else
-                (float((distance - d_cos) / soft_alpha) if soft_alpha > 0 else None),
-                "lca": tree.names[tree.lca(int(query_leaves[q]), leaf)],
+                "hierarchy": float(tree.normalized_lca[leaf_q, leaf]) if soft is None else
+                (float((distance - d_cos) / soft) if soft > 0 else None),
+                "lca": tree.names[tree.lca(leaf_q, leaf)],
             })
             if items.get("sources") is not None:
                 entry["path"] = str(items["sources"][position])
-            entries.append(entry)
-        report.append({"query": plain_value(query_name), "leaf": names[int(query_leaves[q])], "results": entries})
-    return {"method": ranking.describe(), "alpha": ranking.alpha_for(model), "queries": report}
+        return entries
 
 
 def report_lines(query: dict) -> list[str]:
     """The command line's lines for one query of a report: its leaf, then one line per hit."""
-    return [f"query {query['query']} (leaf {query['leaf']})", *(format_entry(entry) for entry in query["results"])]
+    header = f"query {query['query']}" + (f" (leaf {query['leaf']})" if "leaf" in query else "")
+    return [header, *(format_entry(entry) for entry in query["results"])]
 
 
 def format_entry(entry: dict) -> str:
+    if "lca" not in entry:  # a hit of an index of codes alone: its class and Hamming distance
+        return f"  {entry['rank']:>3}. {entry['class'] or '?':<20} hamming {entry['hamming']:>3}  id {entry['id']}"
     label = entry["class"] if entry["class"] is not None else f"~{entry['leaf']}"
     hierarchy = "n/a" if entry["hierarchy"] is None else f"{entry['hierarchy']:.3f}"
     return (f"  {entry['rank']:>3}. {label:<20} D={entry['distance']:.4f} (cos {entry['cosine']:.4f} + "

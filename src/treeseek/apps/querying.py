@@ -17,6 +17,7 @@ from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.io.features import FeatureSet, align_labels
 from treeseek.search import MemoryIndex, Ranking, SearchIndex
+from treeseek.search.code_index import CodeIndex
 from treeseek.search.contract import Capabilities, padded
 
 
@@ -36,17 +37,19 @@ class SearchTarget:
     """What answers a search (``index``, the contract) and how its ids are described (``lookup``)."""
 
     index: SearchIndex
-    model: object
+    model: object | None                 # None for an index of binary codes alone
     lookup: Callable[[np.ndarray], dict]
     catalogue: TreeIndex | None = None  # the persistent index the items live in, when there is one
     images: object | None = None         # its ImageIndex, when it holds pictures
+    class_names: list[str] | None = None  # when there is no model to name the classes
 
 
 def run_search(target: SearchTarget, queries: Queries, k: int, ranking: Ranking) -> dict:
     """Search every query and return the report that ``--json``, the printout and the server share."""
-    features = target.model.check_dim(queries.features, "queries")
+    features = queries.features if target.model is None else target.model.check_dim(queries.features, "queries")
     distances, ids = target.index.search(features, k, ranking=ranking, exclude_ids=queries.exclude_ids)
-    return search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup)
+    return search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup,
+                         class_names=target.class_names)
 
 
 # ------------------------------------------------------------------ targets
@@ -72,6 +75,19 @@ def features_target(model, database: FeatureSet, *, use_database_labels: bool = 
         return {**items, "labels": known, "names": row_ids[rows], "rows": rows, "sources": None}
 
     return SearchTarget(index, model, lookup)
+
+
+def codes_target(hasher, class_names: list[str], database: FeatureSet, *, kind: str = "flat") -> SearchTarget:
+    """A feature file as binary codes of a hasher ('treeseek hash train'), ranked by Hamming distance alone."""
+    index = CodeIndex(hasher, kind=kind)
+    index.add(np.asarray(database.features, dtype=np.float64))
+    labels = align_labels(database, class_names) if database.labels is not None else None
+    row_ids = database.row_ids()
+
+    def lookup(rows: np.ndarray) -> dict:
+        return {"labels": labels[rows] if labels is not None else np.full(len(rows), -1), "names": row_ids[rows]}
+
+    return SearchTarget(index, None, lookup, class_names=list(class_names))
 
 
 class _CheckedEngine:

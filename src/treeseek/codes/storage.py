@@ -37,6 +37,11 @@ def save_hasher(hasher, directory: str | Path, class_names: list[str], tree: Hie
     drop_other_arrays(directory, name)
 
 
+def is_hasher(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a saved hasher ('treeseek hash train')."""
+    return (Path(directory) / "hasher.json").is_file()
+
+
 def load_hasher(directory: str | Path):
     """(hasher, class names, tree or None, info)."""
     directory = Path(directory)

@@ -34,6 +34,7 @@ def preprocessing_record(base: Backbone) -> dict:
 def train_classifier(
     images: ImageSet,
     out: str | Path,
+    *,
     backbone_name: str = "efficientnet_lite0",
     weights: str | None = None,
     epochs: int = 10,

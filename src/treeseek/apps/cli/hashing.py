@@ -9,7 +9,8 @@ from typing import Optional
 import numpy as np
 import typer
 
-from treeseek.apps.presentation import plain_value
+from treeseek.apps.cli.search import present
+from treeseek.apps.querying import codes_target, feature_queries, run_search
 from treeseek.codes import hierarchy_level_labels
 from treeseek.codes.hpdh import group_counts
 from treeseek.codes.storage import KINDS, load_hasher, save_hasher
@@ -19,7 +20,7 @@ from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.io.features import align_labels, load_features
 from treeseek.io.files import atomic_save_npz, atomic_write_json
-from treeseek.search.hamming import HammingIndex
+from treeseek.search import Ranking
 
 hash_app = typer.Typer(no_args_is_help=True, help="Binary codes: HPDH, DCWH, ITQ, sign-of-PCA; Hamming search.")
 
@@ -63,13 +64,13 @@ def train(
         raise TreeseekError("--end-to-end trains hpdh or dcwh and needs --backbone-out")
     images = None
     if end_to_end:
-        from treeseek.data.collections import load_images
-        from treeseek.embed.backbones import load_backbone
+        from treeseek.apps.jobs.config import ImageJob
         from treeseek.embed.extraction import extract_features
 
-        images = load_images(source, "folder").split("train")
+        job = ImageJob(source, backbone=backbone, weights=weights, device=device, progress=progress)
+        images = job.images().split("train")
         names = list(images.class_names)
-        features, keep, _ = extract_features(load_backbone(backbone, weights), images, progress=progress) \
+        features, keep, _ = extract_features(job.load_backbone(), images, progress=progress) \
             if hierarchy == "visual" else (None, None, None)
         labels = images.labels[keep] if keep is not None else images.labels
     else:
@@ -156,24 +157,11 @@ def search(
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
 ) -> None:
-    """Top-k by Hamming distance (exact; ties in database order)."""
+    """Top-k by Hamming distance (exact; ties in database order): 'treeseek search HASHER DB.npz --query Q.npz'."""
     hasher, names, _, _ = load_hasher(hasher_dir)
-    db, queries = load_features(database, require_labels=False), load_features(query, require_labels=False)
-    index = HammingIndex(hasher.bits)
-    index.add(_encode(hasher, db))
-    distances, rows = index.search(_encode(hasher, queries), min(k, len(db)))
-    db_labels = align_labels(db, names) if db.labels is not None else None
-    report = []
-    for q, query_id in enumerate(queries.row_ids()):
-        hits = [{"rank": rank, "id": plain_value(db.row_ids()[row]), "hamming": int(distance),
-                 "class": names[db_labels[row]] if db_labels is not None else None}
-                for rank, (distance, row) in enumerate(zip(distances[q], rows[q]), start=1) if row >= 0]
-        typer.echo(f"query {plain_value(query_id)}")
-        for hit in hits:
-            typer.echo(f"  {hit['rank']:>3}. {hit['class'] or '?':<20} hamming {hit['hamming']:>3}  id {hit['id']}")
-        report.append({"query": plain_value(query_id), "results": hits})
-    if json_out is not None:
-        atomic_write_json(json_out, {"bits": hasher.bits, "queries": report})
+    target = codes_target(hasher, names, load_features(database, require_labels=False))
+    queries = feature_queries(load_features(query, require_labels=False))
+    present(run_search(target, queries, k, Ranking("hamming")), queries, json_out)
 
 
 @hash_app.command("evaluate")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from treeseek.data.datasets import ImageSet
+from treeseek.apps.jobs.config import ImageJob
 from treeseek.model import DEFAULT_HIERARCHY
 
 
@@ -34,9 +34,9 @@ def run(
     """The main job: features, a model tuned on a validation split, an index, a report and pictures."""
     from treeseek.apps.jobs.main_job import run_main_job
 
-    grid = QUICK_GRID if quick else None
-    run_main_job(source, out, dataset, _split_files(split_files), backbone, weights, classes, per_class, taxonomy,
-                 grid, batch_size, progress, hierarchy=hierarchy)
+    job = ImageJob(source, dataset, _split_files(split_files), classes, per_class, backbone=backbone, weights=weights,
+                   batch_size=batch_size, progress=progress)
+    run_main_job(job, out, taxonomy=taxonomy, grid=QUICK_GRID if quick else None, hierarchy=hierarchy)
     typer.echo((out / "report.md").read_text())
 
 
@@ -64,9 +64,11 @@ def experiment(
     """The paper's study: every baseline, the t/alpha grid search, robustness, and a self-contained HTML report."""
     from treeseek.apps.jobs.experiment import run_experiment
 
-    report = run_experiment(source, out, taxonomy, dataset, _split_files(split_files), backbone, weights, classes,
-                            per_class, [p for p in perturbations.split(",") if p], QUICK_GRID if quick else None,
-                            examples, batch_size, full_ranking, progress, cache_dir=cache)
+    job = ImageJob(source, dataset, _split_files(split_files), classes, per_class, backbone=backbone, weights=weights,
+                   batch_size=batch_size, progress=progress)
+    report = run_experiment(job, out, taxonomy=taxonomy, perturbations=[p for p in perturbations.split(",") if p],
+                            grid=QUICK_GRID if quick else None, examples=examples, full_ranking=full_ranking,
+                            cache_dir=cache)
     for row, values in report["metrics"].items():
         typer.echo(f"{row:<40} mAP@10 {values['map@10']:.4f}  mAHP@250 {values['mahp@250']:.4f}")
     typer.echo(f"report: {out / 'report.html'}")
@@ -87,12 +89,13 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations); usable as a backbone."""
-    from treeseek.data.collections import load_images
     from treeseek.training.classifier import train_classifier
 
-    images: ImageSet = load_images(source, "folder", (), classes, per_class)
-    history = train_classifier(images, out, backbone, weights, epochs, lr, batch_size, freeze_backbone, device,
-                               progress)
+    job = ImageJob(source, classes=classes, per_class=per_class, backbone=backbone, weights=weights,
+                   batch_size=batch_size, device=device, progress=progress)
+    history = train_classifier(job.images(), out, backbone_name=job.backbone, weights=job.weights, epochs=epochs,
+                               lr=lr, batch_size=job.batch_size, freeze_backbone=freeze_backbone, device=job.device,
+                               progress=job.progress)
     for entry in history:
         typer.echo(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, validation accuracy "
                    f"{entry['val_accuracy']:.1%}")

@@ -18,6 +18,7 @@ from treeseek.apps.presentation import report_lines
 from treeseek.apps.querying import (
     Queries,
     SearchTarget,
+    codes_target,
     feature_queries,
     features_target,
     index_target,
@@ -25,6 +26,7 @@ from treeseek.apps.querying import (
     picture_queries,
     run_search,
 )
+from treeseek.codes.storage import is_hasher, load_hasher
 from treeseek.data.decoding import UnreadableImage, load_rgb
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex, is_index
@@ -64,6 +66,7 @@ def search(
     treeseek search INDEX --query Q.npz              (feature files, against any index)
     treeseek search INDEX --item 42                  (more like a stored item, in any index)
     treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files, no index)
+    treeseek search HASHER_DIR DB.npz --query Q.npz  (feature files as binary codes, by Hamming distance)
 
     With --hamming an index that stores binary codes ('treeseek index codes') is searched by Hamming
     distance, and --rerank R re-ranks the R nearest codes with the hierarchy-aware distance.
@@ -71,12 +74,14 @@ def search(
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
-    ranking = Ranking("hamming" if hamming else method or "soft", alpha, rerank, method or "soft", hamming_index)
+    codes_only = is_hasher(target)  # a hasher directory and a feature file: ranked by codes alone
+    ranking = Ranking("hamming" if hamming or (codes_only and method is None) else method or "soft", alpha, rerank,
+                      method or "soft", hamming_index)
     if is_index(target):
         opened = _index(target, ranking, milvus and milvus_target(target, milvus, collection, milvus_param, token))
         queries = _index_queries(opened, target, list(inputs or []), query, list(item or []))
     else:
-        opened = _model(target, list(inputs or []), query, item, milvus, ranking, use_database_labels)
+        opened = _features(target, list(inputs or []), query, item, milvus, ranking, use_database_labels, codes_only)
         queries = feature_queries(load_features(query, require_labels=False))
     present(run_search(opened, queries, k, ranking), queries, json_out, grid, opened.images)
 
@@ -113,17 +118,21 @@ def _index_queries(target: SearchTarget, directory: Path, images: list[Path], qu
     return picture_queries(target, pictures, [str(path) for path in images], [path.stem for path in images])
 
 
-def _model(directory: Path, inputs: list[Path], query: Optional[Path], item, milvus, ranking: Ranking,
-           use_database_labels: bool) -> SearchTarget:
+def _features(directory: Path, inputs: list[Path], query: Optional[Path], item, milvus, ranking: Ranking,
+              use_database_labels: bool, codes_only: bool) -> SearchTarget:
+    """A feature file searched in memory: with a model (every ranking but Hamming) or a hasher (Hamming)."""
     if item:
         raise TreeseekError("--item names an item of an index; give the index directory")
     if milvus:
         raise TreeseekError("--milvus searches the collection pushed from an index; give the index directory")
-    if ranking.method == "hamming" or ranking.rerank:
-        raise TreeseekError("--hamming and --rerank search an index that stores binary codes")
     if len(inputs) != 1 or query is None:
-        raise TreeseekError("with a model directory, give DB.npz and --query Q.npz")
+        raise TreeseekError(f"with a {'hasher' if codes_only else 'model'} directory, give DB.npz and --query Q.npz")
     database = load_features(inputs[0], require_labels=use_database_labels)
+    if codes_only:
+        hasher, class_names, _, _ = load_hasher(directory)
+        return codes_target(hasher, class_names, database, kind=ranking.hamming_index)
+    if ranking.method == "hamming" or ranking.rerank:
+        raise TreeseekError("--hamming and --rerank search an index that stores binary codes, or a hasher directory")
     return features_target(TreeseekModel.load(directory), database, use_database_labels=use_database_labels)
 
 

@@ -15,11 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from treeseek.apps.jobs.config import ImageJob
 from treeseek.apps.jobs.experiment_report import write_html_report
 from treeseek.apps.plots import image_grid, plot_hierarchy, plot_map_curves, plot_robustness
-from treeseek.data.collections import load_images
 from treeseek.data.perturbations import PERTURBATIONS, perturbed
-from treeseek.embed.backbones import load_backbone
 from treeseek.embed.extraction import extract_features
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
@@ -52,15 +51,34 @@ STUDY_ROWS = (
 )
 
 
-def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, kind: str = "folder",
-                   split_files: Sequence[str] = (), backbone_name: str = "efficientnet_lite0",
-                   weights: str | None = None, classes: int | None = None, per_class: int | None = None,
+def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
                    perturbations: Sequence[str] = PERTURBATIONS, grid: dict | None = None, examples: int = 4,
-                   batch_size: int = 64, full_ranking: bool = True, progress: bool = True, seed: int = 0,
-                   cache_dir: str | Path | None = None) -> dict:
+                   full_ranking: bool = True, cache_dir: str | Path | None = None) -> dict:
     """Run the study; writes report.html (self-contained), report.json, selection.json and the pictures.
 
-    Features are cached in ``cache_dir`` (default ``out/cache``), perturbed ones in its subfolders.
+    Parameters
+    ----------
+    job : ImageJob
+        The collection and the network that embeds it.
+    out : str or Path
+        The output directory.
+    taxonomy : str or Path
+        The classes' taxonomy: the semantic baselines and mAHP use it.
+    perturbations : sequence of str
+        Robustness conditions (blur, saturation, occlusion).
+    grid : dict, optional
+        The validation grid of t and alpha (default: the full one).
+    examples : int
+        Example queries shown as image grids.
+    full_ranking : bool
+        Also score mAP over the whole ranking.
+    cache_dir : str or Path, optional
+        Where features are cached (default ``out/cache``; perturbed ones in its subfolders).
+
+    Returns
+    -------
+    dict
+        The report (also written as report.json).
     """
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
     if unknown:
@@ -68,23 +86,23 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
-    images = load_images(source, kind, split_files, classes, per_class, seed)
+    images = job.images()
     names = images.class_names
     tree = load_taxonomy(taxonomy, names)
-    backbone = load_backbone(backbone_name, weights)
-    features, kept, _ = extract_features(backbone, images, batch_size, cache, progress)
+    backbone = job.load_backbone()
+    features, kept, _ = extract_features(backbone, images, job.batch_size, cache, job.progress)
     images = images.subset(kept)
     train, test = images.splits == "train", images.splits == "test"
     X, y, Q, yq = features[train], images.labels[train], features[test], images.labels[test]
     logger.info(f"{len(names)} classes, {len(X)} database / {len(Q)} query images; grid search of t and alpha ...")
 
     started = time.perf_counter()
-    selection = select_parameters(X, y, names, grid, seed=seed)
+    selection = select_parameters(X, y, names, grid, seed=job.seed)
     chosen = selection.params
     atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,
                                                "split": selection.split, "grid": selection.grid})
     logger.info(f"chosen on validation in {time.perf_counter() - started:.0f} s: {chosen}")
-    head = SemanticEmbeddingHead(seed=seed).fit(X, y, tree, progress)
+    head = SemanticEmbeddingHead(seed=job.seed).fit(X, y, tree, job.progress)
     spaces = {"features": (lambda F: F), "semantic": head.transform}
     models = {"visual": TreeseekModel(**chosen).fit(X, y, names),
               "ward": TreeseekModel(**{**chosen, "hierarchy": "ward"}).fit(X, y, names),
@@ -108,9 +126,9 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     robustness = {"clean": clean}
     for perturbation in perturbations:
         logger.info(f"robustness: {perturbation} ...")
-        test_images = perturbed(images.subset(test), perturbation, seed)
-        disturbed, kept_test, _ = extract_features(backbone, test_images, batch_size, cache / perturbation,
-                                                   progress)
+        test_images = perturbed(images.subset(test), perturbation, job.seed)
+        disturbed, kept_test, _ = extract_features(backbone, test_images, job.batch_size, cache / perturbation,
+                                                   job.progress)
         robustness[perturbation] = score(disturbed, yq[kept_test], False)[0]
 
     pictures = {"map_at_k": out / "map_at_k.png", "robustness": out / "robustness.png",
@@ -120,9 +138,9 @@ def run_experiment(source: str | Path, out: str | Path, taxonomy: str | Path, ki
     plot_hierarchy(models["visual"].hierarchy_, pictures["hierarchy"],
                    f"learned visual hierarchy {models['visual'].fit_info_['tree_shape']}")
     plot_hierarchy(models["taxonomy"].hierarchy_, pictures["taxonomy"], f"taxonomy {Path(taxonomy).name}")
-    example_pictures = _examples(images, train, test, X, Q, models["visual"], out, examples, seed)
+    example_pictures = _examples(images, train, test, X, Q, models["visual"], out, examples, job.seed)
     report = {
-        "dataset": {"source": str(source), "kind": kind, "classes": len(names), "train": int(train.sum()),
+        "dataset": {"source": str(job.source), "kind": job.kind, "classes": len(names), "train": int(train.sum()),
                     "test": int(test.sum())},
         "backbone": backbone.describe(), "taxonomy": str(taxonomy),
         "selection": {"chosen": chosen, "score": selection.score, "split": selection.split,

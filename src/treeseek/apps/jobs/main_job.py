@@ -5,13 +5,11 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from treeseek.apps.jobs.config import ImageJob
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
-from treeseek.data.collections import load_images
-from treeseek.embed.backbones import load_backbone
 from treeseek.embed.extraction import extract_features
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import select_parameters
@@ -27,31 +25,37 @@ REPORT_KS = (1, 5, 10, 20, 50, 100)
 SOFT_GRID = {"alpha": [1.0, 2.0, 4.0, 8.0, 16.0]}
 
 
-def run_main_job(
-    source: str | Path,
-    out: str | Path,
-    kind: str = "folder",
-    split_files: Sequence[str] = (),
-    backbone_name: str = "efficientnet_lite0",
-    weights: str | None = None,
-    classes: int | None = None,
-    per_class: int | None = None,
-    taxonomy: str | None = None,
-    grid: dict | None = None,
-    batch_size: int = 64,
-    progress: bool = True,
-    seed: int = 0,
-    hierarchy: str = DEFAULT_HIERARCHY,
-) -> dict:
+def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None, grid: dict | None = None,
+                 hierarchy: str = DEFAULT_HIERARCHY) -> dict:
+    """Features, a model tuned on a validation split, an index, a report and pictures, written to ``out``.
+
+    Parameters
+    ----------
+    job : ImageJob
+        The collection and the network that embeds it.
+    out : str or Path
+        The output directory (its ``cache/`` keeps the features for the next run).
+    taxonomy : str, optional
+        An evaluation taxonomy of the classes, for mAHP, nDCG and mistake severity.
+    grid : dict, optional
+        The validation grid (default: the full one).
+    hierarchy : str
+        The tree builder, as in 'treeseek fit'.
+
+    Returns
+    -------
+    dict
+        The report (also written as report.json and report.md).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(source, kind, split_files, classes, per_class, seed)
+    images = job.images()
     names = images.class_names
     tax = load_taxonomy(taxonomy, names) if taxonomy else None
-    backbone = load_backbone(backbone_name, weights)
+    backbone = job.load_backbone()
     logger.info(f"{len(images)} images, {len(names)} classes; backbone {backbone.name} ({backbone.feature_dim}-d)")
 
-    features, kept, stats = extract_features(backbone, images, batch_size, out / "cache", progress)
+    features, kept, stats = extract_features(backbone, images, job.batch_size, out / "cache", job.progress)
     unreadable = [str(item) if isinstance(item, str) else f"item {i}"
                   for i, item in enumerate(images.items) if not kept[i]]
     images = images.subset(kept)
@@ -65,10 +69,10 @@ def run_main_job(
     started = time.perf_counter()
     # soft leaves gain from larger alphas than the paper's range (benchmarks/bench_trees.py)
     selection = select_parameters(features[train], images.labels[train], names, {**SOFT_GRID, **(grid or {})},
-                                  seed=seed, hierarchy=hierarchy, method="soft")
+                                  seed=job.seed, hierarchy=hierarchy, method="soft")
     chosen = selection.params
     logger.info(f"validation search ({len(selection.grid)} points, {time.perf_counter() - started:.0f} s): {chosen} "
-         f"-> {selection.split['metric']} {selection.score:.4f}")
+                f"-> {selection.split['metric']} {selection.score:.4f}")
     atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,
                                                "split": selection.split, "grid": selection.grid})
 
@@ -79,18 +83,18 @@ def run_main_job(
     in_files = bool(images.items) and isinstance(images.items[0], str)
     sources = np.array(images.items if in_files else ids, dtype=str)  # a file path, or the dataset's own key
     pixels = None if in_files else np.stack([images.items[i] for i in np.flatnonzero(train)])
-    index = ImageIndex.build(model, backbone, weights, features[train], sources[train], images.labels[train], pixels)
+    index = ImageIndex.build(model, backbone, job.weights, features[train], sources[train], images.labels[train], pixels)
     if in_files and images.root:  # the server shows files relative to it, not as paths on its disks
         index.index.extra_["image_root"] = str(Path(images.root).absolute())
     index.save(out / "index")
 
     result = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),
                                 FeatureSet(features[train], images.labels[train], names),
-                                ks=REPORT_KS, taxonomy=tax, progress=progress)
+                                ks=REPORT_KS, taxonomy=tax, progress=job.progress)
     plot_map_curves({m: result.curves[m] for m in ("cosine", "flat", "hierarchy", "combined", "soft")},
                     out / "map_at_k.png", "mAP@k on the held-out split")
     report = {
-        "dataset": {"source": str(source), "kind": kind, "classes": len(names), "train": int(train.sum()),
+        "dataset": {"source": str(job.source), "kind": job.kind, "classes": len(names), "train": int(train.sum()),
                     "test": int(test.sum()), "skipped_images": images.skipped},
         "backbone": backbone.describe(),
         "extraction": stats,
