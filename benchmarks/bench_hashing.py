@@ -27,7 +27,7 @@ from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 from treeseek.search import cosine_distances
 
-from common import DATASETS, train_test_features
+from common import DATASETS, markdown_table, train_test_features
 
 BITS = (16, 32, 48, 64)
 METHODS = ("hpdh", "hpdh-marginal", "hpdh-outside", "hpdh-visual", "dcwh", "itq", "pca")
@@ -67,14 +67,14 @@ def main() -> None:
     print(json.dumps(rows[-1]), flush=True)
     for bits in map(int, args.bits.split(",")):
         def on_wordnet(coarse_loss: str) -> tuple:
-            return HPDHHasher(bits, scales["taxonomy"], epochs=args.epochs, coarse_loss=coarse_loss), \
+            return HPDHHasher(bits, scales=scales["taxonomy"], epochs=args.epochs, coarse_loss=coarse_loss), \
                 levels["taxonomy"], False
 
         hashers = {
             "hpdh": ("HPDH (WordNet levels)", *on_wordnet("centres")),
             "hpdh-marginal": ("HPDH, marginal coarse loss (WordNet levels)", *on_wordnet("marginal")),
             "hpdh-outside": ("HPDH, outside coarse loss (WordNet levels)", *on_wordnet("outside")),
-            "hpdh-visual": ("HPDH (visual hierarchy levels)", HPDHHasher(bits, scales["visual"], epochs=args.epochs),
+            "hpdh-visual": ("HPDH (visual hierarchy levels)", HPDHHasher(bits, scales=scales["visual"], epochs=args.epochs),
                             levels["visual"], True),
             "dcwh": ("single level (DCWH)", HPDHHasher(bits, epochs=args.epochs), levels["taxonomy"][:1],
                      "hpdh-visual" in chosen),
@@ -94,13 +94,12 @@ def main() -> None:
     report = {"dataset": args.dataset, "train": len(X), "test": len(Q), "epochs": args.epochs,
               "coarse_weight": weight, "coarse_weight_validation": weight_records,
               "levels": {key: group_counts(value) for key, value in levels.items()}, "rows": rows}
-    print("| method | bits | mAP | mAHP@250 | nDCG@1-100 | mAHP@250 visual | nDCG visual | train s |\n"
-          "|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        visual_cells = " | ".join(f"{row[key]:.3f}" if key in row else "" for key in ("visual mahp@250",
-                                                                                   "visual ndcg@1-100"))
-        print(f"| {row['method']} | {row['bits'] or 'float'} | {row['map']:.3f} | {row['mahp@250']:.3f} | "
-              f"{row['ndcg@1-100']:.3f} | {visual_cells} | {row['train_seconds']} |")
+    print(markdown_table(
+        ["method", "bits", "mAP", "mAHP@250", "nDCG@1-100", "mAHP@250 visual", "nDCG visual", "train s"],
+        [[row["method"], row["bits"] or "float", f"{row['map']:.3f}", f"{row['mahp@250']:.3f}",
+          f"{row['ndcg@1-100']:.3f}", *(f"{row[key]:.3f}" if key in row else ""
+                                        for key in ("visual mahp@250", "visual ndcg@1-100")), row["train_seconds"]]
+         for row in rows]))
     if args.json:
         atomic_write_json(args.json, report)
 

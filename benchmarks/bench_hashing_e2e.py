@@ -28,7 +28,7 @@ from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.io.files import atomic_save_npz, atomic_write_json, load_npz
 from treeseek.training.hashing_network import train_end_to_end
 
-from common import DATASETS, SHARED, dataset_features
+from common import DATASETS, SHARED, dataset_features, markdown_table
 
 
 def score(saved: dict, tree: Hierarchy) -> dict:
@@ -94,9 +94,9 @@ def main() -> None:
                  else "cpu", "loss_history": hasher.history_,
                  **score(saved, tree)})
     print(json.dumps(rows[-1]), flush=True)
-    for row in rows:
-        print(f"| {row['method']} | {row['epochs']} | {row['map']:.3f} | {row['mahp@250']:.3f} | "
-              f"{row['ndcg@1-100']:.3f} | {row['train_seconds']} ({row['device']}) |")
+    print(markdown_table(["method", "epochs", "mAP", "mAHP@250", "nDCG@1-100", "train s"],
+                         [[row["method"], row["epochs"], f"{row['map']:.3f}", f"{row['mahp@250']:.3f}",
+                           f"{row['ndcg@1-100']:.3f}", f"{row['train_seconds']} ({row['device']})"] for row in rows]))
     if args.json:
         atomic_write_json(args.json, {"bits": args.bits, "rows": rows})
 

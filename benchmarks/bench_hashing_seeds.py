@@ -24,7 +24,7 @@ from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select
 from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.io.files import atomic_write_json
 
-from common import DATASETS, train_test_features
+from common import DATASETS, markdown_table, train_test_features
 
 METRICS = ("map", "mahp@250", "ndcg@1-100", "precision@250", "wrong similarity@250")
 
@@ -68,7 +68,7 @@ def main() -> None:
             print(json.dumps(selections[-1]), flush=True)
         for method, method_levels in methods.items():
             scales = level_scales(len(method_levels), 1.0 if weight is None else weight)
-            hasher = HPDHHasher(args.bits, scales, seed=seed, **params)
+            hasher = HPDHHasher(args.bits, scales=scales, seed=seed, **params)
             started = time.perf_counter()
             hasher.fit(X, method_levels)
             seconds = time.perf_counter() - started
@@ -76,12 +76,13 @@ def main() -> None:
             rows.append({"method": method, "seed": seed, "coarse_weight": weight if len(method_levels) > 1 else None,
                          "train_seconds": round(seconds, 1), **scores})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| method, {args.bits} bits | seeds | " + " | ".join(METRICS) + " |\n|---|---|"
-          + "---|" * len(METRICS))
+    table = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        cells = [f"{np.mean([r[m] for r in mine]):.4f} ± {np.std([r[m] for r in mine]):.4f}" for m in METRICS]
-        print(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
+        table.append([method, len(mine), *(f"{np.mean([r[m] for r in mine]):.4f} ± {np.std([r[m] for r in mine]):.4f}"
+                                           for m in METRICS)])
+    print()
+    print(markdown_table([f"method, {args.bits} bits", "seeds", *METRICS], table))
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "bits": args.bits, "coarse_weight": args.coarse_weight,
                                       "weight_selection": selections,

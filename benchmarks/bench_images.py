@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from treeseek.hierarchy import load_taxonomy
 from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
 
-from common import DATASETS, SHARED, dataset_features
+from common import DATASETS, SHARED, dataset_features, markdown_table, write_json
 
 KS = (1, 5, 10, 20, 50, 100)
 
@@ -93,15 +92,11 @@ def main() -> None:
         "chosen": chosen, "pca_dim": pca_dim, "query_leaf_accuracy": leaf_accuracy, "tree_shapes": shapes,
         "metrics": rows,
     }
-    header = "| method | " + " | ".join([f"mAP@{k}" for k in KS] + ["mAHP@250"]) + " |"
-    print(header)
-    print("|---|" + "---|" * (len(KS) + 1))
-    for name, values in rows.items():
-        print(f"| {name} | " + " | ".join(f"{values[f'map@{k}']:.3f}" for k in KS) + f" | {values['mahp@250']:.3f} |")
+    print(markdown_table(["method", *(f"mAP@{k}" for k in KS), "mAHP@250"],
+                         [[name, *(f"{values[f'map@{k}']:.3f}" for k in KS), f"{values['mahp@250']:.3f}"]
+                          for name, values in rows.items()]))
     print(json.dumps({k: v for k, v in report.items() if k != "metrics"}, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def run_config(name: str, workdir: Path) -> dict:
     result["tree_shape"] = model.fit_info_["tree_shape"]
     del fit_x, fit_y
 
-    index = TreeIndex(model, dtype)
+    index = TreeIndex(model, dtype=dtype)
     start = time.perf_counter()
     chunk = 500_000
     for first in range(0, n, chunk):

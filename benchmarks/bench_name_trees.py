@@ -12,6 +12,7 @@ Weight 0 is the visual tree; the library's defaults are the best point here.
 from __future__ import annotations
 
 import argparse
+import json
 
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import validation_split
@@ -20,7 +21,7 @@ from treeseek.io.features import FeatureSet
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 
-from common import BASE, DATASETS, train_test_features
+from common import BASE, DATASETS, markdown_table, train_test_features
 
 TEMPLATES = ("{}", "a photo of a {}.", "{} is a kind of", "What is a {}? It is a type of object or animal.")
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -38,7 +39,6 @@ def main() -> None:
     model = TreeseekModel(**BASE, temperature=4.0).fit(X[~is_val], y[~is_val], names)
     Z = model.pca_.transform(X[~is_val])
     rows = []
-    print("| phrase | weight | agreement with WordNet | validation mAHP@250 |\n|---|---|---|---|")
     for template in TEMPLATES:
         for weight in WEIGHTS:
             if weight == 0 and template != TEMPLATES[0]:
@@ -52,8 +52,11 @@ def main() -> None:
                    "taxonomy_agreement": lca_agreement(builder.hierarchy_, taxonomy),
                    "mahp@250": result.metrics["soft"]["mahp@250"]}
             rows.append(row)
-            phrase = "- (visual only)" if weight == 0 else f'"{template}"'
-            print(f"| {phrase} | {weight:g} | {row['taxonomy_agreement']:.2f} | {row['mahp@250']:.4f} |", flush=True)
+            print(json.dumps(row), flush=True)
+    print(markdown_table(["phrase", "weight", "agreement with WordNet", "validation mAHP@250"],
+                         [["- (visual only)" if r["names_weight"] == 0 else f'"{r["template"]}"',
+                           f"{r['names_weight']:g}", f"{r['taxonomy_agreement']:.2f}", f"{r['mahp@250']:.4f}"]
+                          for r in rows]))
     best = max(rows, key=lambda r: r["mahp@250"])
     print(f"\nbest on validation: \"{best['template']}\", weight {best['names_weight']:g} "
           f"(mAHP@250 {best['mahp@250']:.4f})")

@@ -92,7 +92,8 @@ def main() -> None:
     hashers = {
         "ITQ": (ITQHasher(args.bits), None),
         "DCWH": (HPDHHasher(args.bits, epochs=args.epochs), levels[:1]),
-        "HPDH (WordNet levels)": (HPDHHasher(args.bits, level_scales(len(levels), 1.0), epochs=args.epochs), levels),
+        "HPDH (WordNet levels)": (HPDHHasher(args.bits, scales=level_scales(len(levels), 1.0), epochs=args.epochs),
+                                  levels),
     }
     for position, (name, (hasher, hasher_levels)) in enumerate(hashers.items()):
         start = time.perf_counter()

@@ -24,7 +24,7 @@ from treeseek.io.features import FeatureSet
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 
-from common import BASE, DATASETS, SHARED, train_test_features
+from common import BASE, DATASETS, SHARED, markdown_table, train_test_features
 
 # Trees that also weigh what the class names mean (a language model, no taxonomy): the 'language' extra.
 NAME_TREES = ["average:8:cosine:names", "average:16:cosine:names", "average:16:cosine:names=0.2"]
@@ -65,14 +65,13 @@ def report(rows: list[dict]) -> dict:
               f"{text(numbers['closed_by_chosen'])} ({text(numbers['closed_by_chosen_visual_only'])} among "
               f"visual-only trees); the best taxonomy-free row on test {text(numbers['closed_by_best_on_test'])} "
               f"({text(numbers['closed_by_best_visual_only_on_test'])} visual only)")
-    print("\n| variant | tree shape | agreement with WordNet | α | T | mAP@10 | mAHP@250 |\n"
-          "|---|---|---|---|---|---|---|")
-    for r in rows:
-        shape = "-" if r["method"] == "cosine" else "×".join(map(str, r["tree_shape"][:-1]))
-        agreement = "-" if r["taxonomy_agreement"] is None else f"{r['taxonomy_agreement']:.2f}"
-        temperature = f"{r['temperature']:g}" if r["method"] == "soft" else "hard"
-        print(f"| {r['variant']} | {shape} | {agreement} | {r['alpha']:g} | {temperature} | {r['map@10']:.3f} | "
-              f"{r['mahp@250']:.3f} |")
+    print()
+    print(markdown_table(
+        ["variant", "tree shape", "agreement with WordNet", "α", "T", "mAP@10", "mAHP@250"],
+        [[r["variant"], "-" if r["method"] == "cosine" else "×".join(map(str, r["tree_shape"][:-1])),
+          "-" if r["taxonomy_agreement"] is None else f"{r['taxonomy_agreement']:.2f}", f"{r['alpha']:g}",
+          f"{r['temperature']:g}" if r["method"] == "soft" else "hard", f"{r['map@10']:.3f}", f"{r['mahp@250']:.3f}"]
+         for r in rows]))
     return closed
 
 

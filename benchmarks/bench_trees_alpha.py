@@ -17,7 +17,7 @@ from treeseek.io.features import FeatureSet
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 
-from common import BASE, DATASETS, train_test_features
+from common import BASE, DATASETS, markdown_table, train_test_features
 
 TREES = ("average:8:cosine", "average:16:cosine")
 TEMPERATURES = (4, 16, 64)
@@ -43,13 +43,11 @@ def main() -> None:
                 rows.append({"hierarchy": hierarchy, "temperature": temperature, "alpha": alpha,
                              "map@10": metrics["map@10"], "mahp@250": metrics["mahp@250"]})
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n| tree | T | " + " | ".join(f"α = {alpha}" for alpha in ALPHAS) + " |")
-    print("|---|---|" + "---|" * len(ALPHAS))
-    for hierarchy in TREES:
-        for temperature in TEMPERATURES:
-            cells = [f"{r['mahp@250']:.3f}" for r in rows if r["hierarchy"] == hierarchy
-                     and r["temperature"] == temperature]
-            print(f"| {hierarchy} | {temperature} | " + " | ".join(cells) + " |")
+    print()
+    print(markdown_table(["tree", "T", *(f"α = {alpha}" for alpha in ALPHAS)],
+                         [[hierarchy, temperature, *(f"{r['mahp@250']:.3f}" for r in rows if r["hierarchy"] == hierarchy
+                                                     and r["temperature"] == temperature)]
+                          for hierarchy in TREES for temperature in TEMPERATURES]))
     if args.json:
         atomic_write_json(args.json, {"dataset": args.dataset, "base": BASE, "rows": rows})
 

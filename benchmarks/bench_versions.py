@@ -87,10 +87,10 @@ def main() -> None:
             if ratio is not None:
                 results["rows"].append({"benchmark": name, "figure": figure, "base": base, "now": now,
                                         "speed_now_over_base": round(ratio, 3)})
+        write_json(args.json, results)  # after each benchmark: a later failure keeps what was measured
     print(markdown_table(["benchmark", "figure", f"base {args.base}", f"now {results['head']}", "speed now / base"],
                          [[row["benchmark"], row["figure"], f"{row['base']:.4g}", f"{row['now']:.4g}",
                            f"{row['speed_now_over_base']:.2f}"] for row in results["rows"]]))
-    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,8 @@ def test_bad_requests_are_one_line_errors(planted, model, tmp_path):
         engine.search(np.full((2, 24), np.nan), 3)
     with pytest.raises(TreeseekError, match="k must be at least 1"):
         engine.search(planted.features[:2], 0)
+    with pytest.raises(TreeseekError, match="returns at most 16384 results per query"):
+        engine.search(planted.features[:2], 16385)
     with pytest.raises(TreeseekError, match="has no search parameter 'nprobe'"):
         MilvusTarget(uri, "items", {"nprobe": 4}).open(model).search(planted.features[:2], 3)
     assert default_collection(tmp_path / "my photos-2026") == "treeseek_my_photos_2026"

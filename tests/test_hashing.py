@@ -18,6 +18,7 @@ from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.search.hamming import HammingIndex
 
 from conftest import run_cli
+from oracles import lca_fractions
 
 
 def test_codes_pack_and_unpack_losslessly():
@@ -76,7 +77,7 @@ def mahp(data, test, hasher, k=250):
     train_codes, test_codes = hasher.encode(data.features[~test]), hasher.encode(data.features[test])
     y_train, y_test = data.labels[~test], data.labels[test]
     order = np.argsort(hamming_distances(test_codes, train_codes), axis=1, kind="stable")[:, :k]
-    similarity = 1 - data.hierarchy.normalized_lca
+    similarity = 1 - lca_fractions(data.hierarchy)
     ideal = ideal_values(similarity, np.bincount(y_train, minlength=len(data.class_names)), k, False)[y_test]
     return average_hierarchical_precision(similarity[y_test[:, None], y_train[order]], ideal, k).mean()
 
@@ -143,7 +144,7 @@ def test_the_first_epoch_trains_towards_the_documented_initial_centres(planted, 
     X = data.features[~test]
     levels = hierarchy_level_labels(data.hierarchy, data.labels[~test])
     scales = [1.0, 0.5, 0.25]
-    hasher = HPDHHasher(16, scales, epochs=1, lr=0.0, seed=3, initial_centres=initial_centres,
+    hasher = HPDHHasher(16, scales=scales, epochs=1, lr=0.0, seed=3, initial_centres=initial_centres,
                         hidden=hidden, coarse_loss=coarse_loss).fit(X, levels)
     u = hasher.transform(X)  # the untouched initial layer
     if initial_centres == "random":
@@ -211,6 +212,7 @@ def test_code_evaluation_matches_per_query_loops(planted):
     hasher = SignPCAHasher(16).fit(data.features[~test])
     q_codes, db_codes = hasher.encode(data.features[test]), hasher.encode(data.features[~test])
     y_q, y_db, tree = data.labels[test], data.labels[~test], data.hierarchy
+    lca = lca_fractions(tree)
     result = evaluate_codes(q_codes, db_codes, y_q, y_db, tree, chunk=7)
     aps, ndcgs, precisions, wrong_similarities = [], [], [], []
     ideal_gain = np.sort(tree.shared_levels[:, y_db], axis=1)[:, ::-1]
@@ -224,7 +226,7 @@ def test_code_evaluation_matches_per_query_loops(planted):
         ndcgs.append(np.mean([ndcg_at_k(gain, ideal_gain[y_q[q]][None, :], k)[0] for k in range(1, 101)]))
         top = y_db[order][:250]
         precisions.append(np.mean(top == y_q[q]))
-        wrong_similarities.extend(1 - tree.normalized_lca[y_q[q], top[top != y_q[q]]])
+        wrong_similarities.extend(1 - lca[y_q[q], top[top != y_q[q]]])
     assert result["map"] == pytest.approx(np.mean(aps))
     assert result["ndcg@1-100"] == pytest.approx(np.mean(ndcgs))
     assert result["precision@250"] == pytest.approx(np.mean(precisions))
@@ -242,7 +244,7 @@ def test_ties_are_ranked_in_random_order_not_in_class_sorted_database_order():
     tree = Hierarchy.from_groups([np.array([0, 0, 1, 1])], list("abcd"))
     y_db, y_q = np.repeat(np.arange(4), 500), np.repeat(np.arange(4), 25)
     db_codes, q_codes = np.zeros((len(y_db), 2), np.uint8), np.zeros((len(y_q), 2), np.uint8)
-    similarity = 1 - tree.normalized_lca
+    similarity = 1 - lca_fractions(tree)
     expected = np.mean([250 * similarity[c, y_db].mean() / 250 for c in y_q])  # ideal: 250 of the own class
     by_order = evaluate_codes(q_codes[:25], db_codes, y_q[:25], y_db, tree, tie_seed=None)
     assert by_order["mahp@250"] == 1.0  # class 0 comes first in the database

@@ -18,7 +18,7 @@ from oracles import index_ranking, queries
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_exact_backend_equals_full_sort_across_segments_and_removals(planted, model, dtype, tmp_path):
-    index = TreeIndex(model, dtype)
+    index = TreeIndex(model, dtype=dtype)
     index.add(planted.features[:300], planted.labels[:300])
     index.save(tmp_path / "ix")
     index.add(planted.features[300:])  # a second segment, in memory
@@ -33,7 +33,7 @@ def test_exact_backend_equals_full_sort_across_segments_and_removals(planted, mo
 
 
 def test_soft_search_equals_the_soft_formula_across_segments_removals_and_reopening(planted, model, tmp_path):
-    index = TreeIndex(model, "float32")
+    index = TreeIndex(model, dtype="float32")
     index.add(planted.features[:300], planted.labels[:300])
     index.save(tmp_path / "ix")
     index.add(planted.features[300:])
@@ -58,7 +58,7 @@ def test_soft_search_equals_the_soft_formula_across_segments_removals_and_reopen
 @pytest.mark.parametrize("backend", ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"])
 def test_save_open_round_trip_gives_identical_results(planted, model, backend, tmp_path):
     params = {"min_ann_items": 100} if backend in ("faiss-hnsw", "faiss-ivf") else {}
-    index = TreeIndex(model, "float32", backend, **params)
+    index = TreeIndex(model, dtype="float32", backend=backend, **params)
     index.add(planted.features, planted.labels, [f"img/{i}.jpg" for i in range(len(planted.features))])
     Q = queries(planted)
     before = index.search(Q, 25)
@@ -213,7 +213,7 @@ def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_index(planted, mo
 
 
 def test_corrupt_truncated_or_foreign_files_are_clear_errors(planted, model, tmp_path):
-    index = TreeIndex(model, "float32", "faiss-hnsw", min_ann_items=100)
+    index = TreeIndex(model, dtype="float32", backend="faiss-hnsw", min_ann_items=100)
     index.add(planted.features)
     index.save(tmp_path / "ix")
     segment = next((tmp_path / "ix" / "segments").iterdir())
@@ -274,11 +274,11 @@ def test_bad_items_are_refused_before_anything_changes(planted, model):
         index.remove([1, 12345])
     assert len(index) == 50 and index.next_id_ == 50
     with pytest.raises(TreeseekError, match="dtype"):
-        TreeIndex(model, "float64")
+        TreeIndex(model, dtype="float64")
 
 
 def test_a_reader_outlived_by_a_compaction_gets_a_clear_error(planted, model, tmp_path):
-    writer = TreeIndex(model, "float32", "faiss-hnsw", min_ann_items=100)
+    writer = TreeIndex(model, dtype="float32", backend="faiss-hnsw", min_ann_items=100)
     writer.add(planted.features)
     writer.save(tmp_path / "ix")
     reader = TreeIndex.open(tmp_path / "ix")  # its FAISS structure is read on the first search

@@ -13,7 +13,7 @@ from treeseek.model import TreeseekModel
 from treeseek.search import MemoryIndex, Ranking
 
 from conftest import run_cli, run_process
-from oracles import soft_keys, top_k
+from oracles import lca_fractions, soft_keys, top_k
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def naive_metrics(D, db_y, q_y, similarity, exclude_self):
 def test_harness_matches_naive_loops_in_both_protocols(planted):
     test = split(planted)
     model = TreeseekModel(hierarchy="visual", threshold=0.05).fit(planted.features[~test], planted.labels[~test], planted.class_names)
-    similarity = 1 - planted.hierarchy.normalized_lca
+    similarity = 1 - lca_fractions(planted.hierarchy)
     queries = FeatureSet(planted.features[test][:60], planted.labels[test][:60])
     database = FeatureSet(planted.features[~test], planted.labels[~test])
     for db in (database, None):

@@ -1,13 +1,14 @@
 """Every index answers one contract: search(X, k, *, ranking, exclude_ids) -> (D float64, I int64), padded alike."""
 import numpy as np
 import pytest
-from oracles import hamming_ranking, index_ranking, queries, top_k
 
 from treeseek.codes import ITQHasher
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.search import MemoryIndex, Ranking, SearchIndex
 from treeseek.search.code_index import CodeIndex
+
+from oracles import hamming_ranking, index_ranking, queries, top_k
 
 
 @pytest.fixture(scope="module")

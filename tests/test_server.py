@@ -192,6 +192,22 @@ def test_info_tree_picture_and_page(planted, model, feature_index):
     assert preflight.headers["access-control-allow-origin"] == "https://museum.example"
 
 
+def test_the_api_description_names_every_answer(planted, feature_index):
+    client = TestClient(create_app(feature_index))
+    spec = client.get("/openapi.json").json()
+    for path, method, model in (("/api/search/features", "post", "SearchReport"), ("/api/search", "post", "SearchReport"),
+                                ("/api/items/{item_id}/similar", "get", "SearchReport"), ("/api/info", "get", "Info"),
+                                ("/api/items/{item_id}", "get", "Item")):
+        answers = spec["paths"][path][method]["responses"]
+        assert answers["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/" + model), path
+        assert answers["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error"), path
+    hit = spec["components"]["schemas"]["Hit"]["properties"]
+    assert {"rank", "id", "class", "leaf", "distance", "cosine", "hierarchy", "lca", "path", "image_url"} <= set(hit)
+    answer = post_features(client, queries(planted, n=2)).json()
+    assert set(answer) == {"method", "alpha", "queries"} and answer["queries"][0]["leaf"] in planted.class_names
+    assert {"class", "distance", "lca", "path"} <= set(answer["queries"][0]["results"][0])
+
+
 def test_the_page_script_parses(tmp_path):
     node = shutil.which("node")
     if node is None:

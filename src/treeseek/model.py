@@ -36,17 +36,45 @@ DEFAULT_TEMPERATURE = 4.0
 
 
 class TreeseekModel:
-    """Hyper-parameters in ``__init__``; ``fit`` learns ``pca_``, ``gaussians_``, ``hierarchy_``.
+    """PCA of the features, a Gaussian per class and a tree over the classes: where each image belongs.
 
-    ``hierarchy`` is a linkage tree (``average:8:cosine``, the default; see ``make_builder``),
-    ``visual`` (the paper's threshold builder), ``ward``, or a taxonomy file path. ``threshold``
-    is the visual builder's t: a number, ``auto`` or a quantile ``qX`` of the class-pair
-    Bhattacharyya coefficients.
+    Hyper-parameters in ``__init__``; ``fit`` learns ``pca_``, ``gaussians_``, ``hierarchy_``.
+
+    Parameters
+    ----------
+    variance : float
+        Fraction of the variance PCA keeps.
+    max_components : int, optional
+        Cap on the PCA dimensions.
+    covariance : str
+        The class Gaussians' covariance model: ``tied`` (shared), ``full`` or ``diag``.
+    hierarchy : str
+        A linkage tree (``average:8:cosine``, the default; see ``make_builder``), ``visual`` (the paper's
+        threshold builder), ``ward``, or a taxonomy file path.
+    threshold : float or str
+        The visual builder's t: a number, ``auto`` or a quantile ``qX`` of the class-pair Bhattacharyya
+        coefficients.
+    alpha : float
+        Default weight of the hierarchy term of the rankings.
+    temperature : float
+        Of the class posteriors p(c|x) that the ``soft`` ranking uses.
+    top_m : int, optional
+        Keep only the m most probable classes of each posterior.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(90, 6)) + np.repeat(np.eye(6)[:3] * 8, 30, axis=0)
+    >>> model = TreeseekModel(hierarchy="average").fit(X, np.repeat([0, 1, 2], 30), ["cat", "dog", "car"])
+    >>> model.n_classes_, model.assign(X[[0, 45, 89]]).tolist()
+    (3, [0, 1, 2])
     """
 
     def __init__(
         self,
         variance: float = 0.95,
+        *,
         max_components: int | None = None,
         covariance: str = "tied",
         hierarchy: str = DEFAULT_HIERARCHY,

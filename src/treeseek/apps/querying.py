@@ -59,6 +59,13 @@ def index_target(index: TreeIndex, *, engine=None, images=None) -> SearchTarget:
                         lambda ids: {**index.items(ids), "names": ids}, index, images)
 
 
+def engine_for(open_engine, model, ranking: Ranking):
+    """The engine that ranks instead of the index, ``open_engine(model, method)``, for a ranking it can serve."""
+    if ranking.method == "hamming":
+        raise TreeseekError("an engine ranks the stored vectors; --hamming and --rerank search the index itself")
+    return open_engine(model, ranking.method)
+
+
 def features_target(model, database: FeatureSet, *, use_database_labels: bool = False) -> SearchTarget:
     """A feature file searched in memory with a fitted model; hits are named by the file's ids."""
     features = model.check_dim(database.features, database.source)

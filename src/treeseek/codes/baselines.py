@@ -9,7 +9,20 @@ from treeseek.io.features import check_features
 
 
 class SignPCAHasher:
-    """``fit`` learns ``mean_`` and ``components_`` (bits x d); a code is the sign of the projection."""
+    """``fit`` learns ``mean_`` and ``components_`` (bits x d); a code is the sign of the projection.
+
+    Parameters
+    ----------
+    bits : int
+        Code length: a multiple of 8, at most the feature dimension and the number of training samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(40, 16))
+    >>> SignPCAHasher(8).fit(X).encode(X[:2]).shape   # packed: 8 bits in one byte per item
+    (2, 1)
+    """
 
     def __init__(self, bits: int = 64):
         self.bits = bits
@@ -34,9 +47,28 @@ class SignPCAHasher:
 
 
 class ITQHasher(SignPCAHasher):
-    """PCA to ``bits`` dimensions, then the rotation that brings the data closest to its binary codes."""
+    """PCA to ``bits`` dimensions, then the rotation that brings the data closest to its binary codes (Gong and
+    Lazebnik's iterative quantisation).
 
-    def __init__(self, bits: int = 64, n_iter: int = 50, seed: int = 0):
+    Parameters
+    ----------
+    bits : int
+        Code length (as ``SignPCAHasher``).
+    n_iter : int
+        Alternations of rotation and quantisation.
+    seed : int
+        Of the initial random rotation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(40, 16))
+    >>> codes = ITQHasher(8, seed=0).fit(X).encode(X)
+    >>> codes.dtype, codes.shape
+    (dtype('uint8'), (40, 1))
+    """
+
+    def __init__(self, bits: int = 64, *, n_iter: int = 50, seed: int = 0):
         super().__init__(bits)
         self.n_iter, self.seed = n_iter, seed
 

@@ -45,10 +45,40 @@ def hierarchy_level_labels(tree: Hierarchy, labels: np.ndarray) -> list[np.ndarr
 
 
 class HPDHHasher:
-    """``fit(X, levels)`` learns the hash layer (``weight_``, ``bias_``; with ``hidden``, also ``hidden_weight_``,
-    ``hidden_bias_``), the input scaling and ``centres_``."""
+    """Hierarchy-preserving deep hashing (Zhang et al. 2019): codes whose Hamming distances respect every level.
 
-    def __init__(self, bits: int = 64, scales: Sequence[float] | None = None, epochs: int = 150, lr: float = 1e-3,
+    ``fit(X, levels)`` learns the hash layer (``weight_``, ``bias_``; with ``hidden``, also ``hidden_weight_``,
+    ``hidden_bias_``), the input scaling and ``centres_``; ``encode(X)`` gives packed codes.
+
+    Parameters
+    ----------
+    bits : int
+        Code length, a multiple of 8.
+    scales : sequence of float, optional
+        The loss weight s_l of each level, finest first (default: the paper's pattern).
+    epochs, lr, momentum, weight_decay, milestones, batch_size : training schedule
+        SGD with these settings; the learning rate falls tenfold at each milestone.
+    seed : int
+        Of the initial layer and the batches.
+    initial_centres : str
+        ``class-means`` (of the initial layer's outputs) or ``random`` (the authors' code).
+    hidden : int
+        0 for the authors' linear hash layer, or N for a ReLU layer of N units before it.
+    coarse_loss : str
+        ``centres`` (the paper), ``marginal`` or ``outside`` (see ``treeseek hash train --help``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(np.arange(4), 20)
+    >>> X = rng.normal(size=(80, 8)) + 4 * np.eye(8)[y]
+    >>> hasher = HPDHHasher(8, epochs=5, seed=0).fit(X, [y, y // 2])
+    >>> hasher.encode(X[:3]).shape
+    (3, 1)
+    """
+
+    def __init__(self, bits: int = 64, *, scales: Sequence[float] | None = None, epochs: int = 150, lr: float = 1e-3,
                  momentum: float = 0.9, weight_decay: float = 5e-4, milestones: Sequence[int] = (50, 100),
                  batch_size: int = 64, seed: int = 0, initial_centres: str = "class-means", hidden: int = 0,
                  coarse_loss: str = "centres"):

@@ -61,6 +61,7 @@ def evaluate_retrieval(
     model,
     queries: FeatureSet,
     database: FeatureSet | None = None,
+    *,
     methods: Sequence[str] = METHODS,
     alpha: float | None = None,
     ks: Sequence[int] = (1, 5, 10),
@@ -69,7 +70,47 @@ def evaluate_retrieval(
     progress: bool = True,
     full_ranking: bool = True,
 ) -> EvaluationResult:
-    """Score ``methods``; ``full_ranking=False`` skips mAP over the whole ranking (the costliest metric)."""
+    """Score every ranking method on a query set against the brute-force full rankings.
+
+    Parameters
+    ----------
+    model : TreeseekModel
+        A fitted model: it places queries and items at leaves.
+    queries : FeatureSet
+        Query features with labels.
+    database : FeatureSet, optional
+        Database features with labels; without it, leave-one-out within ``queries``.
+    methods : sequence of str
+        Rankings to score (``treeseek.search.distances.METHODS``).
+    alpha : float, optional
+        Weight of the hierarchy term (default: the model's).
+    ks : sequence of int
+        Cut-offs of the @k metrics.
+    taxonomy : Hierarchy, optional
+        Evaluation taxonomy for mAHP@250, nDCG@k and mistake severity.
+    use_database_labels : bool
+        Place database items at their known labels instead of the model's leaves.
+    progress : bool
+        Show a progress bar.
+    full_ranking : bool
+        Also score mAP over the whole ranking (the costliest metric).
+
+    Returns
+    -------
+    EvaluationResult
+        ``metrics[method][name]``, the mAP@k ``curves`` and ``info`` about the protocol.
+
+    Examples
+    --------
+    >>> from treeseek.hierarchy.synthetic import planted_hierarchy
+    >>> from treeseek.model import TreeseekModel
+    >>> data = planted_hierarchy((2, 2), dim=8, samples_per_class=15, seed=0)
+    >>> model = TreeseekModel(hierarchy="average").fit(data.features, data.labels)
+    >>> result = evaluate_retrieval(model, FeatureSet(data.features, data.labels), methods=["cosine", "combined"],
+    ...                             ks=(5,), progress=False)
+    >>> result.info["protocol"], sorted(result.metrics)
+    ('leave-one-out', ['combined', 'cosine'])
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(METHODS)}")

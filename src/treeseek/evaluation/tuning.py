@@ -82,7 +82,8 @@ def select_parameters(
             for edges in grid["edges_per_class"] if hierarchy == "visual" else [None]:
                 spec = "auto" if edges is None else threshold_spec(edges, n_classes)
                 builder = make_builder(hierarchy, spec, covariance).fit(z_fit, fit_y, list(class_names))
-                model = TreeseekModel(0.95, cap, covariance, hierarchy, spec)
+                model = TreeseekModel(0.95, max_components=cap, covariance=covariance, hierarchy=hierarchy,
+                                      threshold=spec)
                 model.pca_, model.gaussians_, model.hierarchy_ = pca, gaussians, builder.hierarchy_
                 model.class_names_ = list(class_names)
                 for alpha in grid["alpha"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from treeseek.index.stored_segment import StoredSegment
+from treeseek.search.distances import hierarchy_weight, normalize_rows
 from treeseek.search.hamming import HammingIndex
 from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
@@ -32,6 +33,26 @@ def hamming_topk(segments: list[StoredSegment], query_codes: np.ndarray, k: int,
         best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys,
                                                np.where(found, ids[np.maximum(positions, 0)], MISSING_ID), k)
     return best_keys, best_ids
+
+
+def hamming_search(segments: list[StoredSegment], model, hasher, queries: np.ndarray, k: int, ranking, alpha: float,
+                   method_tree) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by Hamming distance between the hasher's codes or, with ``ranking.rerank`` = R, the R nearest codes
+    re-ranked by ``ranking.rerank_method`` (whose tree ``method_tree(method)`` gives) on the stored vectors, with
+    those distances. Padded with inf and ``MISSING_ID``."""
+    rerank = ranking.rerank
+    keys, ids = hamming_topk(segments, hasher.encode(queries), max(k, rerank), hasher.bits, ranking.hamming_index)
+    if rerank:
+        method = ranking.rerank_method
+        tree = method_tree(method)
+        weight = hierarchy_weight(method, alpha, tree)
+        if method == "soft":  # expected LCA height: p_q L against each candidate's posterior
+            costs = weight * (model.posteriors(queries) @ tree.normalized_lca)
+            posteriors = model.posteriors
+        else:
+            costs, posteriors = weight * tree.normalized_lca[model.assign(queries)], None
+        keys, ids = rerank_candidates(segments, ids, normalize_rows(queries), costs, k, posteriors)
+    return keys[:, :k], ids[:, :k]
 
 
 def _binary_index(stored: StoredSegment, bits: int, kind: str) -> tuple[HammingIndex, np.ndarray]:

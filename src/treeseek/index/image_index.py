@@ -39,7 +39,7 @@ class ImageIndex:
               dtype: str = "float32", backend: str = "exact", **backend_params) -> "ImageIndex":
         """Items get ids 0..N-1 in the given order (so row i of ``pixels`` is item i)."""
         spec = {**backbone.describe(), "weights": str(Path(weights).resolve()) if weights else None}
-        index = TreeIndex(model, dtype, backend, **backend_params)
+        index = TreeIndex(model, dtype=dtype, backend=backend, **backend_params)
         index.add(features, labels, [str(s) for s in sources])
         if pixels is not None:
             index.attachments_["pixels"] = np.asarray(pixels)

@@ -98,7 +98,7 @@ def read_index(cls, directory: Path):
         if model.input_dim_ != meta["dim"]:
             raise TreeseekError(f"{directory}: the model expects {model.input_dim_} dimensions, the index "
                                 f"holds {meta['dim']}")
-        index = cls(model, meta["dtype"], meta["backend"]["name"], **meta["backend"]["params"])
+        index = cls(model, dtype=meta["dtype"], backend=meta["backend"]["name"], **meta["backend"]["params"])
         if meta.get("hasher"):
             hasher_name = own_name(meta["hasher"], "the hasher")
             index.hasher, index._hasher_name = load_hasher(directory / hasher_name)[0], hasher_name

@@ -165,24 +165,8 @@ class MilvusIndex:
     # ----------------------------------------------------------------- search
     def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),
                exclude_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """The search contract (``treeseek.search.contract``): the collection's own ranking, at any alpha.
-
-        Parameters
-        ----------
-        X : array of shape (nq, d)
-            Raw query features.
-        k : int
-            Results per query, at most 16384 (Milvus's limit).
-        ranking : Ranking
-            Must name the method the collection was pushed for; its alpha is free.
-        exclude_ids : array of shape (nq,) or (nq, m), optional
-            Ids left out of each query's results.
-
-        Returns
-        -------
-        D, I : float64 and int64 arrays of shape (nq, k)
-            Distances ascending and item ids, padded with +inf and -1.
-        """
+        """The search contract (``SearchIndex.search``): the ranking the collection was pushed for (its
+        ``method``), at any alpha; k at most 16384, Milvus's limit."""
         check_request("this Milvus collection", self.capabilities, k, ranking)
         X = self.model.check_dim(X, "queries")
         return search_excluding(lambda queries, wanted: self._topk(queries, wanted, ranking.alpha_for(self.model)),

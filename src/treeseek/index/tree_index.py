@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
-from treeseek.index.code_search import hamming_topk, rerank_candidates
+from treeseek.index.code_search import hamming_search
 from treeseek.index.index_files import read_index, verify_index, write_index
 from treeseek.index.soft_search import soft_topk
 from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
@@ -38,9 +38,25 @@ ADD_CHUNK = 65536  # rows placed at once: bounds the float64 copies made while a
 
 
 class TreeIndex:
-    """Hyper-parameters in ``__init__``: the fitted model, vector dtype and backend (+ its parameters)."""
+    """A persistent, updatable index of items placed at the leaves of a fitted model.
 
-    def __init__(self, model: TreeseekModel, dtype: str = "float32", backend: str = "exact", **backend_params):
+    Parameters
+    ----------
+    model : TreeseekModel
+        The fitted model: it places items and queries at leaves and gives their posteriors.
+    dtype : str
+        How the unit vectors are stored: ``float32`` or ``float16`` (half the disk and memory).
+    backend : str
+        How the level-by-level rankings scan a subtree: ``exact``, ``faiss-flat``, ``faiss-ivf`` or ``faiss-hnsw``.
+    **backend_params
+        The backend's parameters (nlist, nprobe; m, ef_construction, ef_search; min_ann_items).
+
+    ``add``, ``remove``, ``compact``, ``refit`` change it; ``save`` commits atomically; ``open`` reads it back
+    with the vectors memory-mapped; ``updating`` holds the writer lock from the read to the save. ``search`` is
+    the search contract (``treeseek.search.contract``).
+    """
+
+    def __init__(self, model: TreeseekModel, *, dtype: str = "float32", backend: str = "exact", **backend_params):
         if not hasattr(model, "hierarchy_"):
             raise TreeseekError("the index needs a fitted model")
         if dtype not in DTYPES:
@@ -278,7 +294,8 @@ class TreeIndex:
     def _topk(self, queries: np.ndarray, k: int, ranking: Ranking) -> tuple[np.ndarray, np.ndarray]:
         alpha = ranking.alpha_for(self.model)
         if ranking.method == "hamming":
-            return self._hamming_topk(queries, k, ranking, alpha)
+            return hamming_search(self.segments_, self.model, self.hasher, queries, k, ranking, alpha,
+                                  self._method_tree)
         if ranking.method == "soft":
             return soft_topk(self.segments_, self.model, queries, alpha, k)
         tree = self._method_tree(ranking.method)
@@ -289,23 +306,6 @@ class TreeIndex:
             keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)
             best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
         return best_keys, best_ids
-
-    def _hamming_topk(self, queries: np.ndarray, k: int, ranking: Ranking, alpha: float):
-        """Hamming distances between codes, or, with re-ranking, the re-ranking method's distances."""
-        rerank = ranking.rerank
-        keys, ids = hamming_topk(self.segments_, self.hasher.encode(queries), max(k, rerank), self.hasher.bits,
-                                 ranking.hamming_index)
-        if rerank:
-            method = ranking.rerank_method
-            tree = self._method_tree(method)
-            weight = hierarchy_weight(method, alpha, tree)
-            if method == "soft":  # expected LCA height: p_q L against each candidate's posterior
-                costs = weight * (self.model.posteriors(queries) @ tree.normalized_lca)
-                posteriors = self.model.posteriors
-            else:
-                costs, posteriors = weight * tree.normalized_lca[self.model.assign(queries)], None
-            keys, ids = rerank_candidates(self.segments_, ids, normalize_rows(queries), costs, k, posteriors)
-        return keys[:, :k], ids[:, :k]
 
     def _method_tree(self, method: str) -> Hierarchy:
         cache = self.__dict__.setdefault("_trees", {})

@@ -103,6 +103,26 @@ class SearchIndex(Protocol):
 
     def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),
                exclude_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest items of each query row by ``ranking``.
+
+        Parameters
+        ----------
+        X : array of shape (nq, d)
+            Raw query features, as the items were added (the index derives leaves, posteriors and codes).
+        k : int
+            Results per query.
+        ranking : Ranking
+            What the distances mean.
+        exclude_ids : array of shape (nq,) or (nq, m), optional
+            Ids left out of each query's results (-1: none), e.g. the stored item a query starts from.
+
+        Returns
+        -------
+        D : float64 array of shape (nq, k)
+            Distances, ascending; +inf pads rows with fewer than k items.
+        I : int64 array of shape (nq, k)
+            Item ids; -1 pads.
+        """
         ...
 
 

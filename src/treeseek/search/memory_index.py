@@ -118,26 +118,7 @@ class MemoryIndex:
 
     def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),
                exclude_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest items of each query row by ``ranking``.
-
-        Parameters
-        ----------
-        X : array of shape (nq, d)
-            Raw query features.
-        k : int
-            Results per query.
-        ranking : Ranking
-            What the distances mean (method, alpha).
-        exclude_ids : array of shape (nq,) or (nq, m), optional
-            Ids left out of each query's results.
-
-        Returns
-        -------
-        D : float64 array of shape (nq, k)
-            Distances, ascending; +inf pads rows with fewer than k items.
-        I : int64 array of shape (nq, k)
-            Item ids; -1 pads.
-        """
+        """The search contract (``SearchIndex.search``) over every ranking but ``hamming``."""
         check_request("an in-memory index", self.capabilities, k, ranking)
         X = self.model.check_dim(X, "queries")
         alpha = ranking.alpha_for(self.model)

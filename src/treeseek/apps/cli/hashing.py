@@ -89,7 +89,7 @@ def train(
                   "initial_centres": initial_centres, "hidden": hidden, "coarse_loss": coarse_loss}
         weight = _coarse_weight(coarse_weight, features, labels, tree, bits, params, progress) \
             if method == "hpdh" else 1.0
-        hasher = KINDS["hpdh"](bits, level_scales(len(levels), weight), **params)
+        hasher = KINDS["hpdh"](bits, scales=level_scales(len(levels), weight), **params)
     else:
         hasher = KINDS[method](bits, seed=seed) if method == "itq" else KINDS[method](bits)
     start = time.perf_counter()

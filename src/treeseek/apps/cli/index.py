@@ -55,7 +55,7 @@ def create(
 ) -> None:
     """Build an index from a feature file and a fitted model."""
     model = TreeseekModel.load(model_dir)
-    index = TreeIndex(model, dtype, backend, **parse_params(param))
+    index = TreeIndex(model, dtype=dtype, backend=backend, **parse_params(param))
     vectors, labels, sources = _labelled_items(features, model)
     index.add(vectors, labels, sources, progress=progress)
     index.save(out, progress)

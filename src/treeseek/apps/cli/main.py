@@ -79,7 +79,8 @@ def fit(
 ) -> None:
     """Fit PCA, class Gaussians and a hierarchy on training features."""
     data = load_features(train)
-    model = TreeseekModel(variance, max_dim, covariance, hierarchy, parse_threshold(threshold), alpha)
+    model = TreeseekModel(variance, max_components=max_dim, covariance=covariance, hierarchy=hierarchy,
+                          threshold=parse_threshold(threshold), alpha=alpha)
     model.fit(data.features, data.labels, data.class_names)
     model.save(out)
     info = model.fit_info_
@@ -117,8 +118,9 @@ def evaluate(
     query_data = load_features(queries)
     db_data = load_features(database) if database is not None else None
     tax = load_taxonomy(taxonomy, model.class_names_) if taxonomy is not None else None
-    result = evaluate_retrieval(model, query_data, db_data, [m.strip() for m in methods.split(",") if m.strip()],
-                                alpha, ks, tax, use_database_labels, progress)
+    result = evaluate_retrieval(model, query_data, db_data, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                                alpha=alpha, ks=ks, taxonomy=tax, use_database_labels=use_database_labels,
+                                progress=progress)
     columns = [f"precision@{x}" for x in ks] + [f"map@{x}" for x in ks] + [f"map_paper@{x}" for x in ks] + ["map"]
     if tax is not None:
         columns += ["mahp@250"] + [f"ndcg@{x}" for x in ks] + [f"severity@{x}" for x in ks]

@@ -19,6 +19,7 @@ from treeseek.apps.querying import (
     Queries,
     SearchTarget,
     codes_target,
+    engine_for,
     feature_queries,
     features_target,
     index_target,
@@ -89,11 +90,7 @@ def search(
 def _index(directory: Path, ranking: Ranking, milvus) -> SearchTarget:
     images = ImageIndex.load(directory) if ImageIndex.holds_images(directory) else None
     index = images.index if images is not None else TreeIndex.open(directory)
-    engine = None
-    if milvus:
-        if ranking.method == "hamming":
-            raise TreeseekError("an engine ranks the stored vectors; --hamming and --rerank search the index itself")
-        engine = milvus.open(index.model, ranking.method)
+    engine = engine_for(milvus.open, index.model, ranking) if milvus else None
     return index_target(index, engine=engine, images=images)
 
 

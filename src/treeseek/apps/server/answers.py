@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 
-from treeseek.apps.querying import Queries, SearchTarget, index_target, run_search
+from treeseek.apps.querying import Queries, SearchTarget, engine_for, index_target, run_search
 from treeseek.apps.server.dependencies import ServerSettings
 from treeseek.apps.server.limits import shown_source
 from treeseek.apps.server.live_index import LiveIndex
-from treeseek.errors import TreeseekError
 from treeseek.search import Ranking
 
 
@@ -30,11 +29,7 @@ def ranking_of(method: str, alpha, hamming: bool, rerank: int, hamming_index: st
 
 
 def target_of(live: LiveIndex, ranking: Ranking) -> SearchTarget:
-    engine = None
-    if live.milvus is not None:
-        if ranking.method == "hamming":
-            raise TreeseekError("an engine ranks the stored vectors; --hamming and --rerank search the index itself")
-        engine = live.engine(live.index.model, ranking.method)
+    engine = engine_for(live.engine, live.index.model, ranking) if live.milvus is not None else None
     return index_target(live.index, engine=engine, images=live.images)
 
 
