@@ -3,14 +3,13 @@
 Items are placed at their leaves by the model (or at known leaves), and each ranking is answered by the
 structure made for it: the level-by-level hierarchical search (``combined``, ``flat``, ``hierarchy``,
 ``cosine``), one exact inner-product search over augmented vectors (``soft``), or an exact float64 scan
-(``euclidean``). Structures are built on the first search after an ``add``.
+(``euclidean``). The soft structure is built on the first soft search after an ``add``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from treeseek.errors import TreeseekError
-from treeseek.search.backends import make_backend
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
 from treeseek.search.distances import euclidean_distances, normalize_rows
 from treeseek.search.hierarchical_index import HierarchicalIndex
@@ -33,6 +32,8 @@ class MemoryIndex:
     **backend_params
         The backend's parameters (nlist, nprobe; m, ef_construction, ef_search).
 
+    After a level-by-level search, ``scored_fraction_`` is the share of (query, item) pairs it scored.
+
     Examples
     --------
     >>> import numpy as np
@@ -50,7 +51,6 @@ class MemoryIndex:
     def __init__(self, model, *, backend: str = "exact", **backend_params):
         if not hasattr(model, "hierarchy_"):
             raise TreeseekError("the index needs a fitted model")
-        make_backend(backend, **backend_params)  # a bad name or parameter fails now, not at the first search
         self.model = model
         self.backend = backend
         self.backend_params = dict(backend_params)
@@ -61,7 +61,9 @@ class MemoryIndex:
         self.ids_ = np.zeros(0, dtype=np.int64)
         self.leaves_ = np.zeros(0, dtype=np.int64)
         self.known_ = np.zeros(0, dtype=bool)  # items placed at a known leaf (one-hot posterior)
-        self._built: dict = {}
+        # the level-by-level rankings' structure takes items as they come; the soft one is built on its first search
+        self._tree_index = HierarchicalIndex(model.hierarchy_, backend=backend, **backend_params)
+        self._soft: InnerProductIndex | None = None
 
     @property
     def ntotal(self) -> int:
@@ -99,7 +101,8 @@ class MemoryIndex:
         self.ids_ = np.concatenate([self.ids_, ids])
         self.leaves_ = np.concatenate([self.leaves_, leaves])
         self.known_ = np.concatenate([self.known_, known])
-        self._built = {}
+        self._tree_index.add(X, leaves, ids)
+        self._soft = None
         return ids
 
     def items(self, ids) -> dict:
@@ -134,9 +137,8 @@ class MemoryIndex:
             factor = tree_factor(self.model.hierarchy_)
             keys, rows = self._soft_index(factor).search(augment(X, self.model.posteriors(X), factor, alpha), k, alpha)
             return keys, np.where(rows >= 0, self.ids_[np.maximum(rows, 0)], -1)
-        index = self._hierarchical()
-        found = index.search(X, self.model.assign(X), k, method=method, alpha=alpha)
-        self.scored_fraction_ = index.scored_fraction_
+        found = self._tree_index.search(X, self.model.assign(X), k, method=method, alpha=alpha)
+        self.scored_fraction_ = self._tree_index.scored_fraction_
         return found
 
     def _euclidean(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,18 +150,10 @@ class MemoryIndex:
         return np.concatenate([keys for keys, _ in parts]), np.concatenate([ids for _, ids in parts])
 
     def _soft_index(self, factor: np.ndarray) -> InnerProductIndex:
-        if "soft" not in self._built:
+        if self._soft is None:
             vectors = augment(self.features_, self.model.posteriors(self.features_), factor)
             if self.known_.any():  # items at known leaves: their one-hot posterior, the paper's hard distance
                 vectors[self.known_] = augment_leaves(self.features_[self.known_], self.leaves_[self.known_], factor)
-            index = InnerProductIndex()
-            index.add(vectors)
-            self._built["soft"] = index
-        return self._built["soft"]
-
-    def _hierarchical(self) -> HierarchicalIndex:
-        if "tree" not in self._built:
-            index = HierarchicalIndex(self.model.hierarchy_, backend=self.backend, **self.backend_params)
-            index.add(self.features_, self.leaves_, self.ids_)
-            self._built["tree"] = index
-        return self._built["tree"]
+            self._soft = InnerProductIndex()
+            self._soft.add(vectors)
+        return self._soft
