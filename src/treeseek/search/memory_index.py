@@ -86,18 +86,21 @@ class MemoryIndex:
         """
         X = self.model.check_dim(X, "added features")
         n = len(X)
-        ids = np.arange(self.ntotal, self.ntotal + n) if ids is None else np.asarray(ids, dtype=np.int64)
-        if ids.shape != (n,):
-            raise TreeseekError(f"got {ids.size} ids for {n} items")
-        if len(np.unique(np.concatenate([self.ids_, ids]))) != self.ntotal + n:
-            raise TreeseekError("item ids must be unique")
+        if ids is None:  # the next n integers: unique by construction
+            ids = np.arange(self.ntotal, self.ntotal + n)
+        else:
+            ids = np.asarray(ids, dtype=np.int64)
+            if ids.shape != (n,):
+                raise TreeseekError(f"got {ids.size} ids for {n} items")
+            if len(np.unique(np.concatenate([self.ids_, ids]))) != self.ntotal + n:
+                raise TreeseekError("item ids must be unique")
         if known_leaves is None:
             leaves, known = self.model.assign(X), np.zeros(n, dtype=bool)
         else:
             leaves, known = np.asarray(known_leaves, dtype=np.int64), np.ones(n, dtype=bool)
             if leaves.shape != (n,) or (n and (leaves.min() < 0 or leaves.max() >= self.model.n_classes_)):
                 raise TreeseekError(f"known leaves must be n class indices in [0, {self.model.n_classes_})")
-        self.features_ = np.vstack([self.features_, X])
+        self.features_ = X if self.ntotal == 0 else np.vstack([self.features_, X])  # no copy of a first batch
         self.ids_ = np.concatenate([self.ids_, ids])
         self.leaves_ = np.concatenate([self.leaves_, leaves])
         self.known_ = np.concatenate([self.known_, known])
