@@ -46,7 +46,7 @@ class SearchTarget:
 
 def run_search(target: SearchTarget, queries: Queries, k: int, ranking: Ranking) -> dict:
     """Search every query and return the report that ``--json``, the printout and the server share."""
-    features = queries.features if target.model is None else target.model.check_dim(queries.features, "queries")
+    features = np.asarray(queries.features, dtype=np.float64)  # every index checks its queries itself
     distances, ids = target.index.search(features, k, ranking=ranking, exclude_ids=queries.exclude_ids)
     return search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup,
                          class_names=target.class_names)
