@@ -81,6 +81,25 @@ def soft_keys(Q, X, q_posteriors, x_posteriors, tree, alpha: float, unit_items: 
     return cosine(Q, X, unit_items) + alpha * np.einsum("qa,ab,xb->qx", q_posteriors, lca_fractions(tree), x_posteriors)
 
 
+def posteriors(model, X: np.ndarray, top_m: int | None = None, stored: bool = False) -> np.ndarray:
+    """p(c | x) ∝ exp(-d_M²(x, c) / 2T) over the m nearest classes, renormalised, from the fitted PCA and tied
+    Gaussians through scipy's Mahalanobis distance; ``stored`` rounds them to float32 as the index keeps them."""
+    from scipy.spatial.distance import cdist
+
+    assert model.covariance == "tied"
+    Z = (np.asarray(X, np.float64) - model.pca_.mean_) @ model.pca_.components_.T
+    gaussians = model.gaussians_
+    squared = cdist(Z, gaussians.means_, "mahalanobis", VI=np.linalg.inv(gaussians.covariances_)) ** 2
+    logits = -squared / (2.0 * model.temperature)
+    out = np.zeros_like(logits)
+    m = logits.shape[1] if top_m is None else top_m
+    for row, values in enumerate(logits):
+        kept = np.argsort(-values, kind="stable")[:m]
+        weights = np.exp(values[kept] - values[kept].max())
+        out[row, kept] = weights / weights.sum()
+    return out.astype(np.float32).astype(np.float64) if stored else out
+
+
 def hamming(query_codes: np.ndarray, item_codes: np.ndarray) -> np.ndarray:
     """Differing bits between packed uint8 codes."""
     differing = np.bitwise_xor(query_codes[:, None, :], item_codes[None, :, :])
@@ -114,15 +133,18 @@ def stored_items(index) -> dict:
             "labels": labels[order]}
 
 
-def index_ranking(index, Q: np.ndarray, k: int, method: str = "combined", alpha: float | None = None):
+def index_ranking(index, Q: np.ndarray, k: int, method: str = "combined", alpha: float | None = None,
+                  added: np.ndarray | None = None):
     """The exact top-k of a TreeIndex's live items by ``method``: queries at the model's leaves (soft: its
-    posteriors, items' from their features as added)."""
+    posteriors, items' from ``added``, the features as added, row = id, or else their stored vectors restored to
+    their lengths)."""
     model, items = index.model, stored_items(index)
     alpha = model.alpha if alpha is None else alpha
     tree = model.hierarchy_
     if method == "soft":
-        keys = soft_keys(Q, items["vectors"], model.posteriors(Q), model.posteriors(items["features"]), tree, alpha,
-                         unit_items=True)
+        features = items["features"] if added is None else np.asarray(added)[items["ids"]]
+        keys = soft_keys(Q, items["vectors"], posteriors(model, Q, model.top_m),
+                         posteriors(model, features, model.top_m, stored=True), tree, alpha, unit_items=True)
     else:
         keys = hard_keys(method, Q, items["vectors"], model.assign(Q), items["leaves"], tree, alpha, unit_items=True)
     return top_k(keys, items["ids"], k)

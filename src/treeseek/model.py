@@ -21,6 +21,7 @@ from treeseek.hierarchy.builders import make_builder
 from treeseek.io.features import check_features
 from treeseek.io.files import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
 from treeseek.statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
+from treeseek.statistics.gaussians import top_posteriors
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ MODEL_VERSION = 1
 # threshold tree on mAHP@250 on both; soft leaves at temperature 4 beat hard leaves on mAP@10 and mAHP@250.
 DEFAULT_HIERARCHY = "average:8:cosine"
 DEFAULT_TEMPERATURE = 4.0
+DEFAULT_TOP_M = 8
 
 
 class TreeseekModel:
@@ -81,7 +83,7 @@ class TreeseekModel:
         threshold: float | str = "auto",
         alpha: float = 1.0,
         temperature: float = DEFAULT_TEMPERATURE,
-        top_m: int | None = None,
+        top_m: int | None = DEFAULT_TOP_M,
     ):
         self.variance = variance
         self.max_components = max_components
@@ -169,6 +171,14 @@ class TreeseekModel:
     def posteriors(self, X: np.ndarray) -> np.ndarray:
         """Class posteriors p(c | x) from the Gaussians, at the model's temperature (``soft`` method)."""
         return self.gaussians_.posteriors(self.transform(X), self.temperature, self.top_m)
+
+    def place(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(leaves, classes, weights)`` of every row from one pass over the Mahalanobis distances: the nearest
+        class (``assign``) and the posteriors of the ``top_m`` most probable classes, n x m by decreasing weight
+        (``posteriors`` in sparse form)."""
+        distances = self.gaussians_.mahalanobis(self.transform(X))
+        classes, weights = top_posteriors(distances, self.temperature, self.top_m)
+        return np.argmin(distances, axis=1), classes, weights
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:

@@ -29,7 +29,7 @@ from treeseek.index.storage import (
     sweep,
     writer_lock,
 )
-from treeseek.index.stored_segment import StoredSegment
+from treeseek.index.stored_segment import SOFT_FILES, StoredSegment
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel
 
@@ -57,8 +57,11 @@ def write_index(index, directory: Path, progress: bool) -> None:
         for stored in tqdm(index.segments_, desc="writing segments", disable=not progress):
             if stored.name is None or not same_home:
                 stored.write(directory / "segments", new_token())
-            entries.append({"name": stored.name, "n": len(stored),
-                            "leaf_start": stored.segment.leaf_start.tolist(), "files": stored.files})
+            entry = {"name": stored.name, "n": len(stored), "leaf_start": stored.segment.leaf_start.tolist(),
+                     "files": stored.files}
+            if stored.soft is not None and SOFT_FILES["classes"] in stored.files:
+                entry["soft"] = {**(stored.soft_state or {}), "width": int(stored.soft.classes.shape[1])}
+            entries.append(entry)
         removed = _array_file(index, directory, "removed", index.removed_) if len(index.removed_) else None
         attachments = {key: _array_file(index, directory, f"attachment-{key}", array)
                        for key, array in index.attachments_.items()}

@@ -1,56 +1,82 @@
-"""The soft-leaf ranking over an index, as one exact inner-product search per segment.
+"""The soft ranking over an index: the exact group-by-group search of ``treeseek.search.soft_groups`` per segment.
 
-D = D_cos + alpha * p_qᵀ L p_i = (1 + alpha) - <[x̂_q, alpha Gᵀp_q], [x̂_i, Gᵀp_i]>
-(``treeseek.search.inner_product``). Each segment's live rows, in id order, become augmented vectors
-in a FAISS flat inner-product index, built in memory on first use and rebuilt after removals; the
-posteriors come from the stored vectors restored to their original length. Per-segment top-k are merged.
+Every segment stores its items' sparse posteriors (their ``top_m`` most probable classes), computed once when
+the items were added, from the features as given, and saved beside the vectors; opening an index reads them
+without recomputing anything. A segment saved without them (an index written before they existed), or whose
+posteriors were computed at another temperature or ``top_m`` than the model's now, gets them computed in memory
+on its first soft search, from the stored vectors restored to their length.
 """
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
-from treeseek.search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
-from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates
+from treeseek.search.distances import normalize_rows
+from treeseek.search.inner_product import augment, augment_leaves
+from treeseek.search.soft_groups import SoftPosteriors, soft_group_topk
+from treeseek.search.topk import merge_smallest_k, no_candidates
 
-CHUNK = 1 << 15
+logger = logging.getLogger(__name__)
+CHUNK = 1 << 14  # rows whose class distances are held at once
+
+
+def soft_settings(model: TreeseekModel) -> dict:
+    """The model settings that the stored posteriors depend on."""
+    return {"temperature": float(model.temperature), "top_m": None if model.top_m is None else int(model.top_m)}
 
 
 def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.ndarray, alpha: float,
               k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k ``(D, ids)`` of the soft ranking for raw query features; padded with inf and ``MISSING_ID``."""
-    factor = tree_factor(model.hierarchy_)
-    augmented = augment(queries, model.posteriors(queries), factor, alpha)
+    _, classes, weights = model.place(queries)
+    unit = normalize_rows(queries)
+    lca = model.hierarchy_.normalized_lca
     best_keys, best_ids = no_candidates(len(queries), k)
     for stored in segments:
-        index, ids = _inner_product_index(stored, model, factor)
-        if len(ids) == 0:
-            continue
-        keys, positions = index.search(augmented, min(k, len(ids)), alpha)
-        found = positions >= 0
-        best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys,
-                                               np.where(found, ids[np.maximum(positions, 0)], MISSING_ID), k)
+        keys, ids, _ = soft_group_topk(stored.segment, ready_soft(stored, model), lca, unit, classes, weights,
+                                       alpha, k)
+        best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
     return best_keys, best_ids
 
 
-def _inner_product_index(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray):
-    rows = stored.live_rows_by_id()
-    # a segment only loses rows, so their count names its state; the posteriors depend on the model's T and m
-    key = (id(model), model.temperature, model.top_m, len(rows))
-    if stored.soft_ is None or stored.soft_[0] != key:
-        index = InnerProductIndex()
-        for start in range(0, len(rows), CHUNK):  # chunks bound the float64 copies, not the index
-            index.add(segment_vectors(stored, model, factor, rows[start : start + CHUNK]))
-        stored.soft_ = (key, index, stored.segment.ids[rows])
-    return stored.soft_[1], stored.soft_[2]
+def ready_soft(stored: StoredSegment, model: TreeseekModel) -> SoftPosteriors:
+    """The segment's sparse posteriors under the model's settings, computed in memory when it lacks them."""
+    settings = soft_settings(model)
+    state = {key: (stored.soft_state or {}).get(key) for key in settings}
+    if stored.soft is None or state != settings:
+        logger.info("computing the soft posteriors of %d items (the segment was saved %s); rewriting the index "
+                    "('treeseek index compact') stores them", len(stored),
+                    "without them" if stored.soft is None else f"with {state}")
+        rows = np.arange(len(stored))
+        classes, weights = restored_posteriors(model, stored.segment.vectors, stored.norms, rows)
+        stored.soft, stored.soft_state = SoftPosteriors.build(stored.segment, classes, weights), settings
+    return stored.soft
+
+
+def restored_posteriors(model: TreeseekModel, unit: np.ndarray, norms: np.ndarray,
+                        rows) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse posteriors ``(classes, weights)`` of stored rows, from their unit vectors times their lengths."""
+    rows = np.arange(len(unit))[rows]
+    parts = [model.place(np.asarray(unit[chunk], np.float64) * np.asarray(norms[chunk], np.float64)[:, None])[1:]
+             for chunk in np.array_split(rows, max(1, -(-len(rows) // CHUNK)))]
+    width = min(model.top_m or model.n_classes_, model.n_classes_)
+    if not parts or not len(rows):
+        return np.zeros((0, width), np.int64), np.zeros((0, width))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def segment_vectors(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray, rows: np.ndarray,
                     hard: bool = False) -> np.ndarray:
-    """Augmented item vectors [x̂, Gᵀp] of a segment's rows: p is the posterior of the stored vector restored
-    to its length or, with ``hard``, the stored leaf (the paper's distance)."""
+    """Augmented item vectors [x̂, Gᵀp] of a segment's rows, for inner-product engines: p is the item's stored
+    posterior or, with ``hard``, its stored leaf (the paper's distance)."""
     unit = np.asarray(stored.segment.vectors[rows], dtype=np.float64)
     if hard:
         return augment_leaves(unit, stored.segment.leaves[rows], factor)
-    return augment(unit, model.posteriors(unit * stored.norms[rows, None]), factor)
+    soft = ready_soft(stored, model)
+    posteriors = np.zeros((len(rows), model.n_classes_))
+    np.put_along_axis(posteriors, np.asarray(soft.classes[rows], np.int64), soft.weights[rows].astype(np.float64),
+                      axis=1)
+    return augment(unit, posteriors, factor)

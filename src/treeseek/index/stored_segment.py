@@ -10,9 +10,12 @@ from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.index.storage import SMALL_ARRAYS, load_checked_array, map_array, own_name, read_checked, write_directory
 from treeseek.search import Segment, make_backend
+from treeseek.search.soft_groups import SoftPosteriors
 
 ANN_FILE = "ann.faiss"
 CODES_FILE = "codes.npy"
+SOFT_FILES = {name: f"soft_{name}.npy" for name in SoftPosteriors.ARRAYS}
+SOFT_MAPPED = ("classes", "weights")  # per item: memory-mapped like the vectors; the rest is per class
 
 
 @dataclass
@@ -29,15 +32,22 @@ class StoredSegment:
     _source_offsets: np.ndarray | None = None
     _by_id: np.ndarray | None = field(default=None, repr=False)
     hamming_: dict = field(default_factory=dict, repr=False)  # kind -> (state, binary index, ids) of code_search
-    soft_: tuple | None = field(default=None, repr=False)     # (state, inner-product index, ids) of soft_search
+    soft: SoftPosteriors | None = field(default=None, repr=False)  # the items' sparse posteriors (soft ranking)
+    soft_state: dict | None = None  # the model settings they were computed with (``soft_settings``)
 
     @classmethod
     def create(cls, tree: Hierarchy, unit: np.ndarray, norms: np.ndarray, leaves, ids, labels, sources: list[str],
-               backend_spec: dict, progress: bool = False, codes: np.ndarray | None = None) -> "StoredSegment":
-        """A segment of unit vectors (already in the storage dtype) and the lengths they had."""
+               backend_spec: dict, progress: bool = False, codes: np.ndarray | None = None,
+               posteriors: tuple | None = None, soft_state: dict | None = None) -> "StoredSegment":
+        """A segment of unit vectors (already in the storage dtype) and the lengths they had; ``posteriors``
+        are the items' sparse posteriors ``(classes, weights)``, computed with the model settings ``soft_state``."""
         segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
         stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
                      [sources[i] for i in order], None, None if codes is None else np.asarray(codes)[order])
+        if posteriors is not None:
+            classes, weights = posteriors
+            stored.soft = SoftPosteriors.build(segment, np.asarray(classes)[order], np.asarray(weights)[order])
+            stored.soft_state = soft_state
         stored.backend = make_backend(backend_spec["name"], **backend_spec["params"]).build(segment, progress)
         return stored
 
@@ -51,6 +61,9 @@ class StoredSegment:
                 [src for src, kept in zip(sources, self.segment.alive) if kept]}
         if self.codes is not None:
             part["codes"] = np.asarray(self.codes)[keep]
+        if self.soft is not None:
+            part["soft_classes"], part["soft_weights"] = self.soft.classes[keep], self.soft.weights[keep]
+            part["soft_state"] = self.soft_state
         return part
 
     def __len__(self) -> int:
@@ -96,6 +109,7 @@ class StoredSegment:
             "leaves.npy": self.segment.leaves.astype(np.int32), "labels.npy": self.labels,
             "norms.npy": self.norms, "source_offsets.npy": offsets, "sources.bin": b"".join(encoded),
             ANN_FILE: ann, CODES_FILE: self.codes,
+            **({SOFT_FILES[key]: array for key, array in self.soft.to_arrays().items()} if self.soft else {}),
         })
         self.name = name
         return {"name": name, "n": len(self), "leaf_start": self.segment.leaf_start.tolist(), "files": self.files}
@@ -123,6 +137,8 @@ class StoredSegment:
             codes = map_array(folder / CODES_FILE, files[CODES_FILE], (n, code_bytes), np.uint8)
         stored = cls(segment, arrays["labels"], arrays["norms"], None, None, codes, name, files, blob,
                      arrays["source_offsets"])
+        if SOFT_FILES["classes"] in files:
+            stored.soft, stored.soft_state = _read_soft(folder, files, entry, n, tree.n_leaves), entry.get("soft")
         backend = make_backend(backend_spec["name"], **backend_spec["params"])
         if ANN_FILE in files:
             backend.pending_file_ = (folder / ANN_FILE, files[ANN_FILE])  # read on first search
@@ -140,3 +156,22 @@ class StoredSegment:
         elif getattr(self.backend, "segment_", None) is not self.segment:
             self.backend.build(self.segment)
         return self.backend
+
+
+def _read_soft(folder: Path, files: dict, entry: dict, n: int, n_classes: int) -> SoftPosteriors:
+    """The segment's sparse posteriors: the per-item arrays memory-mapped, the per-class ones checked and read."""
+    try:
+        width = int(entry["soft"]["width"])
+        arrays = {key: load_checked_array(folder / SOFT_FILES[key], files[SOFT_FILES[key]])
+                  for key in SoftPosteriors.ARRAYS if key not in SOFT_MAPPED}
+        classes_dtype = np.int16 if n_classes <= np.iinfo(np.int16).max else np.int32
+        arrays["classes"] = map_array(folder / SOFT_FILES["classes"], files[SOFT_FILES["classes"]], (n, width),
+                                      classes_dtype)
+        arrays["weights"] = map_array(folder / SOFT_FILES["weights"], files[SOFT_FILES["weights"]], (n, width),
+                                      np.float32)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TreeseekError(f"index segment {folder.name}: its soft posteriors are incomplete ({exc})") from None
+    if len(arrays["floors"]) != n_classes or len(arrays["union_start"]) != n_classes + 1 or \
+            arrays["union_start"][-1] != len(arrays["union"]):
+        raise TreeseekError(f"index segment {folder.name}: its soft posteriors disagree with the model")
+    return SoftPosteriors(**arrays)

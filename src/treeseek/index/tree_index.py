@@ -21,7 +21,7 @@ from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.index.code_search import hamming_search
 from treeseek.index.index_files import read_index, verify_index, write_index
-from treeseek.index.soft_search import soft_topk
+from treeseek.index.soft_search import restored_posteriors, soft_settings, soft_topk
 from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
@@ -91,15 +91,20 @@ class TreeIndex:
         labels = self._label_indices(labels, n)
         if sources is not None and len(sources) != n:
             raise TreeseekError(f"got {len(sources)} sources for {n} items")
+        width = min(self.model.top_m or self.model.n_classes_, self.model.n_classes_)
         part = {"unit": np.empty(features.shape, dtype=self.dtype), "norms": np.empty(n, dtype=np.float32),
                 "leaves": np.empty(n, dtype=np.int64), "labels": labels,
                 "ids": np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64),
-                "sources": [str(s) for s in sources] if sources is not None else [""] * n}
+                "sources": [str(s) for s in sources] if sources is not None else [""] * n,
+                "soft_classes": np.empty((n, width), dtype=np.int32), "soft_weights": np.empty((n, width), np.float32),
+                "soft_state": soft_settings(self.model)}
         for first in tqdm(range(0, n, ADD_CHUNK), desc="placing items", disable=not progress):
             chunk = np.asarray(features[first : first + ADD_CHUNK], dtype=np.float64)
-            part["leaves"][first : first + len(chunk)] = self.model.assign(chunk)
-            part["norms"][first : first + len(chunk)] = np.linalg.norm(chunk, axis=1)
-            part["unit"][first : first + len(chunk)] = normalize_rows(chunk)
+            rows = slice(first, first + len(chunk))
+            # one pass over the class distances gives the leaf and the posteriors that the soft ranking stores
+            part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = self.model.place(chunk)
+            part["norms"][rows] = np.linalg.norm(chunk, axis=1)
+            part["unit"][rows] = normalize_rows(chunk)
         if self.hasher is not None:
             part["codes"] = _codes(self.hasher, part)
         self._pending.append(part)
@@ -120,12 +125,19 @@ class TreeIndex:
         self._pending = []
 
     def _segment_from(self, parts: list[dict], model: TreeseekModel, progress: bool) -> StoredSegment:
-        keys = ("unit", "norms", "leaves", "ids", "labels") + (("codes",) if self.hasher is not None else ())
+        settings = soft_settings(model)
+        for part in parts:  # parts from a segment saved without posteriors, or under other settings
+            if part.get("soft_state") != settings:
+                part["soft_classes"], part["soft_weights"] = restored_posteriors(model, part["unit"], part["norms"],
+                                                                                 slice(None))
+                part["soft_state"] = settings
+        keys = ("unit", "norms", "leaves", "ids", "labels", "soft_classes", "soft_weights") + \
+            (("codes",) if self.hasher is not None else ())
         joined = {key: np.concatenate([part[key] for part in parts]) for key in keys}
         sources = [source for part in parts for source in part["sources"]]
         return StoredSegment.create(model.hierarchy_, joined["unit"], joined["norms"], joined["leaves"],
                                     joined["ids"], joined["labels"], sources, self.backend, progress,
-                                    joined.get("codes"))
+                                    joined.get("codes"), (joined["soft_classes"], joined["soft_weights"]), settings)
 
     def remove(self, ids) -> None:
         """Remove items by id; an id that is not in the index is an error and nothing is removed."""
@@ -180,6 +192,7 @@ class TreeIndex:
         for part in parts:
             part["leaves"] = np.concatenate([model.assign(_restored(part, rows))
                                              for rows in _chunks(len(part["ids"]))] or [np.zeros(0, np.int64)])
+            part["soft_state"] = None  # the posteriors too are the new model's, from the restored features
         self._replace_all(parts, model, progress)
 
     def set_backend(self, backend: str, progress: bool = False, **backend_params) -> None:

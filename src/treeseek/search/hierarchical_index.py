@@ -117,6 +117,13 @@ class HierarchicalIndex:
         name, params = self._backend_spec
         self._backend = make_backend(name, **params).build(self._segment)
 
+    def segment(self) -> Segment:
+        """The items laid out by leaf (everything added so far sorted in)."""
+        self._consolidate()
+        if self._segment is None:  # nothing added
+            return Segment.sorted_from(self.hierarchy, np.zeros((0, self._dim or 0)), np.zeros(0), np.zeros(0))[0]
+        return self._segment
+
     def search(self, queries: np.ndarray, query_leaves: np.ndarray, k: int, *, method: str = "combined",
                alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         if method not in SEARCH_METHODS:

@@ -2,8 +2,8 @@
 
 Items are placed at their leaves by the model (or at known leaves), and each ranking is answered by the
 structure made for it: the level-by-level hierarchical search (``combined``, ``flat``, ``hierarchy``,
-``cosine``), one exact inner-product search over augmented vectors (``soft``), or an exact float64 scan
-(``euclidean``). The soft structure is built on the first soft search after an ``add``.
+``cosine``), the exact group-by-group search over the items' sparse posteriors (``soft``, ``soft_groups``), or an
+exact float64 scan (``euclidean``). The posteriors are computed on the first soft search after an ``add``.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from treeseek.errors import TreeseekError
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
 from treeseek.search.distances import euclidean_distances, normalize_rows
 from treeseek.search.hierarchical_index import HierarchicalIndex
-from treeseek.search.inner_product import InnerProductIndex, augment, augment_leaves, tree_factor
-from treeseek.search.topk import no_candidates, smallest_k
+from treeseek.search.soft_groups import SoftPosteriors, soft_group_topk
+from treeseek.search.topk import MISSING_ID, no_candidates, smallest_k
 
 KEYS_PER_CHUNK = 2 * 10**7  # float64 keys of the euclidean scan held at once
 
@@ -63,7 +63,7 @@ class MemoryIndex:
         self.known_ = np.zeros(0, dtype=bool)  # items placed at a known leaf (one-hot posterior)
         # the level-by-level rankings' structure takes items as they come; the soft one is built on its first search
         self._tree_index = HierarchicalIndex(model.hierarchy_, backend=backend, **backend_params)
-        self._soft: InnerProductIndex | None = None
+        self._soft: SoftPosteriors | None = None
 
     @property
     def ntotal(self) -> int:
@@ -137,9 +137,12 @@ class MemoryIndex:
         if method == "euclidean":
             return self._euclidean(X, k)
         if method == "soft":
-            factor = tree_factor(self.model.hierarchy_)
-            keys, rows = self._soft_index(factor).search(augment(X, self.model.posteriors(X), factor, alpha), k, alpha)
-            return keys, np.where(rows >= 0, self.ids_[np.maximum(rows, 0)], -1)
+            _, classes, weights = self.model.place(X)
+            segment = self._tree_index.segment()
+            keys, ids, _ = soft_group_topk(segment, self._soft_posteriors(segment),
+                                           self.model.hierarchy_.normalized_lca, normalize_rows(X), classes, weights,
+                                           alpha, k)
+            return keys, np.where(ids == MISSING_ID, -1, ids)
         found = self._tree_index.search(X, self.model.assign(X), k, method=method, alpha=alpha)
         self.scored_fraction_ = self._tree_index.scored_fraction_
         return found
@@ -152,11 +155,15 @@ class MemoryIndex:
             return no_candidates(0, k)
         return np.concatenate([keys for keys, _ in parts]), np.concatenate([ids for _, ids in parts])
 
-    def _soft_index(self, factor: np.ndarray) -> InnerProductIndex:
+    def _soft_posteriors(self, segment) -> SoftPosteriors:
+        """The items' sparse posteriors in the segment's row order, computed on the first soft search."""
         if self._soft is None:
-            vectors = augment(self.features_, self.model.posteriors(self.features_), factor)
-            if self.known_.any():  # items at known leaves: their one-hot posterior, the paper's hard distance
-                vectors[self.known_] = augment_leaves(self.features_[self.known_], self.leaves_[self.known_], factor)
-            self._soft = InnerProductIndex()
-            self._soft.add(vectors)
+            order = np.argsort(self.ids_, kind="stable")
+            rows = order[np.searchsorted(self.ids_[order], segment.ids)]
+            _, classes, weights = self.model.place(self.features_[rows])
+            known = self.known_[rows]
+            if known.any():  # items at known leaves: their one-hot posterior, the paper's hard distance
+                classes[known], weights[known] = self.leaves_[rows][known, None], 0.0
+                weights[known, 0] = 1.0
+            self._soft = SoftPosteriors.build(segment, classes, weights)
         return self._soft

@@ -75,9 +75,17 @@ class ClassGaussians:
         return self.means_.shape[0]
 
     def _prepare(self) -> None:
+        """What every distance computation needs and only the fitted state determines, computed once: a query's
+        distances then cost one product with the means, not a recomputation of the whitened means."""
         if self.covariance == "tied":
             self._whitener = np.linalg.inv(np.linalg.cholesky(self.covariances_))
-        elif self.covariance == "full":
+            self._whitened_means = self.means_ @ self._whitener.T
+            self._whitened_norms = np.sum(self._whitened_means**2, axis=1)
+        elif self.covariance == "diag":
+            self._inverse_variances = 1.0 / self.covariances_
+            self._scaled_means = self.means_ * self._inverse_variances
+            self._means_term = np.sum(self.means_**2 * self._inverse_variances, axis=1)
+        else:
             self._cholesky = np.linalg.cholesky(self.covariances_)
 
     def mahalanobis(self, X: np.ndarray) -> np.ndarray:
@@ -86,10 +94,11 @@ class ClassGaussians:
         if X.ndim != 2 or X.shape[1] != self.means_.shape[1]:
             raise TreeseekError(f"vectors have {X.shape[-1]} dimensions, the Gaussians have {self.means_.shape[1]}")
         if self.covariance == "tied":
-            return _squared_euclidean(X @ self._whitener.T, self.means_ @ self._whitener.T)
+            whitened = X @ self._whitener.T
+            out = np.sum(whitened**2, axis=1)[:, None] + self._whitened_norms - 2.0 * whitened @ self._whitened_means.T
+            return np.maximum(out, 0.0)
         if self.covariance == "diag":
-            inv = 1.0 / self.covariances_
-            out = (X**2) @ inv.T - 2.0 * X @ (self.means_ * inv).T + np.sum(self.means_**2 * inv, axis=1)
+            out = (X**2) @ self._inverse_variances.T - 2.0 * X @ self._scaled_means.T + self._means_term
             return np.maximum(out, 0.0)
         out = np.empty((X.shape[0], self.n_classes_))
         for k in range(self.n_classes_):
@@ -109,19 +118,13 @@ class ClassGaussians:
     def posteriors(self, X: np.ndarray, temperature: float = 1.0, top_m: int | None = None) -> np.ndarray:
         """p(c | x) proportional to exp(-d_M^2(x, c) / (2 T)): with a tied covariance and T = 1 the LDA posterior.
 
-        As T goes to 0 this becomes the one-hot ``assign``; ``top_m`` keeps each row's m largest, renormalised.
+        As T goes to 0 this becomes the one-hot ``assign``; ``top_m`` keeps each row's m largest, renormalised
+        (``top_posteriors``).
         """
-        if not temperature > 0:
-            raise TreeseekError(f"temperature must be > 0, got {temperature}")
-        logits = -self.mahalanobis(X) / (2.0 * temperature)
-        logits -= logits.max(axis=1, keepdims=True)
-        if top_m is not None and top_m < logits.shape[1]:
-            if top_m < 1:
-                raise TreeseekError(f"top_m must be at least 1, got {top_m}")
-            cut = np.partition(logits, -top_m, axis=1)[:, -top_m][:, None]
-            logits = np.where(logits >= cut, logits, -np.inf)
-        weights = np.exp(logits)
-        return weights / weights.sum(axis=1, keepdims=True)
+        classes, weights = top_posteriors(self.mahalanobis(X), temperature, top_m)
+        dense = np.zeros((len(classes), self.n_classes_))
+        np.put_along_axis(dense, classes, weights, axis=1)
+        return dense
 
     def to_arrays(self, prefix: str = "gauss_") -> dict[str, np.ndarray]:
         return {f"{prefix}means": self.means_, f"{prefix}counts": self.counts_, f"{prefix}covariances": self.covariances_}
@@ -134,6 +137,29 @@ class ClassGaussians:
         gaussians.covariances_ = arrays[f"{prefix}covariances"]
         gaussians._prepare()
         return gaussians
+
+
+def top_posteriors(squared_distances: np.ndarray, temperature: float,
+                   top_m: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The posteriors exp(-d^2 / (2 T)) of each row's ``top_m`` nearest classes (all when None), renormalised.
+
+    Returns ``(classes, weights)``, both n x m, each row by decreasing weight: the sparse form that the soft
+    ranking stores per item. Among classes at exactly equal distance the cut keeps an arbitrary one.
+    """
+    if not temperature > 0:
+        raise TreeseekError(f"temperature must be > 0, got {temperature}")
+    logits = -np.asarray(squared_distances, dtype=np.float64) / (2.0 * temperature)
+    n_classes = logits.shape[1]
+    if top_m is not None and top_m < 1:
+        raise TreeseekError(f"top_m must be at least 1, got {top_m}")
+    m = n_classes if top_m is None else min(int(top_m), n_classes)
+    classes = np.argpartition(-logits, m - 1, axis=1)[:, :m] if m < n_classes else \
+        np.broadcast_to(np.arange(n_classes), logits.shape)
+    kept = np.take_along_axis(logits, classes, axis=1)
+    order = np.argsort(-kept, axis=1, kind="stable")
+    classes, kept = np.take_along_axis(classes, order, axis=1), np.take_along_axis(kept, order, axis=1)
+    weights = np.exp(kept - kept[:, :1])
+    return classes.astype(np.int64), weights / weights.sum(axis=1, keepdims=True)
 
 
 def _with_ridge(cov: np.ndarray) -> np.ndarray:

@@ -1,0 +1,244 @@
+"""The default rankings at scale (#27): soft and combined against plain FAISS flat, from 100k to 4M items.
+
+Run:  .venv/bin/python benchmarks/bench_scale.py --json bench-output/scale.json --plot docs/scale.png
+      .venv/bin/python benchmarks/bench_scale.py --items 100000 --queries 200     (a quick run)
+
+Data: 1,000 classes under a planted 10 x 10 x 10 tree in 256 dimensions (class means as in
+``treeseek.hierarchy.synthetic``, Gaussian noise), database and queries drawn independently. The model is
+the default ``TreeseekModel()`` fitted on 100 items per class. Per size, in one process, back to back:
+
+* plain FAISS ``IndexFlatIP`` over the unit vectors (float32): the first competitor, cosine without a tree;
+* treeseek ``TreeIndex`` (exact backend) with ``soft`` and ``combined`` top-k, float32 storage up to 1M and
+  float16 at 4M (half the memory; the soft ranking's posteriors are unchanged);
+* a float64 full scan of each distance over every item: the exactness reference (its ids are asserted equal
+  to treeseek's on the first queries, and its speed reported).
+
+Batched: all queries in one call; single: one query per call, the median. Every measurement uses the same
+threads (the machine's cores, FAISS's OpenMP and BLAS alike); q/s is wall clock, "CPU" the process CPU time.
+Build: treeseek's add + sort + save against FAISS's add plus the model's posteriors computed once.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.index import TreeIndex
+from treeseek.model import TreeseekModel
+from treeseek.search import Ranking
+from treeseek.search.distances import normalize_rows
+from treeseek.search.topk import smallest_k
+
+from common import OUTPUT, markdown_table, peak_rss_gb, rss_mb, timed, write_json
+
+DIM, BRANCHING, NOISE, SCALE = 256, (10, 10, 10), 0.3, 4.0
+CHUNK = 1 << 16
+
+
+def class_means(seed: int = 27) -> tuple[np.ndarray, object]:
+    planted = planted_hierarchy(BRANCHING, DIM, 1, scale=SCALE, noise=0.0, seed=seed, dtype=np.float64)
+    return planted.features, planted
+
+
+def draw(means: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n float32 rows: a random class's mean plus Gaussian noise, generated in chunks."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(means), n)
+    out = np.empty((n, means.shape[1]), dtype=np.float32)
+    for first in range(0, n, CHUNK):
+        rows = slice(first, first + CHUNK)
+        out[rows] = means[labels[rows]] + NOISE * rng.standard_normal((len(out[rows]), means.shape[1]),
+                                                                      dtype=np.float32)
+    return out, labels
+
+
+def cpu_and_wall(function, *args, **kwargs):
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def single_queries(search, Q: np.ndarray) -> tuple[float, float]:
+    """Median wall and CPU milliseconds of one query per call."""
+    walls, cpus = [], []
+    for row in range(len(Q)):
+        _, cpu, wall = cpu_and_wall(search, Q[row : row + 1])
+        walls.append(wall * 1e3)
+        cpus.append(cpu * 1e3)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def reference_topk(model: TreeseekModel, unit_items: np.ndarray, item_posteriors, Q: np.ndarray, k: int,
+                   method: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 full scan: every item's D, then a stable full sort (ties by id)."""
+    lca = model.hierarchy_.normalized_lca
+    unit_q = normalize_rows(Q)
+    if method == "soft":
+        _, classes, weights = model.place(Q)
+        heights = np.zeros((len(Q), model.n_classes_))
+        for column in range(classes.shape[1]):
+            heights += weights[:, column, None] * lca[classes[:, column]]
+    else:
+        heights = lca[model.assign(Q)]
+    best = None
+    for first in range(0, len(unit_items), CHUNK):
+        rows = slice(first, first + CHUNK)
+        keys = np.clip(1.0 - unit_q @ np.asarray(unit_items[rows], np.float64).T, 0.0, 2.0)
+        if method == "soft":
+            classes, weights = item_posteriors
+            for column in range(classes.shape[1]):
+                keys += alpha * heights[:, np.asarray(classes[rows, column], np.int64)] * \
+                    np.asarray(weights[rows, column], np.float64)
+        else:
+            keys += alpha * heights[:, item_posteriors[rows]]
+        ids = np.arange(first, first + keys.shape[1])
+        part = smallest_k(keys, ids, k)
+        best = part if best is None else smallest_k(np.hstack([best[0], part[0]]), np.hstack([best[1], part[1]]), k)
+    return best
+
+
+def stored_by_id(index: TreeIndex):
+    """Unit vectors, leaves and sparse posteriors of every item in id order (for the reference scan)."""
+    stored = index.stored_segments()[0]
+    order = np.argsort(stored.segment.ids)
+    return (stored.segment.vectors[order], stored.segment.leaves[order],
+            (stored.soft.classes[order], stored.soft.weights[order]))
+
+
+def measure(n: int, model: TreeseekModel, means: np.ndarray, Q: np.ndarray, args, workdir: Path) -> dict:
+    X, _ = draw(means, n, seed=n)
+    dtype = "float16" if n > 2_000_000 else "float32"
+    row = {"items": n, "dtype": dtype, "raw_float32_gb": X.nbytes / 1e9}
+    unit = normalize_rows(X).astype(np.float32)
+
+    flat = faiss.IndexFlatIP(DIM)
+    _, row["faiss_add_s"] = timed(flat.add, unit)
+    _, row["posteriors_once_s"] = timed(lambda: [model.place(X[i : i + CHUNK]) for i in range(0, n, CHUNK)])
+    (_, _), cpu, wall = cpu_and_wall(flat.search, normalize_rows(Q).astype(np.float32), args.k)
+    row["faiss_qps"], row["faiss_cpu_ms"] = len(Q) / wall, cpu / len(Q) * 1e3
+    row["faiss_single_ms"], row["faiss_single_cpu_ms"] = single_queries(
+        lambda q: flat.search(normalize_rows(q).astype(np.float32), args.k), Q[: args.single])
+    flat = unit = None  # freed before the index is built: the two never share the memory
+    gc.collect()
+
+    folder = workdir / f"index-{n}"
+    started = time.perf_counter()
+    index = TreeIndex(model, dtype=dtype)
+    index.add(X)
+    index.save(folder)
+    row["treeseek_build_s"] = time.perf_counter() - started
+    index = X = None  # the index is measured as opened from disk, as a server would
+    gc.collect()
+    rss_before = rss_mb()
+    index, row["open_s"] = timed(TreeIndex.open, folder)
+    soft = index.stored_segments()[0].soft
+    row["soft_structure_gb"] = soft.nbytes / 1e9
+    row["soft_memory_ratio"] = soft.nbytes / row["raw_float32_gb"] / 1e9
+    for method in ("soft", "combined"):
+        ranking = Ranking(method)
+        (_, ids), cpu, wall = cpu_and_wall(index.search, Q, args.k, ranking=ranking)
+        row[f"{method}_qps"], row[f"{method}_cpu_ms"] = len(Q) / wall, cpu / len(Q) * 1e3
+        row[f"{method}_single_ms"], row[f"{method}_single_cpu_ms"] = single_queries(
+            lambda q: index.search(q, args.k, ranking=ranking), Q[: args.single])
+        unit_items, leaves, posteriors = stored_by_id(index)
+        checked = Q[: args.checked]
+        (_, expected), seconds = timed(reference_topk, model, unit_items, posteriors if method == "soft" else leaves,
+                                       checked, args.k, method, model.alpha)
+        row[f"{method}_exact"] = bool(np.array_equal(ids[: args.checked], expected))
+        row[f"{method}_reference_qps"] = len(checked) / seconds
+    row["rss_after_search_mb"] = rss_mb() - rss_before
+    index = None
+    shutil.rmtree(folder)
+    return row
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["items"] for r in rows]
+    figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in (("soft_qps", "treeseek soft", "o-"), ("combined_qps", "treeseek combined", "s-"),
+                              ("faiss_qps", "plain FAISS flat (cosine)", "^--"),
+                              ("soft_reference_qps", "float64 full scan (soft)", "x:")):
+        speed.plot(sizes, [r[key] for r in rows], style, label=label)
+    speed.set(xscale="log", yscale="log", xlabel="items", ylabel="queries per second (batched, 2 cores)",
+              title="Top-100 search speed")
+    speed.legend(fontsize=8)
+    memory.plot(sizes, [r["raw_float32_gb"] for r in rows], "^--", label="raw float32 vectors (FAISS flat)")
+    memory.plot(sizes, [r["soft_structure_gb"] for r in rows], "o-", label="treeseek soft structure")
+    memory.set(xscale="log", yscale="log", xlabel="items", ylabel="GB", title="Memory")
+    memory.legend(fontsize=8)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def report(rows: list[dict]) -> None:
+    header = ["items", "storage", "ranking", "q/s batched", "× FAISS", "one query (ms)", "× FAISS", "exact ids",
+              "build (s)", "open (s)"]
+    lines = []
+    for r in rows:
+        size = f"{r['items'] // 1000}k" if r["items"] < 1_000_000 else f"{r['items'] // 1_000_000}M"
+        lines.append([size, "float32", "plain FAISS flat", f"{r['faiss_qps']:.0f}", "1.00",
+                      f"{r['faiss_single_ms']:.1f}", "1.00", "—", f"{r['faiss_add_s'] + r['posteriors_once_s']:.1f}*",
+                      "—"])
+        for method in ("soft", "combined"):
+            lines.append([size, r["dtype"], f"treeseek {method}", f"{r[f'{method}_qps']:.0f}",
+                          f"{r[f'{method}_qps'] / r['faiss_qps']:.2f}", f"{r[f'{method}_single_ms']:.1f}",
+                          f"{r['faiss_single_ms'] / r[f'{method}_single_ms']:.2f}",
+                          "yes" if r[f"{method}_exact"] else "NO", f"{r['treeseek_build_s']:.1f}",
+                          f"{r['open_s']:.2f}"])
+            lines.append([size, "float64", f"full scan ({method})", f"{r[f'{method}_reference_qps']:.1f}",
+                          f"{r[f'{method}_reference_qps'] / r['faiss_qps']:.2f}", "—", "—", "reference", "—", "—"])
+    print(markdown_table(header, lines))
+    print()
+    memory = [[r["items"], f"{r['raw_float32_gb']:.2f}", f"{r['soft_structure_gb']:.3f}",
+               f"{r['soft_memory_ratio']:.3f}", f"{r['rss_after_search_mb']:.0f}"] for r in rows]
+    print(markdown_table(["items", "raw float32 (GB)", "soft structure (GB)", "ratio",
+                          "RSS after open + searches (MB)"], memory))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000, 4_000_000])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=100, help="queries timed one at a time")
+    parser.add_argument("--checked", type=int, default=50, help="queries checked against the float64 full scan")
+    parser.add_argument("-k", type=int, default=100)
+    parser.add_argument("--json")
+    parser.add_argument("--plot")
+    args = parser.parse_args()
+    threads = os.cpu_count()
+    faiss.omp_set_num_threads(threads)
+    means, planted = class_means()
+    fit_X, fit_y = draw(means, 100 * len(means), seed=1)
+    model, fit_s = timed(TreeseekModel().fit, fit_X, fit_y, planted.class_names)
+    Q, _ = draw(means, args.queries, seed=2)
+    print(f"model fitted in {fit_s:.0f} s on {len(fit_X)} items: {model.fit_info_}", flush=True)
+    rows = []
+    OUTPUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=OUTPUT) as workdir:
+        for n in args.items:
+            rows.append(measure(n, model, means, Q, args, Path(workdir)))
+            print(rows[-1], flush=True)
+    report(rows)
+    print(f"peak RSS {peak_rss_gb():.1f} GB; {threads} threads")
+    write_json(args.json, {"threads": threads, "k": args.k, "queries": args.queries, "rows": rows,
+                           "model": model.get_params(), "noise": NOISE, "scale": SCALE})
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

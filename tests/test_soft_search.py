@@ -1,0 +1,114 @@
+"""The soft ranking's exact group-by-group search: equal to a full sort of its formula, persisted, and bounded."""
+import json
+
+import numpy as np
+import pytest
+
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.index import TreeIndex
+from treeseek.model import TreeseekModel
+from treeseek.search import Ranking
+
+from oracles import index_ranking, posteriors, queries
+
+
+@pytest.fixture(scope="module")
+def overlapping():
+    """Classes that overlap (noise as large as the offsets), so posteriors spread over several classes."""
+    return planted_hierarchy((3, 4, 3), dim=20, samples_per_class=12, scale=2.0, noise=1.0, seed=3)
+
+
+@pytest.mark.parametrize("top_m", [None, 1, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_every_k_from_one_to_all_items_equals_a_full_sort(overlapping, top_m, dtype):
+    model = TreeseekModel(hierarchy="average", top_m=top_m).fit(overlapping.features, overlapping.labels)
+    index = TreeIndex(model, dtype=dtype)
+    index.add(overlapping.features[:200])
+    index.add(overlapping.features[200:])
+    index.remove([0, 17, 250])
+    Q = queries(overlapping, n=6, seed=1)
+    for alpha in (1.0, 4.0):
+        expected_D, expected_ids = index_ranking(index, Q, len(index), "soft", alpha, added=overlapping.features)
+        for k in range(1, len(index) + 1):
+            D, ids = index.search(Q, k, ranking=Ranking("soft", alpha=alpha))
+            assert np.array_equal(ids, expected_ids[:, :k]), (alpha, k)
+            assert np.allclose(D, expected_D[:, :k], rtol=0, atol=1e-9)
+
+
+def test_posteriors_keep_the_top_m_classes_renormalised(overlapping):
+    model = TreeseekModel(hierarchy="average", top_m=3).fit(overlapping.features, overlapping.labels)
+    expected = posteriors(model, overlapping.features[:50], 3)
+    assert np.allclose(model.posteriors(overlapping.features[:50]), expected, rtol=0, atol=1e-12)
+    leaves, classes, weights = model.place(overlapping.features[:50])
+    assert np.array_equal(leaves, expected.argmax(axis=1))
+    assert np.allclose(weights, np.take_along_axis(expected, classes, axis=1), rtol=0, atol=1e-12)
+    assert (np.diff(weights, axis=1) <= 0).all()
+
+
+def test_an_opened_index_reads_the_posteriors_and_computes_none(planted, model, tmp_path, monkeypatch):
+    index = TreeIndex(model)
+    index.add(planted.features)
+    index.save(tmp_path / "ix")
+    placed = []
+    original = TreeseekModel.place
+    monkeypatch.setattr(TreeseekModel, "place", lambda self, X: placed.append(len(X)) or original(self, X))
+    reopened = TreeIndex.open(tmp_path / "ix")
+    Q = queries(planted, n=5)
+    D, ids = reopened.search(Q, 10)
+    assert placed == [5]  # the queries only: the items' posteriors come from the files
+    stored = reopened.stored_segments()[0].soft
+    assert isinstance(stored.classes, np.memmap) and isinstance(stored.weights, np.memmap)
+    assert np.array_equal(ids, index_ranking(reopened, Q, 10, "soft", added=planted.features)[1])
+
+
+def test_an_index_saved_without_posteriors_computes_them_and_a_compaction_stores_them(planted, model, tmp_path):
+    index = TreeIndex(model)
+    index.add(planted.features)
+    index.save(tmp_path / "ix")
+    manifest_path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["segments"]:  # as an index written before the posteriors were stored
+        entry.pop("soft")
+        for name in [name for name in entry["files"] if name.startswith("soft_")]:
+            entry["files"].pop(name)
+            (tmp_path / "ix" / "segments" / entry["name"] / name).unlink()
+    manifest_path.write_text(json.dumps(manifest))
+    old = TreeIndex.open(tmp_path / "ix")
+    Q = queries(planted, n=8)
+    assert np.array_equal(old.search(Q, 12)[1], index_ranking(old, Q, 12, "soft")[1])  # from the restored vectors
+    old.compact()
+    old.save(tmp_path / "ix")
+    entry = json.loads(manifest_path.read_text())["segments"][0]
+    assert "soft_classes.npy" in entry["files"] and entry["soft"]["top_m"] == model.top_m
+
+
+def test_a_changed_temperature_is_followed(planted, tmp_path):
+    model = TreeseekModel(hierarchy="average").fit(planted.features, planted.labels)
+    index = TreeIndex(model)
+    index.add(planted.features)
+    index.save(tmp_path / "ix")
+    reopened = TreeIndex.open(tmp_path / "ix")
+    reopened.model.temperature = 40.0
+    Q = queries(planted, n=8)
+    assert np.array_equal(reopened.search(Q, 15)[1], index_ranking(reopened, Q, 15, "soft")[1])
+
+
+def test_the_search_skips_groups_and_the_structure_is_small(monkeypatch):
+    from treeseek.search import soft_groups
+
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", 1)  # every group its own tile: the bound alone decides
+    data = planted_hierarchy((4, 5, 5), dim=64, samples_per_class=40, scale=4.0, noise=0.3, seed=2)
+    model = TreeseekModel(hierarchy="average").fit(data.features, data.labels)
+    index = TreeIndex(model)
+    index.add(data.features)
+    stored = index.stored_segments()[0]
+    rng = np.random.default_rng(0)
+    Q = data.features[rng.choice(len(data.features), 20)] + 0.3 * rng.normal(size=(20, 64))
+    _, classes, weights = model.place(Q)
+    unit = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    _, ids, scored = soft_groups.soft_group_topk(stored.segment, stored.soft, model.hierarchy_.normalized_lca,
+                                                 unit, classes, weights, 1.0, 10)
+    assert scored < 0.2 * len(Q) * len(index)  # well-separated classes: most groups are never scanned
+    assert np.array_equal(np.where(ids == np.iinfo(np.int64).max, -1, ids),
+                          index_ranking(index, Q, 10, "soft", added=data.features)[1])
+    assert stored.soft.nbytes <= 0.5 * data.features.shape[1] * 4 * len(index)
