@@ -18,21 +18,45 @@ def overlapping():
     return planted_hierarchy((3, 4, 3), dim=20, samples_per_class=12, scale=2.0, noise=1.0, seed=3)
 
 
-@pytest.mark.parametrize("top_m", [None, 1, 3])
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_every_k_from_one_to_all_items_equals_a_full_sort(overlapping, top_m, dtype):
+def _index_with_ties(overlapping, top_m, dtype):
+    """Two segments, three removals and five exact duplicates (ties between them broken by id)."""
     model = TreeseekModel(hierarchy="average", top_m=top_m).fit(overlapping.features, overlapping.labels)
     index = TreeIndex(model, dtype=dtype)
-    index.add(overlapping.features[:200])
-    index.add(overlapping.features[200:])
+    features = np.vstack([overlapping.features, overlapping.features[:5]])
+    index.add(features[:200])
+    index.add(features[200:])
     index.remove([0, 17, 250])
-    Q = queries(overlapping, n=6, seed=1)
+    return index, features, np.vstack([queries(overlapping, n=6, seed=1), overlapping.features[1:2]])
+
+
+def _check_every_k(index, features, Q, ks, alpha):
+    expected_D, expected_ids = index_ranking(index, Q, len(index) + 3, "soft", alpha, added=features)
+    for k in ks:
+        D, ids = index.search(Q, k, ranking=Ranking("soft", alpha=alpha))
+        assert np.array_equal(ids, expected_ids[:, :k]), (alpha, k)
+        assert np.allclose(D, expected_D[:, :k], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("top_m, dtype, tile_rows, alpha", [(None, "float32", 1, 1.0), (1, "float16", 50, 4.0),
+                                                            (3, "float32", 2048, 1.0), (3, "float16", 1, 4.0)])
+def test_many_k_up_to_all_items_equal_a_full_sort(overlapping, top_m, dtype, tile_rows, alpha, monkeypatch):
+    from treeseek.search import soft_groups
+
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", tile_rows)  # one tile per group, a few, or all in one
+    index, features, Q = _index_with_ties(overlapping, top_m, dtype)
+    ks = sorted({1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, len(index) - 1, len(index), len(index) + 3})
+    _check_every_k(index, features, Q, ks, alpha)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("top_m, tile_rows", [(None, 1), (3, 40)])
+def test_every_k_from_one_to_all_items_equals_a_full_sort(overlapping, top_m, tile_rows, monkeypatch):
+    from treeseek.search import soft_groups
+
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", tile_rows)
+    index, features, Q = _index_with_ties(overlapping, top_m, "float32")
     for alpha in (1.0, 4.0):
-        expected_D, expected_ids = index_ranking(index, Q, len(index), "soft", alpha, added=overlapping.features)
-        for k in range(1, len(index) + 1):
-            D, ids = index.search(Q, k, ranking=Ranking("soft", alpha=alpha))
-            assert np.array_equal(ids, expected_ids[:, :k]), (alpha, k)
-            assert np.allclose(D, expected_D[:, :k], rtol=0, atol=1e-9)
+        _check_every_k(index, features, Q, range(1, len(index) + 1), alpha)
 
 
 def test_posteriors_keep_the_top_m_classes_renormalised(overlapping):
@@ -112,3 +136,16 @@ def test_the_search_skips_groups_and_the_structure_is_small(monkeypatch):
     assert np.array_equal(np.where(ids == np.iinfo(np.int64).max, -1, ids),
                           index_ranking(index, Q, 10, "soft", added=data.features)[1])
     assert stored.soft.nbytes <= 0.5 * data.features.shape[1] * 4 * len(index)
+
+
+@pytest.mark.parametrize("method", ["combined", "flat"])
+def test_combined_and_flat_searched_by_groups_equal_a_full_sort(overlapping, method, monkeypatch):
+    from treeseek.search import soft_groups
+
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", 1)
+    index, _, Q = _index_with_ties(overlapping, None, "float16")
+    for k in (1, 7, 60, len(index), len(index) + 3):
+        expected_D, expected_ids = index_ranking(index, Q, k, method, 2.0)
+        D, ids = index.search(Q, k, ranking=Ranking(method, alpha=2.0))
+        assert np.array_equal(ids, expected_ids), k
+        assert np.allclose(D, expected_D, rtol=0, atol=1e-9)

@@ -42,6 +42,23 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
     return best_keys, best_ids
 
 
+def leaf_topk(segments: list[StoredSegment], tree, leaves: np.ndarray, queries: np.ndarray, alpha: float,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k ``(D, ids)`` of D_cos + alpha * L[leaf(q), leaf(i)] (``combined`` over ``tree``, or ``flat``) by the
+    same exact group-by-group search, each item's posterior being one-hot at its stored leaf."""
+    unit = normalize_rows(queries)
+    classes, weights = np.asarray(leaves, np.int64)[:, None], np.ones((len(queries), 1))
+    best_keys, best_ids = no_candidates(len(queries), k)
+    for stored in segments:
+        if stored.one_hot_ is None:
+            stored.one_hot_ = SoftPosteriors.build(stored.segment, stored.segment.leaves[:, None],
+                                                   np.ones((len(stored), 1)))
+        keys, ids, _ = soft_group_topk(stored.segment, stored.one_hot_, tree.normalized_lca, unit, classes, weights,
+                                       alpha, k)
+        best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
+    return best_keys, best_ids
+
+
 def ready_soft(stored: StoredSegment, model: TreeseekModel) -> SoftPosteriors:
     """The segment's sparse posteriors under the model's settings, computed in memory when it lacks them."""
     settings = soft_settings(model)

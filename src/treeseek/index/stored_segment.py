@@ -34,6 +34,7 @@ class StoredSegment:
     hamming_: dict = field(default_factory=dict, repr=False)  # kind -> (state, binary index, ids) of code_search
     soft: SoftPosteriors | None = field(default=None, repr=False)  # the items' sparse posteriors (soft ranking)
     soft_state: dict | None = None  # the model settings they were computed with (``soft_settings``)
+    one_hot_: SoftPosteriors | None = field(default=None, repr=False)  # the stored leaves as posteriors
 
     @classmethod
     def create(cls, tree: Hierarchy, unit: np.ndarray, norms: np.ndarray, leaves, ids, labels, sources: list[str],

@@ -21,7 +21,7 @@ from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.index.code_search import hamming_search
 from treeseek.index.index_files import read_index, verify_index, write_index
-from treeseek.index.soft_search import restored_posteriors, soft_settings, soft_topk
+from treeseek.index.soft_search import leaf_topk, restored_posteriors, soft_settings, soft_topk
 from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
@@ -35,6 +35,9 @@ DTYPES = ("float32", "float16")
 INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
 ADD_CHUNK = 65536  # rows placed at once: bounds the float64 copies made while adding
+# rankings that the exact backend answers by the group-by-group search (``soft_search.leaf_topk``): it scans
+# tiles of neighbouring leaves in order of their bound, in batches, where the level-by-level search scans rings
+GROUP_METHODS = ("combined", "flat")
 
 
 class TreeIndex:
@@ -313,7 +316,10 @@ class TreeIndex:
             return soft_topk(self.segments_, self.model, queries, alpha, k)
         tree = self._method_tree(ranking.method)
         weight = hierarchy_weight(ranking.method, alpha, tree)
-        leaves, unit = self.model.assign(queries), normalize_rows(queries)
+        leaves = self.model.assign(queries)
+        if ranking.method in GROUP_METHODS and self.backend["name"] == "exact":
+            return leaf_topk(self.segments_, tree, leaves, queries, alpha, k)
+        unit = normalize_rows(queries)
         best_keys, best_ids = no_candidates(len(unit), k)
         for stored in self.segments_:
             keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)

@@ -18,18 +18,24 @@ depth-first order), bounded by their smallest bound, so that a scan is one matri
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 from treeseek.search.segment import Segment
-from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates
+from treeseek.search.tile_scan import QueryBatch, merge_scored_block
+from treeseek.search.topk import MISSING_ID, no_candidates
 
 QUERY_CHUNK = 64            # queries whose group bounds are computed at once (bounds the gathered matrix)
-TILE_ROWS = 1024            # neighbouring groups are scanned together up to this many rows: one product, one merge
+TILE_ROWS = 2048            # neighbouring groups are scanned together up to this many rows: one product, one merge
 KEYS_PER_BLOCK = 2 ** 22    # bound on the query x item key matrix of one scanned block
 FIRST_ROUND_FACTOR = 2      # the first round scans groups holding about this many times k items
+MIN_QUERIES_PER_WORKER = 32  # fewer queries than this per core are searched on one thread
+MIN_QUERIES_PER_TILE = 8     # and so are batches that would visit each tile with fewer queries than this
 ROUND_GROWTH = 4            # each later round may scan this many times more items than the one before
 
 
@@ -49,6 +55,7 @@ class SoftPosteriors:
     union: np.ndarray
 
     ARRAYS = ("classes", "weights", "floors", "union_start", "union")
+    tiling_: tuple | None = field(default=None, repr=False)  # (leaf_start it was made for, ``Tiling``)
 
     @classmethod
     def build(cls, segment: Segment, classes: np.ndarray, weights: np.ndarray) -> "SoftPosteriors":
@@ -83,18 +90,46 @@ def expected_heights(lca: np.ndarray, classes: np.ndarray, weights: np.ndarray) 
     return np.asarray(posteriors @ lca)
 
 
-def group_bounds(segment: Segment, soft: SoftPosteriors, heights: np.ndarray) -> np.ndarray:
-    """B (nq x K, by leaf rank): no item of a group has a hierarchy term below its bound; inf for empty groups."""
+@dataclass
+class Tiling:
+    """Neighbouring groups joined into tiles of about ``TILE_ROWS`` rows: ``first_group`` (T + 1 group indices),
+    ``rows`` (T + 1 row offsets), and per tile the union of its groups' ``union`` (CSR ``union_start``/``union``)."""
+
+    first_group: np.ndarray
+    rows: np.ndarray
+    union_start: np.ndarray
+    union: np.ndarray
+
+    @classmethod
+    def of(cls, segment: Segment, soft: SoftPosteriors) -> "Tiling":
+        first_group = _tiles(segment.leaf_start)
+        tile_of_group = np.repeat(np.arange(len(first_group) - 1), np.diff(first_group))
+        n_classes = segment.tree.n_leaves
+        owner = np.repeat(tile_of_group, np.diff(soft.union_start)).astype(np.int64)
+        pairs = np.unique(owner * n_classes + soft.union)
+        union_start = np.searchsorted(pairs // n_classes, np.arange(len(first_group))).astype(np.int64)
+        return cls(first_group, segment.leaf_start[first_group], union_start, pairs % n_classes)
+
+
+def tile_bounds(segment: Segment, soft: SoftPosteriors, tiling: Tiling, heights: np.ndarray) -> np.ndarray:
+    """B (nq x T): no item of a tile has a hierarchy term below its bound (inf for empty tiles).
+
+    Per group l of the tile, min(v[l], floor_l v[l] + (1 - floor_l) mu), with mu the smallest v over the classes
+    other than their own leaf that the tile's items give weight to; the tile's bound is the smallest of these.
+    """
     own = heights[:, segment.tree.leaf_order]
-    nearest_other = own.copy()
-    filled = np.flatnonzero(np.diff(soft.union_start) > 0)
+    counts = np.diff(tiling.union_start)
+    filled = np.flatnonzero(counts > 0)
+    nearest_other = np.full((len(heights), len(counts)), np.inf)
     for first in range(0, len(heights), QUERY_CHUNK):
         rows = slice(first, first + QUERY_CHUNK)
-        gathered = heights[rows][:, soft.union]
-        nearest_other[rows, filled] = np.minimum.reduceat(gathered, soft.union_start[filled], axis=1)
-    bounds = np.minimum(own, soft.floors * own + (1.0 - soft.floors) * nearest_other)
+        nearest_other[rows, filled] = np.minimum.reduceat(heights[rows][:, tiling.union],
+                                                          tiling.union_start[filled], axis=1)
+    per_group = np.repeat(nearest_other, np.diff(tiling.first_group), axis=1)
+    per_group = np.where(np.isinf(per_group), own, per_group)  # no other class: every item is one-hot
+    bounds = np.minimum(own, soft.floors * own + (1.0 - soft.floors) * per_group)
     bounds[:, np.diff(segment.leaf_start) == 0] = np.inf
-    return bounds
+    return np.minimum.reduceat(bounds, tiling.first_group[:-1], axis=1)
 
 
 def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, unit_queries: np.ndarray,
@@ -105,15 +140,33 @@ def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, uni
     ``lca`` is the K x K matrix of normalised LCA heights; the queries are unit rows with sparse posteriors.
     """
     n_queries = len(unit_queries)
-    best_keys, best_ids = no_candidates(n_queries, k)
     if len(segment) == 0 or n_queries == 0:
-        return best_keys, best_ids, 0
+        return (*no_candidates(n_queries, k), 0)
+    if soft.tiling_ is None or soft.tiling_[0] is not segment.leaf_start:
+        soft.tiling_ = (segment.leaf_start, Tiling.of(segment, soft))
     heights = expected_heights(lca, query_classes, query_weights)
-    tiles = _tiles(segment.leaf_start)
-    bounds = alpha * np.minimum.reduceat(group_bounds(segment, soft, heights), tiles[:-1], axis=1)
+    workers = min(os.cpu_count() or 1, n_queries // MIN_QUERIES_PER_WORKER)
+    if workers <= 1 or n_queries < MIN_QUERIES_PER_TILE * (len(soft.tiling_[1].rows) - 1):
+        return _topk(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k)
+    # Queries are independent: a share of them per core, each share's products on one BLAS thread (numpy
+    # releases the GIL in them), uses every core on the small products a tile makes, where BLAS's own threads
+    # gain little. When each tile is visited by a few queries only, the work is many small numpy calls that
+    # hold the GIL, and threads lose (bench_scale.py: 1M items, 1,000 queries).
+    shares = np.array_split(np.arange(n_queries), workers)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda rows: _topk(segment, soft, soft.tiling_[1], heights[rows], unit_queries[rows],
+                                                 alpha, k), shares))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), sum(p[2] for p in parts)
+
+
+def _topk(segment, soft, tiling, heights, unit_queries, alpha, k):
+    n_queries = len(unit_queries)
+    best_keys, best_ids = no_candidates(n_queries, k)
+    queries = QueryBatch(unit_queries, 1.0 if segment.vectors.dtype != np.float16 else 1.0 + 2.0**-10)
+    bounds = alpha * tile_bounds(segment, soft, tiling, heights)
     order = np.argsort(bounds, axis=1, kind="stable")
     sorted_bounds = np.take_along_axis(bounds, order, axis=1)
-    rows_of = segment.leaf_start[tiles]
+    rows_of = tiling.rows
     sizes = np.diff(rows_of)
     covered = np.cumsum(sizes[order], axis=1)  # items in a query's first j+1 groups
     done = np.zeros(n_queries, dtype=np.int64)  # groups of each query scanned so far, in its order
@@ -130,8 +183,7 @@ def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, uni
         query_rows, groups = query_rows[fresh], order[query_rows[fresh], positions[fresh]]
         if len(groups) == 0:
             break
-        scored += _scan(segment, soft, heights, unit_queries, alpha, k, query_rows, rows_of, groups, best_keys,
-                        best_ids)
+        scored += _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids)
         done = np.maximum(done, until)
         budget *= ROUND_GROWTH
     best_ids[np.isinf(best_keys)] = MISSING_ID
@@ -150,7 +202,7 @@ def _tiles(leaf_start: np.ndarray) -> np.ndarray:
     return np.array(starts + [len(leaf_start) - 1], dtype=np.int64)
 
 
-def _scan(segment, soft, heights, unit_queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids) -> int:
+def _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids) -> int:
     """Score every (query, tile) pair and merge into the running top-k in place; returns pairs scored."""
     by_group = np.argsort(groups, kind="stable")
     query_rows, groups = query_rows[by_group], groups[by_group]
@@ -161,22 +213,30 @@ def _scan(segment, soft, heights, unit_queries, alpha, k, query_rows, rows_of, g
         step = max(1, KEYS_PER_BLOCK // len(rows))
         for lo in range(start, end, step):
             hi = min(end, lo + step)
-            keys = _block_keys(segment, soft, heights[rows], unit_queries[rows], alpha, lo, hi)
-            best_keys[rows], best_ids[rows] = merge_smallest_k(best_keys[rows], best_ids[rows], keys,
-                                                               segment.ids[lo:hi], k)
+            block_heights, classes, weights = heights[rows], soft.classes[lo:hi], soft.weights[lo:hi]
+            extra = alpha * _hierarchy_terms(block_heights, classes, weights)
+
+            def exact_extra(pair_rows, pair_columns, block_heights=block_heights, classes=classes, weights=weights):
+                # Σ_j w_j v[c_j] in each item's own order: duplicates of an item get the same value anywhere
+                gathered = block_heights[pair_rows[:, None], np.asarray(classes[pair_columns], np.intp)]
+                return alpha * np.sum(gathered * np.asarray(weights[pair_columns], np.float64), axis=1)
+
+            alive = None if segment.alive is None else segment.alive[lo:hi]
+            best_keys[rows], best_ids[rows] = merge_scored_block(best_keys[rows], best_ids[rows], queries, rows,
+                                                                 segment.vectors[lo:hi], extra, exact_extra,
+                                                                 segment.ids[lo:hi], alive, k)
         scored += len(rows) * (end - start)
     return scored
 
 
-def _block_keys(segment, soft, heights, unit_queries, alpha, lo, hi) -> np.ndarray:
-    """D of the queries against the rows [lo, hi): float64, inf for removed rows."""
-    block = np.asarray(segment.vectors[lo:hi], dtype=np.float64)
-    keys = np.clip(1.0 - unit_queries @ block.T, 0.0, 2.0)
-    classes, weights = soft.classes[lo:hi], soft.weights[lo:hi].astype(np.float64)
-    hierarchy = np.zeros_like(keys)
-    for column in range(classes.shape[1]):
-        hierarchy += heights[:, classes[:, column]] * weights[:, column]
-    keys += alpha * hierarchy
-    if segment.alive is not None:
-        keys[:, ~segment.alive[lo:hi]] = np.inf
-    return keys
+def _hierarchy_terms(heights: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """D_H = Σ_b p_i[b] v[b] of every (query, row) pair, as one product over the few classes the rows use: a
+    block's items are neighbours, so they share most of their classes."""
+    n, width = classes.shape
+    flat = np.asarray(classes, dtype=np.intp).ravel()
+    used = np.flatnonzero(np.bincount(flat, minlength=heights.shape[1]))
+    local = np.zeros(heights.shape[1], dtype=np.intp)
+    local[used] = np.arange(len(used))
+    slots = np.arange(n).repeat(width) * len(used) + local[flat]
+    dense = np.bincount(slots, weights=np.asarray(weights, np.float64).ravel(), minlength=n * len(used))
+    return heights[:, used] @ dense.reshape(n, len(used)).T
