@@ -11,7 +11,7 @@ import numpy as np
 
 from treeseek.errors import TreeseekError
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
-from treeseek.search.distances import euclidean_distances, normalize_rows
+from treeseek.search.distances import euclidean_distances, method_hierarchy, normalize_rows
 from treeseek.search.hierarchical_index import HierarchicalIndex
 from treeseek.search.soft_groups import SoftPosteriors, soft_group_topk
 from treeseek.search.topk import MISSING_ID, no_candidates, smallest_k
@@ -64,6 +64,7 @@ class MemoryIndex:
         # the level-by-level rankings' structure takes items as they come; the soft one is built on its first search
         self._tree_index = HierarchicalIndex(model.hierarchy_, backend=backend, **backend_params)
         self._soft: SoftPosteriors | None = None
+        self._one_hot: tuple | None = None  # (segment, its leaves as one-hot posteriors)
 
     @property
     def ntotal(self) -> int:
@@ -143,9 +144,23 @@ class MemoryIndex:
                                            self.model.hierarchy_.normalized_lca, normalize_rows(X), classes, weights,
                                            alpha, k)
             return keys, np.where(ids == MISSING_ID, -1, ids)
+        if method in ("combined", "flat") and self.backend == "exact":
+            return self._leaf_groups(X, k, method, alpha)
         found = self._tree_index.search(X, self.model.assign(X), k, method=method, alpha=alpha)
         self.scored_fraction_ = self._tree_index.scored_fraction_
         return found
+
+    def _leaf_groups(self, X: np.ndarray, k: int, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """``combined`` or ``flat`` by the group-by-group search, each item one-hot at its leaf."""
+        segment = self._tree_index.segment()
+        if self._one_hot is None or self._one_hot[0] is not segment:
+            one_hot = SoftPosteriors.build(segment, segment.leaves[:, None], np.ones((len(segment), 1)))
+            self._one_hot = (segment, one_hot)
+        tree = method_hierarchy(method, self.model.hierarchy_)
+        keys, ids, scored = soft_group_topk(segment, self._one_hot[1], tree.normalized_lca, normalize_rows(X),
+                                            self.model.assign(X)[:, None], np.ones((len(X), 1)), alpha, k)
+        self.scored_fraction_ = scored / max(1, len(X) * len(segment))
+        return keys, np.where(ids == MISSING_ID, -1, ids)
 
     def _euclidean(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         step = max(1, KEYS_PER_CHUNK // max(1, self.ntotal))

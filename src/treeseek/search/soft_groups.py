@@ -30,6 +30,9 @@ from treeseek.search.segment import Segment
 from treeseek.search.tile_scan import QueryBatch, merge_scored_block
 from treeseek.search.topk import MISSING_ID, no_candidates
 
+# the stored float32 weights of an item sum to 1 only to within m roundings: the bounds give that much away
+BOUND_MARGIN = 1e-5
+DENSE_UNION_CLASSES = 4096  # up to this many classes, the groups' class sets are marked in a K x K table
 QUERY_CHUNK = 64            # queries whose group bounds are computed at once (bounds the gathered matrix)
 TILE_ROWS = 2048            # neighbouring groups are scanned together up to this many rows: one product, one merge
 KEYS_PER_BLOCK = 2 ** 22    # bound on the query x item key matrix of one scanned block
@@ -64,15 +67,24 @@ class SoftPosteriors:
         classes = np.asarray(classes).astype(np.int16 if n_classes <= np.iinfo(np.int16).max else np.int32)
         weights = np.asarray(weights, dtype=np.float32)
         leaves = segment.leaves[:, None]
-        own = np.where(classes == leaves, weights, 0).sum(axis=1)
-        ranks = np.repeat(np.arange(n_classes), np.diff(segment.leaf_start))
+        own = np.where(classes == leaves, weights, 0).sum(axis=1, dtype=np.float64)
+        sizes = np.diff(segment.leaf_start)
+        filled = np.flatnonzero(sizes)
         floors = np.ones(n_classes)
-        np.minimum.at(floors, ranks, own.astype(np.float64))
+        if len(filled):  # rows are sorted by group: one reduction per group
+            floors[filled] = np.minimum.reduceat(own, segment.leaf_start[filled])
+        ranks = np.repeat(np.arange(n_classes), sizes)
         others = (weights > 0) & (classes != leaves)
-        pairs = np.unique(np.broadcast_to(ranks[:, None], classes.shape)[others].astype(np.int64) * n_classes
-                          + classes[others])
-        union_start = np.searchsorted(pairs // n_classes, np.arange(n_classes + 1)).astype(np.int64)
-        return cls(classes, weights, floors, union_start, (pairs % n_classes).astype(classes.dtype))
+        group_of, class_of = np.broadcast_to(ranks[:, None], classes.shape)[others], classes[others].astype(np.int64)
+        if n_classes <= DENSE_UNION_CLASSES:  # mark a K x K table: no sort of the n x m pairs
+            marked = np.zeros((n_classes, n_classes), dtype=bool)
+            marked[group_of, class_of] = True
+            group_of, class_of = np.nonzero(marked)
+        else:
+            pairs = np.unique(group_of.astype(np.int64) * n_classes + class_of)
+            group_of, class_of = pairs // n_classes, pairs % n_classes
+        union_start = np.searchsorted(group_of, np.arange(n_classes + 1)).astype(np.int64)
+        return cls(classes, weights, floors, union_start, class_of.astype(classes.dtype))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.ARRAYS}
@@ -127,7 +139,7 @@ def tile_bounds(segment: Segment, soft: SoftPosteriors, tiling: Tiling, heights:
                                                           tiling.union_start[filled], axis=1)
     per_group = np.repeat(nearest_other, np.diff(tiling.first_group), axis=1)
     per_group = np.where(np.isinf(per_group), own, per_group)  # no other class: every item is one-hot
-    bounds = np.minimum(own, soft.floors * own + (1.0 - soft.floors) * per_group)
+    bounds = np.minimum(own, soft.floors * own + (1.0 - soft.floors) * per_group) - BOUND_MARGIN
     bounds[:, np.diff(segment.leaf_start) == 0] = np.inf
     return np.minimum.reduceat(bounds, tiling.first_group[:-1], axis=1)
 
