@@ -15,8 +15,8 @@ the default ``TreeseekModel()`` fitted on 100 items per class. Per size, in one 
 
 Batched: all queries in one call; single: one query per call, the median. Every measurement uses the same
 threads (the machine's cores, FAISS's OpenMP and BLAS alike); q/s is wall clock, "CPU" the process CPU time.
-Build: treeseek's add + sort (the index searchable in memory; writing it is reported apart) against FAISS's add
-plus the model's posteriors computed once.
+Build: treeseek's add + sort (the index searchable in memory; writing it is reported apart) against FAISS's
+normalise + add plus the model's posteriors computed once.
 """
 from __future__ import annotations
 
@@ -118,10 +118,11 @@ def measure(n: int, model: TreeseekModel, means: np.ndarray, Q: np.ndarray, args
     X, _ = draw(means, n, seed=n)
     dtype = "float16" if n > 2_000_000 else "float32"
     row = {"items": n, "dtype": dtype, "raw_float32_gb": X.nbytes / 1e9}
-    unit = normalize_rows(X).astype(np.float32)
-
     flat = faiss.IndexFlatIP(DIM)
-    _, row["faiss_add_s"] = timed(flat.add, unit)
+    started = time.perf_counter()
+    unit = normalize_rows(X).astype(np.float32)  # cosine on FAISS: the user normalises, then adds
+    flat.add(unit)
+    row["faiss_add_s"] = time.perf_counter() - started
     _, row["posteriors_once_s"] = timed(lambda: [model.place(X[i : i + CHUNK]) for i in range(0, n, CHUNK)])
     (_, _), cpu, wall = cpu_and_wall(flat.search, normalize_rows(Q).astype(np.float32), args.k)
     row["faiss_qps"], row["faiss_cpu_ms"] = len(Q) / wall, cpu / len(Q) * 1e3

@@ -64,7 +64,7 @@ def test_save_open_round_trip_gives_identical_results(planted, model, backend, t
     before = index.search(Q, 25)
     index.save(tmp_path / "ix")
     loaded = TreeIndex.open(tmp_path / "ix")
-    assert isinstance(loaded.segments_[0].segment.vectors, np.memmap)  # opened, not read
+    assert isinstance(loaded.segments_[0].segment.vectors.base, np.memmap)  # opened, not read
     after = loaded.search(Q, 25)
     assert np.array_equal(before[1], after[1]) and np.array_equal(before[0], after[0])
     assert loaded.items([5])["sources"] == ["img/5.jpg"]

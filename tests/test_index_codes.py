@@ -7,7 +7,7 @@ from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.search import Ranking
 
-from oracles import hamming_ranking, hard_keys, queries, soft_keys
+from oracles import hamming_ranking, hard_keys, posteriors, queries, soft_keys
 
 HAMMING = Ranking("hamming")
 BITS = 16  # short codes: many exact ties, which the id order must break
@@ -48,7 +48,7 @@ def test_codes_survive_save_open_compact_and_refit(planted, model, hasher, tmp_p
     before = index.search(Q, 50, ranking=HAMMING)
     index.save(tmp_path / "ix")
     reopened = TreeIndex.open(tmp_path / "ix")
-    assert reopened.hasher is not None and isinstance(reopened.segments_[0].codes, np.memmap)
+    assert reopened.hasher is not None and isinstance(reopened.segments_[0].codes.base, np.memmap)
     assert all(np.array_equal(a, b) for a, b in zip(reopened.search(Q, 50, ranking=HAMMING), before))
     reopened.compact()
     reopened.refit(threshold=0.2)
@@ -72,8 +72,9 @@ def test_rerank_orders_the_hamming_candidates_by_the_method_distance(planted, mo
             row = row[row >= 0]
             stored, query = index.items(row), Q[q : q + 1]
             if method == "soft":  # posteriors of the features as added, not of the stored copies
-                keys = soft_keys(query, stored["vectors"], model.posteriors(query),
-                                 model.posteriors(planted.features[row]), model.hierarchy_, alpha_used, True)[0]
+                keys = soft_keys(query, stored["vectors"], posteriors(model, query, model.top_m),
+                                 posteriors(model, planted.features[row], model.top_m, stored=True),
+                                 model.hierarchy_, alpha_used, True)[0]
             else:
                 keys = hard_keys(method, query, stored["vectors"], model.assign(query), stored["leaves"],
                                  model.hierarchy_, alpha_used, True)[0]
@@ -91,7 +92,6 @@ def test_rerank_in_blocks_and_chunks_equals_one_pass(planted, model, hasher, tmp
     rankings = [Ranking("hamming", rerank=60, rerank_method=method) for method in ("combined", "soft")]
     whole = [index.search(Q, 10, ranking=ranking) for ranking in rankings]
     monkeypatch.setattr("treeseek.index.code_search.RERANK_BLOCK", 1)  # one query per block
-    monkeypatch.setattr("treeseek.index.code_search.POSTERIOR_CHUNK", 7)  # and posteriors 7 items at a time
     for ranking, (distances, ids) in zip(rankings, whole):
         blocked_d, blocked_ids = index.search(Q, 10, ranking=ranking)
         assert np.array_equal(blocked_ids, ids) and np.allclose(blocked_d, distances)

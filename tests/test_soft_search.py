@@ -81,7 +81,7 @@ def test_an_opened_index_reads_the_posteriors_and_computes_none(planted, model, 
     D, ids = reopened.search(Q, 10)
     assert placed == [5]  # the queries only: the items' posteriors come from the files
     stored = reopened.stored_segments()[0].soft
-    assert isinstance(stored.classes, np.memmap) and isinstance(stored.weights, np.memmap)
+    assert isinstance(stored.classes.base, np.memmap) and isinstance(stored.weights.base, np.memmap)  # mapped
     assert np.array_equal(ids, index_ranking(reopened, Q, 10, "soft", added=planted.features)[1])
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from treeseek.index.soft_search import ready_soft
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.search.distances import hierarchy_weight, normalize_rows
 from treeseek.search.hamming import HammingIndex
 from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
 RERANK_BLOCK = 1 << 24  # float64 values per block of queries: bounds the gathered copies
-POSTERIOR_CHUNK = 8192  # candidates whose vectors are restored at once for their posteriors
 
 
 def hamming_topk(segments: list[StoredSegment], query_codes: np.ndarray, k: int, bits: int,
@@ -48,7 +48,9 @@ def hamming_search(segments: list[StoredSegment], model, hasher, queries: np.nda
         weight = hierarchy_weight(method, alpha, tree)
         if method == "soft":  # expected LCA height: p_q L against each candidate's posterior
             costs = weight * (model.posteriors(queries) @ tree.normalized_lca)
-            posteriors = model.posteriors
+
+            def posteriors(stored):  # the items' stored sparse posteriors, those the soft ranking uses
+                return ready_soft(stored, model)
         else:
             costs, posteriors = weight * tree.normalized_lca[model.assign(queries)], None
         keys, ids = rerank_candidates(segments, ids, normalize_rows(queries), costs, k, posteriors)
@@ -72,13 +74,12 @@ def rerank_candidates(segments: list[StoredSegment], candidate_ids: np.ndarray, 
     """The k candidates of each query with the smallest D_cos + hierarchy term.
 
     ``leaf_costs[q, b]`` is query q's hierarchy term against an item at leaf b. An item's term is the
-    cost at its stored leaf or, given ``posteriors`` (raw features -> p(leaf | x)), the expected cost.
+    cost at its stored leaf or, given ``posteriors`` (segment -> its ``SoftPosteriors``), the expected cost.
     """
     unique, inverse = np.unique(candidate_ids, return_inverse=True)
     inverse = inverse.reshape(candidate_ids.shape)
     # A posterior costs far more than a cosine, so each distinct candidate gets its own once.
-    weights = None if posteriors is None else _posteriors(segments, unique, unit_queries.shape[1], posteriors,
-                                                           leaf_costs.shape[1])
+    weights = None if posteriors is None else _posteriors(segments, unique, posteriors, leaf_costs.shape[1])
     keys = np.empty(candidate_ids.shape)
     block = max(1, RERANK_BLOCK // (candidate_ids.shape[1] * unit_queries.shape[1]))
     for first in range(0, len(unit_queries), block):
@@ -96,14 +97,18 @@ def rerank_candidates(segments: list[StoredSegment], candidate_ids: np.ndarray, 
     return smallest_k(keys, candidate_ids, k)
 
 
-def _posteriors(segments: list[StoredSegment], ids: np.ndarray, dim: int, posteriors, n_leaves: int) -> np.ndarray:
-    """p(leaf | x) of each id's stored vector restored to its length; zeros for ids not found."""
+def _posteriors(segments: list[StoredSegment], ids: np.ndarray, stored_posteriors, n_leaves: int) -> np.ndarray:
+    """p(leaf | x) of each id as its segment stores it (``stored_posteriors(segment)``); zeros for ids not found."""
     out = np.zeros((len(ids), n_leaves))
-    for first in range(0, len(ids), POSTERIOR_CHUNK):
-        part = slice(first, first + POSTERIOR_CHUNK)
-        unit, norms, _, found = _gather(segments, ids[part], dim)
-        if found.any():
-            out[part][found] = posteriors(unit[found] * norms[found, None])
+    for stored in segments:
+        rows = stored.find(ids)
+        hit = np.flatnonzero(rows >= 0)
+        if len(hit):
+            soft = stored_posteriors(stored)
+            dense = np.zeros((len(hit), n_leaves))
+            np.put_along_axis(dense, np.asarray(soft.classes[rows[hit]], np.intp),
+                              np.asarray(soft.weights[rows[hit]], np.float64), axis=1)
+            out[hit] = dense
     return out
 
 

@@ -106,8 +106,9 @@ class TreeIndex:
             rows = slice(first, first + len(chunk))
             # one pass over the class distances gives the leaf and the posteriors that the soft ranking stores
             part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = self.model.place(chunk)
-            part["norms"][rows] = np.linalg.norm(chunk, axis=1)
-            part["unit"][rows] = normalize_rows(chunk)
+            norms = np.linalg.norm(chunk, axis=1)
+            part["norms"][rows] = norms
+            part["unit"][rows] = chunk / np.where(norms > 0, norms, 1.0)[:, None]  # normalize_rows, one pass less
         if self.hasher is not None:
             part["codes"] = _codes(self.hasher, part)
         self._pending.append(part)
