@@ -149,3 +149,26 @@ def test_combined_and_flat_searched_by_groups_equal_a_full_sort(overlapping, met
         D, ids = index.search(Q, k, ranking=Ranking(method, alpha=2.0))
         assert np.array_equal(ids, expected_ids), k
         assert np.allclose(D, expected_D, rtol=0, atol=1e-9)
+
+
+def test_an_in_memory_index_returns_float64_exact_distances(overlapping, monkeypatch):
+    from treeseek.search import MemoryIndex, soft_groups
+
+    from oracles import hard_keys, soft_keys, top_k
+
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", 30)
+    model = TreeseekModel(hierarchy="average").fit(overlapping.features, overlapping.labels)
+    index = MemoryIndex(model)
+    index.add(overlapping.features)
+    Q = queries(overlapping, n=6, seed=4)
+    ids = np.arange(len(overlapping.features))
+    expected = {"soft": soft_keys(Q, overlapping.features, posteriors(model, Q, model.top_m),
+                                  posteriors(model, overlapping.features, model.top_m, stored=True),
+                                  model.hierarchy_, 2.0),
+                "combined": hard_keys("combined", Q, overlapping.features, model.assign(Q),
+                                      model.assign(overlapping.features), model.hierarchy_, 2.0)}
+    for method, keys in expected.items():
+        expected_D, expected_ids = top_k(keys, ids, 25)
+        D, found = index.search(Q, 25, ranking=Ranking(method, alpha=2.0))
+        assert np.array_equal(found, expected_ids)
+        assert np.allclose(D, expected_D, rtol=0, atol=1e-12)  # the rows as stored (float64), not their float32 copy

@@ -2,12 +2,13 @@
 
 D = clip(1 - q·x, 0, 2) + alpha * D_H. The cosine part is computed as FAISS would, one float32 matrix
 product on the stored rows as they are (no float64 copy of the block); the hierarchy part in float64. For
-unit rows the float32 product is within ``slack`` = (d + 2) * 2^-24 * max|x| of the float64 one (the
-rounding of the query plus the accumulation bound of a d-term dot product), and clipping keeps that. So a row
+unit rows the float32 product is within ``slack`` = (d + 4) * 2^-24 * max|x| of the float64 one (the
+rounding of the query, and of rows stored in float64, plus the accumulation bound of a d-term dot product),
+and clipping keeps that. So a row
 whose approximate D exceeds the running k-th best by more than ``slack`` cannot enter the top-k, nor can one
 that exceeds the block's own k-th approximate D by more than twice ``slack``. Only the rows left, a little
-more than k per query on the first block and usually none on later ones, are recomputed in float64 and
-merged: the top-k equals that of a float64 scan.
+more than k per query on the first block and usually none on later ones, are recomputed in float64 from the
+rows as stored and merged: the top-k equals that of a float64 scan.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class QueryBatch:
     def __init__(self, unit_queries: np.ndarray, row_norm: float = 1.0):
         self.exact = np.asarray(unit_queries, dtype=np.float64)
         self.single = self.exact.astype(np.float32)
-        self.slack = (self.exact.shape[1] + 2) * 2.0**-24 * float(row_norm) * 1.01
+        self.slack = (self.exact.shape[1] + 4) * 2.0**-24 * float(row_norm) * 1.01
 
 
 def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: QueryBatch, rows: np.ndarray,
@@ -53,7 +54,7 @@ def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: Que
     if width == 0:
         return best_keys, best_ids
     pair_rows, pair_columns = np.nonzero(passing)
-    exact = _exact_keys(queries.exact[rows], block, exact_extra, pair_rows, pair_columns)
+    exact = _exact_keys(queries.exact[rows], vectors, exact_extra, pair_rows, pair_columns)
     slots = np.arange(len(pair_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     candidate_keys, candidate_ids = no_candidates(len(rows), width)
     candidate_keys[pair_rows, slots], candidate_ids[pair_rows, slots] = exact, ids[pair_columns]
