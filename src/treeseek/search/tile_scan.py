@@ -8,7 +8,8 @@ and clipping keeps that. So a row
 whose approximate D exceeds the running k-th best by more than ``slack`` cannot enter the top-k, nor can one
 that exceeds the block's own k-th approximate D by more than twice ``slack``. Only the rows left, a little
 more than k per query on the first block and usually none on later ones, are recomputed in float64 from the
-rows as stored and merged: the top-k equals that of a float64 scan.
+rows as stored and merged: the top-k equals that of a float64 scan. Rows held in float64 (an in-memory
+index) are multiplied in float64 at once; only the hierarchy term is then recomputed near the cut.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class QueryBatch:
         self.exact = np.asarray(unit_queries, dtype=np.float64)
         self.single = self.exact.astype(np.float32)
         self.slack = (self.exact.shape[1] + 4) * 2.0**-24 * float(row_norm) * 1.01
+        self.double_slack = (self.exact.shape[1] + 4) * 2.0**-53 * float(row_norm) * 1.01  # summation orders
 
 
 def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: QueryBatch, rows: np.ndarray,
@@ -37,14 +39,18 @@ def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: Que
     the term added to each (query, row) cosine distance, to within ``EXTRA_SLACK``, and ``exact_extra(pair_rows,
     pair_columns)`` the same term exactly as the reference computes it, for the pairs recomputed (so that equal
     items get equal distances whatever block they are in); ``ids`` its ids, ``alive`` its live rows."""
-    block = vectors if vectors.dtype == np.float32 else np.asarray(vectors, dtype=np.float32)
-    approximate = np.clip(1.0 - (queries.single[rows] @ block.T).astype(np.float64), 0.0, 2.0) + extra
+    if vectors.dtype == np.float64:  # rows held in float64 (in memory): the product is already exact
+        approximate = np.clip(1.0 - queries.exact[rows] @ vectors.T, 0.0, 2.0) + extra
+        slack = queries.double_slack + EXTRA_SLACK
+    else:
+        block = vectors if vectors.dtype == np.float32 else np.asarray(vectors, dtype=np.float32)
+        approximate = np.clip(1.0 - (queries.single[rows] @ block.T).astype(np.float64), 0.0, 2.0) + extra
+        slack = queries.slack + EXTRA_SLACK
     if alive is not None:
         approximate[:, ~alive] = np.inf
-    slack = queries.slack + EXTRA_SLACK
     limit = best_keys[:, k - 1] + slack
     unfilled = np.flatnonzero(np.isinf(limit))
-    if len(unfilled) and block.shape[0] > k:  # no k-th best yet: the block's own k-th bounds what can enter
+    if len(unfilled) and vectors.shape[0] > k:  # no k-th best yet: the block's own k-th bounds what can enter
         limit[unfilled] = np.partition(approximate[unfilled], k - 1, axis=1)[:, k - 1] + 2 * slack
     passing = approximate <= limit[:, None]
     if alive is not None:  # an inf key passes an inf limit
