@@ -180,13 +180,13 @@ def _topk(segment, soft, tiling, heights, unit_queries, alpha, k):
     sorted_bounds = np.take_along_axis(bounds, order, axis=1)
     rows_of = tiling.rows
     sizes = np.diff(rows_of)
-    covered = np.cumsum(sizes[order], axis=1)  # items in a query's first j+1 groups
-    done = np.zeros(n_queries, dtype=np.int64)  # groups of each query scanned so far, in its order
+    covered = np.cumsum(sizes[order], axis=1)  # items in a query's first j+1 tiles, in its order
+    done = np.zeros(n_queries, dtype=np.int64)  # tiles of each query scanned so far
     budget = FIRST_ROUND_FACTOR * k
     scored = 0
     while True:
         kth = best_keys[:, k - 1]
-        reachable = np.sum(~(kth[:, None] < sorted_bounds), axis=1)  # groups whose bound does not exceed kth
+        reachable = np.sum(~(kth[:, None] < sorted_bounds), axis=1)  # tiles whose bound does not exceed kth
         already = np.where(done > 0, covered[np.arange(n_queries), np.maximum(done - 1, 0)], 0)
         within_budget = np.sum(covered < (already + budget)[:, None], axis=1) + 1
         until = np.minimum(reachable, np.maximum(within_budget, done + 1))

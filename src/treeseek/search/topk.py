@@ -48,21 +48,3 @@ def merge_smallest_k(best_keys: np.ndarray, best_ids: np.ndarray, keys: np.ndarr
     ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), keys.shape)
     return smallest_k(np.hstack([best_keys, keys]), np.hstack([best_ids, ids]), k)
 
-
-def merge_block(best_keys: np.ndarray, best_ids: np.ndarray, keys: np.ndarray, ids: np.ndarray,
-                k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``merge_smallest_k`` of a running top-k and a block of candidates (``ids`` one per column), selecting only
-    among the keys not above each row's k-th best: a key above it cannot enter, so once the top-k has formed
-    most of a block is dismissed by one comparison instead of a selection."""
-    passing = keys <= best_keys[:, k - 1 : k]
-    counts = np.count_nonzero(passing, axis=1)
-    width = int(counts.max()) if len(counts) else 0
-    if width == 0:
-        return best_keys, best_ids
-    if 4 * width > keys.shape[1]:
-        return merge_smallest_k(best_keys, best_ids, keys, ids, k)
-    rows, columns = np.nonzero(passing)
-    slots = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    candidate_keys, candidate_ids = no_candidates(len(keys), width)
-    candidate_keys[rows, slots], candidate_ids[rows, slots] = keys[rows, columns], np.asarray(ids)[columns]
-    return merge_smallest_k(best_keys, best_ids, candidate_keys, candidate_ids, k)
