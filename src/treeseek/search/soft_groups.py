@@ -245,6 +245,8 @@ def _hierarchy_terms(heights: np.ndarray, classes: np.ndarray, weights: np.ndarr
     """D_H = Σ_b p_i[b] v[b] of every (query, row) pair, as one product over the few classes the rows use: a
     block's items are neighbours, so they share most of their classes."""
     n, width = classes.shape
+    if width == 1:  # one-hot (combined, flat): the term of the item's own class
+        return heights[:, np.asarray(classes[:, 0], np.intp)] * np.asarray(weights[:, 0], np.float64)
     flat = np.asarray(classes, dtype=np.intp).ravel()
     used = np.flatnonzero(np.bincount(flat, minlength=heights.shape[1]))
     local = np.zeros(heights.shape[1], dtype=np.intp)
