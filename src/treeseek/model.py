@@ -152,6 +152,11 @@ class TreeseekModel:
         return len(self.class_names_)
 
     @property
+    def posterior_width_(self) -> int:
+        """How many classes ``place`` keeps per row: ``top_m``, or every class."""
+        return self.n_classes_ if self.top_m is None else min(int(self.top_m), self.n_classes_)
+
+    @property
     def input_dim_(self) -> int:
         return int(self.pca_.mean_.shape[0])
 

@@ -104,11 +104,7 @@ def _posteriors(segments: list[StoredSegment], ids: np.ndarray, stored_posterior
         rows = stored.find(ids)
         hit = np.flatnonzero(rows >= 0)
         if len(hit):
-            soft = stored_posteriors(stored)
-            dense = np.zeros((len(hit), n_leaves))
-            np.put_along_axis(dense, np.asarray(soft.classes[rows[hit]], np.intp),
-                              np.asarray(soft.weights[rows[hit]], np.float64), axis=1)
-            out[hit] = dense
+            out[hit] = stored_posteriors(stored).dense(rows[hit], n_leaves)
     return out
 
 

@@ -16,7 +16,7 @@ from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
 from treeseek.search.distances import normalize_rows
 from treeseek.search.inner_product import augment, augment_leaves
-from treeseek.search.soft_groups import SoftPosteriors, soft_group_topk
+from treeseek.search.soft_groups import SoftPosteriors, leaf_group_topk, soft_group_topk
 from treeseek.search.topk import merge_smallest_k, no_candidates
 
 logger = logging.getLogger(__name__)
@@ -47,14 +47,11 @@ def leaf_topk(segments: list[StoredSegment], tree, leaves: np.ndarray, queries: 
     """Top-k ``(D, ids)`` of D_cos + alpha * L[leaf(q), leaf(i)] (``combined`` over ``tree``, or ``flat``) by the
     same exact group-by-group search, each item's posterior being one-hot at its stored leaf."""
     unit = normalize_rows(queries)
-    classes, weights = np.asarray(leaves, np.int64)[:, None], np.ones((len(queries), 1))
     best_keys, best_ids = no_candidates(len(queries), k)
     for stored in segments:
         if stored.one_hot_ is None:
-            stored.one_hot_ = SoftPosteriors.build(stored.segment, stored.segment.leaves[:, None],
-                                                   np.ones((len(stored), 1)))
-        keys, ids, _ = soft_group_topk(stored.segment, stored.one_hot_, tree.normalized_lca, unit, classes, weights,
-                                       alpha, k)
+            stored.one_hot_ = SoftPosteriors.one_hot(stored.segment)
+        keys, ids, _ = leaf_group_topk(stored.segment, stored.one_hot_, tree.normalized_lca, unit, leaves, alpha, k)
         best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
     return best_keys, best_ids
 
@@ -67,22 +64,22 @@ def ready_soft(stored: StoredSegment, model: TreeseekModel) -> SoftPosteriors:
         logger.info("computing the soft posteriors of %d items (the segment was saved %s); rewriting the index "
                     "('treeseek index compact') stores them", len(stored),
                     "without them" if stored.soft is None else f"with {state}")
-        rows = np.arange(len(stored))
-        classes, weights = restored_posteriors(model, stored.segment.vectors, stored.norms, rows)
+        _, classes, weights = restored_placement(model, stored.segment.vectors, stored.norms)
         stored.soft, stored.soft_state = SoftPosteriors.build(stored.segment, classes, weights), settings
     return stored.soft
 
 
-def restored_posteriors(model: TreeseekModel, unit: np.ndarray, norms: np.ndarray,
-                        rows) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse posteriors ``(classes, weights)`` of stored rows, from their unit vectors times their lengths."""
-    rows = np.arange(len(unit))[rows]
-    parts = [model.place(np.asarray(unit[chunk], np.float64) * np.asarray(norms[chunk], np.float64)[:, None])[1:]
-             for chunk in np.array_split(rows, max(1, -(-len(rows) // CHUNK)))]
-    width = min(model.top_m or model.n_classes_, model.n_classes_)
-    if not parts or not len(rows):
-        return np.zeros((0, width), np.int64), np.zeros((0, width))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+def restored_placement(model: TreeseekModel, unit: np.ndarray,
+                       norms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``model.place`` of stored rows, from their unit vectors times their lengths, ``CHUNK`` rows at a time:
+    ``(leaves, classes, weights)``."""
+    parts = [model.place(np.asarray(unit[first : first + CHUNK], np.float64)
+                         * np.asarray(norms[first : first + CHUNK], np.float64)[:, None])
+             for first in range(0, len(unit), CHUNK)]
+    if not parts:
+        width = model.posterior_width_
+        return np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width))
+    return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def segment_vectors(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray, rows: np.ndarray,
@@ -92,8 +89,4 @@ def segment_vectors(stored: StoredSegment, model: TreeseekModel, factor: np.ndar
     unit = np.asarray(stored.segment.vectors[rows], dtype=np.float64)
     if hard:
         return augment_leaves(unit, stored.segment.leaves[rows], factor)
-    soft = ready_soft(stored, model)
-    posteriors = np.zeros((len(rows), model.n_classes_))
-    np.put_along_axis(posteriors, np.asarray(soft.classes[rows], np.int64), soft.weights[rows].astype(np.float64),
-                      axis=1)
-    return augment(unit, posteriors, factor)
+    return augment(unit, ready_soft(stored, model).dense(rows, model.n_classes_), factor)

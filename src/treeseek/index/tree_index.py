@@ -21,7 +21,7 @@ from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.index.code_search import hamming_search
 from treeseek.index.index_files import read_index, verify_index, write_index
-from treeseek.index.soft_search import leaf_topk, restored_posteriors, soft_settings, soft_topk
+from treeseek.index.soft_search import leaf_topk, restored_placement, soft_settings, soft_topk
 from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
@@ -94,7 +94,7 @@ class TreeIndex:
         labels = self._label_indices(labels, n)
         if sources is not None and len(sources) != n:
             raise TreeseekError(f"got {len(sources)} sources for {n} items")
-        width = min(self.model.top_m or self.model.n_classes_, self.model.n_classes_)
+        width = self.model.posterior_width_
         part = {"unit": np.empty(features.shape, dtype=self.dtype), "norms": np.empty(n, dtype=np.float32),
                 "leaves": np.empty(n, dtype=np.int64), "labels": labels,
                 "ids": np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64),
@@ -106,9 +106,9 @@ class TreeIndex:
             rows = slice(first, first + len(chunk))
             # one pass over the class distances gives the leaf and the posteriors that the soft ranking stores
             part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = self.model.place(chunk)
-            norms = np.linalg.norm(chunk, axis=1)
+            norms = np.linalg.norm(chunk, axis=1)  # float64: the stored float32 copy is rounded
             part["norms"][rows] = norms
-            part["unit"][rows] = chunk / np.where(norms > 0, norms, 1.0)[:, None]  # normalize_rows, one pass less
+            part["unit"][rows] = normalize_rows(chunk, norms)
         if self.hasher is not None:
             part["codes"] = _codes(self.hasher, part)
         self._pending.append(part)
@@ -132,8 +132,7 @@ class TreeIndex:
         settings = soft_settings(model)
         for part in parts:  # parts from a segment saved without posteriors, or under other settings
             if part.get("soft_state") != settings:
-                part["soft_classes"], part["soft_weights"] = restored_posteriors(model, part["unit"], part["norms"],
-                                                                                 slice(None))
+                _, part["soft_classes"], part["soft_weights"] = restored_placement(model, part["unit"], part["norms"])
                 part["soft_state"] = settings
         keys = ("unit", "norms", "leaves", "ids", "labels", "soft_classes", "soft_weights") + \
             (("codes",) if self.hasher is not None else ())
@@ -193,10 +192,10 @@ class TreeIndex:
         features = np.concatenate([_restored(part)[part["labels"] >= 0] for part in parts])
         model = TreeseekModel(**{**self.model.get_params(), **params})
         model.fit(features, labels[known], self.model.class_names_)
-        for part in parts:
-            part["leaves"] = np.concatenate([model.assign(_restored(part, rows))
-                                             for rows in _chunks(len(part["ids"]))] or [np.zeros(0, np.int64)])
-            part["soft_state"] = None  # the posteriors too are the new model's, from the restored features
+        for part in parts:  # one pass over the new model's distances places every item and gives its posterior
+            part["leaves"], part["soft_classes"], part["soft_weights"] = restored_placement(model, part["unit"],
+                                                                                            part["norms"])
+            part["soft_state"] = soft_settings(model)
         self._replace_all(parts, model, progress)
 
     def set_backend(self, backend: str, progress: bool = False, **backend_params) -> None:

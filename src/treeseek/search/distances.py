@@ -24,10 +24,11 @@ from treeseek.hierarchy import Hierarchy
 METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined", "soft")
 
 
-def normalize_rows(X: np.ndarray) -> np.ndarray:
-    """Unit-length rows in float64; an all-zero row stays zero (cosine 0 to everything)."""
+def normalize_rows(X: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """Unit-length rows in float64; an all-zero row stays zero (cosine 0 to everything). ``norms``: the rows'
+    lengths, when the caller has them already."""
     X = np.asarray(X, dtype=np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms = np.linalg.norm(X, axis=1, keepdims=True) if norms is None else np.asarray(norms, np.float64)[:, None]
     return X / np.where(norms > 0, norms, 1.0)
 
 

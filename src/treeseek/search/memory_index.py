@@ -13,7 +13,7 @@ from treeseek.errors import TreeseekError
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
 from treeseek.search.distances import euclidean_distances, method_hierarchy, normalize_rows
 from treeseek.search.hierarchical_index import HierarchicalIndex
-from treeseek.search.soft_groups import SoftPosteriors, soft_group_topk
+from treeseek.search.soft_groups import SoftPosteriors, leaf_group_topk, soft_group_topk
 from treeseek.search.topk import MISSING_ID, no_candidates, smallest_k
 
 KEYS_PER_CHUNK = 2 * 10**7  # float64 keys of the euclidean scan held at once
@@ -154,11 +154,10 @@ class MemoryIndex:
         """``combined`` or ``flat`` by the group-by-group search, each item one-hot at its leaf."""
         segment = self._tree_index.segment()
         if self._one_hot is None or self._one_hot[0] is not segment:
-            one_hot = SoftPosteriors.build(segment, segment.leaves[:, None], np.ones((len(segment), 1)))
-            self._one_hot = (segment, one_hot)
+            self._one_hot = (segment, SoftPosteriors.one_hot(segment))
         tree = method_hierarchy(method, self.model.hierarchy_)
-        keys, ids, scored = soft_group_topk(segment, self._one_hot[1], tree.normalized_lca, normalize_rows(X),
-                                            self.model.assign(X)[:, None], np.ones((len(X), 1)), alpha, k)
+        keys, ids, scored = leaf_group_topk(segment, self._one_hot[1], tree.normalized_lca, normalize_rows(X),
+                                            self.model.assign(X), alpha, k)
         self.scored_fraction_ = scored / max(1, len(X) * len(segment))
         return keys, np.where(ids == MISSING_ID, -1, ids)
 

@@ -86,6 +86,18 @@ class SoftPosteriors:
         union_start = np.searchsorted(group_of, np.arange(n_classes + 1)).astype(np.int64)
         return cls(classes, weights, floors, union_start, class_of.astype(classes.dtype))
 
+    @classmethod
+    def one_hot(cls, segment: Segment) -> "SoftPosteriors":
+        """Every item's posterior all on its stored leaf: ``combined`` and ``flat`` through the same search."""
+        return cls.build(segment, segment.leaves[:, None], np.ones((len(segment), 1)))
+
+    def dense(self, rows, n_classes: int) -> np.ndarray:
+        """The posteriors of the given rows as a len(rows) x K matrix."""
+        classes = np.asarray(self.classes[rows], np.intp)
+        out = np.zeros((len(classes), n_classes))
+        np.put_along_axis(out, classes, np.asarray(self.weights[rows], np.float64), axis=1)
+        return out
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.ARRAYS}
 
@@ -169,6 +181,14 @@ def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, uni
         parts = list(pool.map(lambda rows: _topk(segment, soft, soft.tiling_[1], heights[rows], unit_queries[rows],
                                                  alpha, k), shares))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), sum(p[2] for p in parts)
+
+
+def leaf_group_topk(segment: Segment, one_hot: SoftPosteriors, lca: np.ndarray, unit_queries: np.ndarray,
+                    query_leaves: np.ndarray, alpha: float, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``soft_group_topk`` with one-hot posteriors on both sides (``one_hot`` from ``SoftPosteriors.one_hot``):
+    D_cos + alpha * L[leaf(q), leaf(i)], the ranking of ``combined`` (or ``flat``, with the flat tree's L)."""
+    leaves = np.asarray(query_leaves, np.int64)[:, None]
+    return soft_group_topk(segment, one_hot, lca, unit_queries, leaves, np.ones(leaves.shape), alpha, k)
 
 
 def _topk(segment, soft, tiling, heights, unit_queries, alpha, k):
