@@ -40,11 +40,11 @@ def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: Que
     pair_columns)`` the same term exactly as the reference computes it, for the pairs recomputed (so that equal
     items get equal distances whatever block they are in); ``ids`` its ids, ``alive`` its live rows."""
     if vectors.dtype == np.float64:  # rows held in float64 (in memory): the product is already exact
-        approximate = np.clip(1.0 - queries.exact[rows] @ vectors.T, 0.0, 2.0) + extra
+        approximate = np.clip(1.0 - _products(vectors, queries.exact[rows]), 0.0, 2.0) + extra
         slack = queries.double_slack + EXTRA_SLACK
     else:
         block = vectors if vectors.dtype == np.float32 else np.asarray(vectors, dtype=np.float32)
-        approximate = np.clip(1.0 - (queries.single[rows] @ block.T).astype(np.float64), 0.0, 2.0) + extra
+        approximate = np.clip(1.0 - _products(block, queries.single[rows]).astype(np.float64), 0.0, 2.0) + extra
         slack = queries.slack + EXTRA_SLACK
     if alive is not None:
         approximate[:, ~alive] = np.inf
@@ -65,6 +65,12 @@ def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: Que
     candidate_keys, candidate_ids = no_candidates(len(rows), width)
     candidate_keys[pair_rows, slots], candidate_ids[pair_rows, slots] = exact, ids[pair_columns]
     return merge_smallest_k(best_keys, best_ids, candidate_keys, candidate_ids, k)
+
+
+def _products(block: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """queries x block rows inner products, C-ordered. OpenBLAS multiplies a few queries by a tile of rows up to
+    2x faster as block @ queries.T than as queries @ block.T (bench: 2,048 x 256 float32 rows, 4 to 35 queries)."""
+    return np.ascontiguousarray((block @ queries.T).T)
 
 
 def _exact_keys(queries: np.ndarray, block: np.ndarray, exact_extra, pair_rows: np.ndarray,
