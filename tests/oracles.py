@@ -143,11 +143,16 @@ def index_ranking(index, Q: np.ndarray, k: int, method: str = "combined", alpha:
     tree = model.hierarchy_
     if method == "soft":
         features = items["features"] if added is None else np.asarray(added)[items["ids"]]
-        keys = soft_keys(Q, items["vectors"], posteriors(model, Q, model.top_m),
-                         posteriors(model, features, model.top_m, stored=True), tree, alpha, unit_items=True)
+        item_posteriors = posteriors(model, features, model.top_m, stored=True)
+        keys = soft_keys(Q, items["vectors"], posteriors(model, Q, model.top_m), item_posteriors, tree, alpha,
+                         unit_items=True)
+        identity = np.hstack([items["vectors"], item_posteriors])
     else:
         keys = hard_keys(method, Q, items["vectors"], model.assign(Q), items["leaves"], tree, alpha, unit_items=True)
-    return top_k(keys, items["ids"], k)
+        identity = np.hstack([items["vectors"], items["leaves"][:, None]])
+    # A matrix product may round two identical items' keys a unit apart; exact arithmetic ties them (by id).
+    _, first, inverse = np.unique(identity, axis=0, return_index=True, return_inverse=True)
+    return top_k(keys[:, first[inverse.ravel()]], items["ids"], k)
 
 
 def queries(planted, n=40, seed=0):

@@ -48,6 +48,26 @@ def test_many_k_up_to_all_items_equal_a_full_sort(overlapping, top_m, dtype, til
     _check_every_k(index, features, Q, ks, alpha)
 
 
+@pytest.mark.parametrize("queries_per_tile", [0, 10**9])  # a share of the queries per thread, or of the tiles
+@pytest.mark.parametrize("method", ["soft", "combined"])
+def test_searched_on_threads_equal_a_full_sort(overlapping, queries_per_tile, method, monkeypatch):
+    import os
+
+    from treeseek.search import soft_groups
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(soft_groups, "MIN_QUERIES_PER_WORKER", 1)
+    monkeypatch.setattr(soft_groups, "MIN_QUERIES_PER_TILE", queries_per_tile)
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", 20)
+    index, features, Q = _index_with_ties(overlapping, 3, "float32")
+    Q = np.vstack([Q, queries(overlapping, n=30, seed=7)])
+    for k in (1, 9, 40, len(index) + 3):
+        expected_D, expected_ids = index_ranking(index, Q, k, method, 2.0, added=features)
+        D, ids = index.search(Q, k, ranking=Ranking(method, alpha=2.0))
+        assert np.array_equal(ids, expected_ids), k
+        assert np.allclose(D, expected_D, rtol=0, atol=1e-9)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("top_m, tile_rows", [(None, 1), (3, 40)])
 def test_every_k_from_one_to_all_items_equals_a_full_sort(overlapping, top_m, tile_rows, monkeypatch):

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from treeseek.search.segment import Segment
 from treeseek.search.tile_scan import QueryBatch, merge_scored_block
-from treeseek.search.topk import MISSING_ID, no_candidates
+from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates
 
 # the stored float32 weights of an item sum to 1 only to within m roundings: the bounds give that much away
 BOUND_MARGIN = 1e-5
@@ -170,12 +170,16 @@ def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, uni
         soft.tiling_ = (segment.leaf_start, Tiling.of(segment, soft))
     heights = expected_heights(lca, query_classes, query_weights)
     workers = min(os.cpu_count() or 1, n_queries // MIN_QUERIES_PER_WORKER)
-    if workers <= 1 or n_queries < MIN_QUERIES_PER_TILE * (len(soft.tiling_[1].rows) - 1):
+    if workers <= 1:
         return _topk(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k)
-    # Queries are independent: a share of them per core, each share's products on one BLAS thread (numpy
-    # releases the GIL in them), uses every core on the small products a tile makes, where BLAS's own threads
-    # gain little. When each tile is visited by a few queries only, the work is many small numpy calls that
-    # hold the GIL, and threads lose (bench_scale.py: 1M items, 1,000 queries).
+    # Each thread's products run on one BLAS thread (numpy releases the GIL in them): BLAS's own threads gain
+    # little on the small products a tile makes. When each tile is visited by a few queries only, a share of
+    # queries per thread would read most tiles once per thread, and a tile's product is bound by memory: the
+    # tiles of each round are shared among the threads instead (bench_scale.py, 1M items: about 1.1x).
+    if n_queries < MIN_QUERIES_PER_TILE * (len(soft.tiling_[1].rows) - 1):
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            return _topk(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k, pool)
+    # Otherwise queries are independent: a share of them per thread.
     shares = np.array_split(np.arange(n_queries), workers)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         parts = list(pool.map(lambda rows: _topk(segment, soft, soft.tiling_[1], heights[rows], unit_queries[rows],
@@ -191,7 +195,7 @@ def leaf_group_topk(segment: Segment, one_hot: SoftPosteriors, lca: np.ndarray, 
     return soft_group_topk(segment, one_hot, lca, unit_queries, leaves, np.ones(leaves.shape), alpha, k)
 
 
-def _topk(segment, soft, tiling, heights, unit_queries, alpha, k):
+def _topk(segment, soft, tiling, heights, unit_queries, alpha, k, pool=None):
     n_queries = len(unit_queries)
     best_keys, best_ids = no_candidates(n_queries, k)
     queries = QueryBatch(unit_queries, 1.0 if segment.vectors.dtype != np.float16 else 1.0 + 2.0**-10)
@@ -215,7 +219,8 @@ def _topk(segment, soft, tiling, heights, unit_queries, alpha, k):
         query_rows, groups = query_rows[fresh], order[query_rows[fresh], positions[fresh]]
         if len(groups) == 0:
             break
-        scored += _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids)
+        scored += _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids,
+                        pool)
         done = np.maximum(done, until)
         budget *= ROUND_GROWTH
     best_ids[np.isinf(best_keys)] = MISSING_ID
@@ -234,31 +239,58 @@ def _tiles(leaf_start: np.ndarray) -> np.ndarray:
     return np.array(starts + [len(leaf_start) - 1], dtype=np.int64)
 
 
-def _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids) -> int:
-    """Score every (query, tile) pair and merge into the running top-k in place; returns pairs scored."""
+def _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids,
+          pool=None) -> int:
+    """Score every (query, tile) pair and merge into the running top-k in place; returns pairs scored.
+
+    With a ``pool``, the tiles are shared among its threads: each tile is read once per round whoever needs it
+    (a tile product is bound by memory, not arithmetic), each thread keeps its own top-k, bounded by the one
+    at the start of the round, and the results are merged at its end. Their items are disjoint: a query scans a
+    tile once."""
     by_group = np.argsort(groups, kind="stable")
     query_rows, groups = query_rows[by_group], groups[by_group]
     cuts = np.flatnonzero(np.diff(groups)) + 1
+    visits = list(zip(np.split(query_rows, cuts), groups[np.concatenate([[0], cuts])].tolist()))
+    workers = 1 if pool is None else pool._max_workers
+    if workers == 1 or len(visits) < 2 * workers:
+        return sum(_scan_tile(segment, soft, heights, queries, alpha, k, rows, rows_of, tile, best_keys, best_ids)
+                   for rows, tile in visits)
+    ceiling = best_keys[:, k - 1].copy()
+
+    def share(part):
+        keys, ids = no_candidates(len(best_keys), k)
+        return keys, ids, sum(_scan_tile(segment, soft, heights, queries, alpha, k, rows, rows_of, tile, keys, ids,
+                                         ceiling) for rows, tile in part)
+
+    touched = np.unique(query_rows)
     scored = 0
-    for rows, group in zip(np.split(query_rows, cuts), groups[np.concatenate([[0], cuts])]):
-        start, end = int(rows_of[group]), int(rows_of[group + 1])
-        step = max(1, KEYS_PER_BLOCK // len(rows))
-        for lo in range(start, end, step):
-            hi = min(end, lo + step)
-            block_heights, classes, weights = heights[rows], soft.classes[lo:hi], soft.weights[lo:hi]
-            extra = alpha * _hierarchy_terms(block_heights, classes, weights)
-
-            def exact_extra(pair_rows, pair_columns, block_heights=block_heights, classes=classes, weights=weights):
-                # Σ_j w_j v[c_j] in each item's own order: duplicates of an item get the same value anywhere
-                gathered = block_heights[pair_rows[:, None], np.asarray(classes[pair_columns], np.intp)]
-                return alpha * np.sum(gathered * np.asarray(weights[pair_columns], np.float64), axis=1)
-
-            alive = None if segment.alive is None else segment.alive[lo:hi]
-            best_keys[rows], best_ids[rows] = merge_scored_block(best_keys[rows], best_ids[rows], queries, rows,
-                                                                 segment.vectors[lo:hi], extra, exact_extra,
-                                                                 segment.ids[lo:hi], alive, k)
-        scored += len(rows) * (end - start)
+    for keys, ids, part_scored in pool.map(share, [visits[w::workers] for w in range(workers)]):
+        best_keys[touched], best_ids[touched] = merge_smallest_k(best_keys[touched], best_ids[touched],
+                                                                 keys[touched], ids[touched], k)
+        scored += part_scored
     return scored
+
+
+def _scan_tile(segment, soft, heights, queries, alpha, k, rows, rows_of, tile, best_keys, best_ids,
+               ceiling=None) -> int:
+    start, end = int(rows_of[tile]), int(rows_of[tile + 1])
+    step = max(1, KEYS_PER_BLOCK // len(rows))
+    for lo in range(start, end, step):
+        hi = min(end, lo + step)
+        block_heights, classes, weights = heights[rows], soft.classes[lo:hi], soft.weights[lo:hi]
+        extra = alpha * _hierarchy_terms(block_heights, classes, weights)
+
+        def exact_extra(pair_rows, pair_columns, block_heights=block_heights, classes=classes, weights=weights):
+            # Σ_j w_j v[c_j] in each item's own order: duplicates of an item get the same value anywhere
+            gathered = block_heights[pair_rows[:, None], np.asarray(classes[pair_columns], np.intp)]
+            return alpha * np.sum(gathered * np.asarray(weights[pair_columns], np.float64), axis=1)
+
+        alive = None if segment.alive is None else segment.alive[lo:hi]
+        best_keys[rows], best_ids[rows] = merge_scored_block(best_keys[rows], best_ids[rows], queries, rows,
+                                                             segment.vectors[lo:hi], extra, exact_extra,
+                                                             segment.ids[lo:hi], alive, k,
+                                                             None if ceiling is None else ceiling[rows])
+    return len(rows) * (end - start)
 
 
 def _hierarchy_terms(heights: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -34,11 +34,13 @@ class QueryBatch:
 
 def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: QueryBatch, rows: np.ndarray,
                        vectors: np.ndarray, extra: np.ndarray, exact_extra, ids: np.ndarray,
-                       alive: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+                       alive: np.ndarray | None, k: int,
+                       ceiling: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The running top-k of the query ``rows`` merged with a block: ``vectors`` its stored unit rows, ``extra``
     the term added to each (query, row) cosine distance, to within ``EXTRA_SLACK``, and ``exact_extra(pair_rows,
     pair_columns)`` the same term exactly as the reference computes it, for the pairs recomputed (so that equal
-    items get equal distances whatever block they are in); ``ids`` its ids, ``alive`` its live rows."""
+    items get equal distances whatever block they are in); ``ids`` its ids, ``alive`` its live rows. ``ceiling``
+    (per query of ``rows``), when given, is a k-th best known from elsewhere: nothing above it can enter."""
     if vectors.dtype == np.float64:  # rows held in float64 (in memory): the product is already exact
         approximate = np.clip(1.0 - _products(vectors, queries.exact[rows]), 0.0, 2.0) + extra
         slack = queries.double_slack + EXTRA_SLACK
@@ -48,7 +50,8 @@ def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: Que
         slack = queries.slack + EXTRA_SLACK
     if alive is not None:
         approximate[:, ~alive] = np.inf
-    limit = best_keys[:, k - 1] + slack
+    limit = best_keys[:, k - 1] if ceiling is None else np.minimum(best_keys[:, k - 1], ceiling)
+    limit = limit + slack
     unfilled = np.flatnonzero(np.isinf(limit))
     if len(unfilled) and vectors.shape[0] > k:  # no k-th best yet: the block's own k-th bounds what can enter
         limit[unfilled] = np.partition(approximate[unfilled], k - 1, axis=1)[:, k - 1] + 2 * slack
