@@ -30,7 +30,7 @@ import numpy as np
 from treeseek.codes import HPDHHasher, ITQHasher, hierarchy_level_labels
 from treeseek.evaluation import metrics as M
 from treeseek.evaluation.code_tuning import level_scales
-from treeseek.evaluation.harness import ideal_values
+from treeseek.evaluation.metrics import ideal_values
 from treeseek.index import TreeIndex
 from treeseek.io.files import atomic_write_json
 from treeseek.model import TreeseekModel

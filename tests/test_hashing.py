@@ -12,7 +12,7 @@ from treeseek.codes import (
     unpack_codes,
 )
 from treeseek.errors import TreeseekError
-from treeseek.evaluation.harness import ideal_values
+from treeseek.evaluation.metrics import ideal_values
 from treeseek.evaluation.metrics import average_hierarchical_precision
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.search.hamming import HammingIndex
@@ -232,6 +232,47 @@ def test_code_evaluation_matches_per_query_loops(planted):
     assert result["precision@250"] == pytest.approx(np.mean(precisions))
     assert result["wrong similarity@250"] == pytest.approx(np.mean(wrong_similarities))
     assert 0 < result["mahp@250"] <= 1
+
+
+def test_code_evaluation_as_hpdh_computes_it(planted):
+    """``convention="hpdh"``: mAHP@250 as the plain mean of HP@1..250 and nDCG as the mean of nDCG@1..100 with HPDH's
+    discount, both on matching levels, transcribed from its get_map.py loop by loop."""
+    import math
+
+    from treeseek.evaluation.hashing import evaluate_codes
+
+    data, test = planted
+    hasher = SignPCAHasher(16).fit(data.features[~test])
+    q_codes, db_codes = hasher.encode(data.features[test]), hasher.encode(data.features[~test])
+    y_q, y_db, tree = data.labels[test], data.labels[~test], data.hierarchy
+    parent = tree.to_dict()["parent"]
+
+    def labels(leaf):  # the tuple of a leaf's ancestors below the root, finest first, as HPDH's label files hold
+        path = [leaf]
+        while parent[path[-1]] >= 0:
+            path.append(parent[path[-1]])
+        return path[:-1]
+
+    def matches(a, b):
+        return sum(x == y for x, y in zip(labels(a), labels(b)))
+
+    levels = len(labels(0))
+    result = evaluate_codes(q_codes, db_codes, y_q, y_db, tree, convention="hpdh")
+    tie_order = np.random.default_rng(0).permutation(len(y_db))
+    ahps, ndcgs = [], []
+    for q in range(len(y_q)):
+        order = tie_order[np.argsort(hamming_distances(q_codes[q : q + 1], db_codes)[0][tie_order], kind="stable")]
+        everything = sorted([matches(y_q[q], y) for y in y_db], reverse=True)
+        correct = np.array([matches(y_q[q], y) for y in y_db[order][:250]], dtype=float)
+        ahps.append(np.mean(np.cumsum(correct / levels) / np.cumsum(np.array(everything[:250]) / levels)))
+        gains, dcg, idcg = correct[:100], np.zeros(100), np.zeros(100)
+        dcg[:2], idcg[:2] = np.cumsum(gains)[:2], np.cumsum(everything)[:2]
+        for j in range(2, 100):
+            dcg[j] = dcg[j - 1] + gains[j] / math.log2(j)
+            idcg[j] = idcg[j - 1] + everything[j] / math.log2(j)
+        ndcgs.append(np.mean(dcg / idcg))
+    assert result["mahp@250"] == pytest.approx(np.mean(ahps), abs=1e-9)
+    assert result["ndcg@1-100"] == pytest.approx(np.mean(ndcgs), abs=1e-9)
 
 
 def test_ties_are_ranked_in_random_order_not_in_class_sorted_database_order():

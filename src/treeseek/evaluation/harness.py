@@ -8,6 +8,7 @@ queries are only used for scoring.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -16,13 +17,13 @@ from tqdm.auto import tqdm
 
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import metrics as M
+from treeseek.evaluation.conventions import RankedBatch, aggregate, get_convention
 from treeseek.hierarchy import Hierarchy
 from treeseek.hierarchy.builders import lca_agreement
 from treeseek.io.features import FeatureSet, align_labels
 from treeseek.search import METHODS, ranking_keys, smallest_k
 from treeseek.search.distances import checked_alpha
 
-MAHP_K = 250
 CURVE_K = 100
 
 
@@ -40,23 +41,6 @@ class EvaluationResult:
         }
 
 
-def ideal_values(matrix: np.ndarray, counts: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
-    """Row c: the k largest ``matrix[c, label(i)]`` over database items i, descending.
-
-    This is the ideal ranking for a query of class c; in leave-one-out the
-    query itself is not in its database, so one item of class c is removed.
-    """
-    rows = np.zeros((matrix.shape[0], k))
-    for c in range(matrix.shape[0]):
-        available = counts.copy()
-        if leave_one_out:
-            available[c] = max(available[c] - 1, 0)  # classes absent from the set have no query
-        order = np.argsort(-matrix[c], kind="stable")
-        values = np.repeat(matrix[c, order], available[order])[:k]
-        rows[c, : len(values)] = values
-    return rows
-
-
 def evaluate_retrieval(
     model,
     queries: FeatureSet,
@@ -69,6 +53,8 @@ def evaluate_retrieval(
     use_database_labels: bool = False,
     progress: bool = True,
     full_ranking: bool = True,
+    convention: str = "treeseek",
+    metrics: Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Score every ranking method on a query set against the brute-force full rankings.
 
@@ -93,7 +79,12 @@ def evaluate_retrieval(
     progress : bool
         Show a progress bar.
     full_ranking : bool
-        Also score mAP over the whole ranking (the costliest metric).
+        Also score the metrics of the whole ranking (mAP, H-AP, MAP@R, R-precision: the costliest).
+    convention : str
+        Whose definitions the metrics follow (``treeseek.evaluation.conventions``): ``treeseek`` (default),
+        ``barz``, ``hpdh``, ``deephash``, ``pml`` or ``bertinetto``.
+    metrics : sequence of str, optional
+        Only these metric families (or reported names) of the convention; default: all it defines.
 
     Returns
     -------
@@ -111,6 +102,7 @@ def evaluate_retrieval(
     >>> result.info["protocol"], sorted(result.metrics)
     ('leave-one-out', ['combined', 'cosine'])
     """
+    convention_type = get_convention(convention)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -142,24 +134,19 @@ def evaluate_retrieval(
             (query_post if leave_one_out else model.posteriors(db_x))
     counts = np.bincount(db_y, minlength=n_classes)
     n_relevant = counts[query_y] - (1 if leave_one_out else 0)
-    if taxonomy is not None:
-        if taxonomy.n_leaves != n_classes:
-            raise TreeseekError(f"evaluation taxonomy has {taxonomy.n_leaves} classes, the model {n_classes}")
-        similarity = 1.0 - taxonomy.normalized_lca
-        gains = taxonomy.shared_levels
-        k_h = max(MAHP_K, *ks)
-        ideal_sim = ideal_values(similarity, counts, k_h, leave_one_out)
-        ideal_gain = ideal_values(gains, counts, k_h, leave_one_out)
-
-    k_max = min(n_db, max(*ks, CURVE_K, MAHP_K if taxonomy is not None else 1))
+    if taxonomy is not None and taxonomy.n_leaves != n_classes:
+        raise TreeseekError(f"evaluation taxonomy has {taxonomy.n_leaves} classes, the model {n_classes}")
+    scorer = convention_type(taxonomy, counts, leave_one_out)
+    reported = scorer.metric_names(ks, full_ranking, only=metrics)
+    k_max = min(n_db, max(CURVE_K, *ks, *(k for _, _, k in reported if k is not None)))
     batch = int(max(1, min(1024, 2e7 // max(1, len(db_x)))))
     all_columns = np.arange(len(db_x))
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(methods) * len(query_x), desc="evaluate", unit="query", disable=not progress, leave=False)
     for method in methods:
-        parts: dict[str, list[np.ndarray]] = {}
-        severity = {k: [0.0, 0] for k in ks}
+        parts: dict[str, list] = {name: [] for name, _, _ in reported}
+        curve_parts = []
         for start in range(0, len(query_x), batch):
             rows = np.arange(start, min(start + batch, len(query_x)))
             qy = query_y[rows]
@@ -168,39 +155,14 @@ def evaluate_retrieval(
             if leave_one_out:
                 keys[np.arange(len(rows)), rows] = np.inf  # the query ranks last, then is cut off
             _, top = smallest_k(keys, all_columns, k_max)
-            ranked_y = db_y[top]
-            relevant = ranked_y == qy[:, None]
-            r = n_relevant[rows]
-            hits = M.precision_hits(relevant)
-            values = {}
-            if full_ranking:
-                relevant_columns = db_y[None, :] == qy[:, None]
-                if leave_one_out:
-                    relevant_columns[np.arange(len(rows)), rows] = False
-                values["map"] = M.average_precision_from_keys(keys, relevant_columns)
-            for k in ks:
-                values[f"precision@{k}"] = M.precision_at_k(relevant, k)
-                values[f"map@{k}"] = M.average_precision_at_k(relevant, r, k, hits=hits)
-                values[f"map_paper@{k}"] = M.average_precision_at_k(relevant, r, k, "paper", hits=hits)
-            values["_curve"] = M.average_precision_curve(relevant, r, CURVE_K, hits=hits)
-            if taxonomy is not None:
-                sim = similarity[qy[:, None], ranked_y]
-                gain = gains[qy[:, None], ranked_y]
-                for k in sorted({*ks, MAHP_K}):
-                    values[f"mahp@{k}"] = M.average_hierarchical_precision(sim, ideal_sim[qy], k)
-                for k in ks:
-                    values[f"ndcg@{k}"] = M.ndcg_at_k(gain, ideal_gain[qy], k)
-                    total, count = M.mistake_severity_at_k(taxonomy.lca_heights[qy[:, None], ranked_y], relevant, k)
-                    severity[k][0] += total
-                    severity[k][1] += count
-            for name, value in values.items():
-                parts.setdefault(name, []).append(value)
+            ranked = RankedBatch(db_y[top], qy, n_relevant[rows], _full_labels(keys, db_y, n_db),
+                                 _full_ap(keys, db_y, qy, rows if leave_one_out else None))
+            for name, family, k in reported:
+                parts[name].append(scorer.score(family, ranked, k))
+            curve_parts.append(M.average_precision_curve(ranked.relevant, n_relevant[rows], CURVE_K))
             bar.update(len(rows))
-        curve = np.concatenate(parts.pop("_curve"))
-        method_metrics = {name: _nanmean(np.concatenate(chunks)) for name, chunks in parts.items()}
-        for k, (total, count) in severity.items() if taxonomy is not None else ():
-            method_metrics[f"severity@{k}"] = total / count if count else float("nan")
-        results[method] = method_metrics
+        curve = np.concatenate(curve_parts)
+        results[method] = {name: aggregate(scores) for name, scores in parts.items()}
         with np.errstate(all="ignore"):
             curves[method] = np.nanmean(curve, axis=0) if np.any(n_relevant > 0) else np.full(curve.shape[1], np.nan)
     bar.close()
@@ -212,6 +174,7 @@ def evaluate_retrieval(
         "query_leaf_accuracy": float(np.mean(query_leaves == query_y)),
         "queries_without_relevant": int(np.sum(n_relevant == 0)),
         "database_leaves": "labels" if use_database_labels else "mahalanobis",
+        "convention": convention,
     }
     if taxonomy is not None:  # how well the model's tree agrees with the evaluation taxonomy
         info["tree_shape"] = model.hierarchy_.shape()
@@ -219,6 +182,16 @@ def evaluate_retrieval(
     return EvaluationResult(results, curves, info)
 
 
-def _nanmean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else float("nan")
+def _full_labels(keys: np.ndarray, db_y: np.ndarray, n_db: int):
+    """The whole ranking's labels, sorted on first use (ties by column, as ``smallest_k``)."""
+    return functools.cache(lambda: db_y[np.argsort(keys, axis=1, kind="stable")[:, :n_db]])
+
+
+def _full_ap(keys: np.ndarray, db_y: np.ndarray, query_y: np.ndarray, own_columns: np.ndarray | None):
+    """AP over the whole ranking, without sorting it; ``own_columns``: each query's own column (leave-one-out)."""
+    def compute():
+        relevant_columns = db_y[None, :] == query_y[:, None]
+        if own_columns is not None:
+            relevant_columns[np.arange(len(query_y)), own_columns] = False
+        return M.average_precision_from_keys(keys, relevant_columns)
+    return functools.cache(compute)

@@ -20,14 +20,15 @@ import numpy as np
 
 from treeseek.codes.packing import hamming_distances
 from treeseek.evaluation import metrics as M
-from treeseek.evaluation.harness import ideal_values
+from treeseek.evaluation.conventions import RankedBatch, aggregate, get_convention
 from treeseek.hierarchy import Hierarchy
 
 
 def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int, query_labels: np.ndarray,
                        db_labels: np.ndarray, tree: Hierarchy, k_hp: int = 250, k_ndcg: int = 100,
-                       chunk: int = 256, tie_seed: int | None = 0) -> dict:
-    """``distances(rows)`` gives the query-rows x database distance matrix; returns the three means.
+                       chunk: int = 256, tie_seed: int | None = 0, convention: str = "treeseek") -> dict:
+    """``distances(rows)`` gives the query-rows x database distance matrix; returns the three means (with
+    another ``convention``: the metrics that convention defines, at k = ``k_hp`` where they take a cut-off).
 
     Equal distances are ranked in a random order of the database fixed by ``tie_seed`` (``None``:
     database order)."""
@@ -35,9 +36,12 @@ def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int,
     tie_order = (np.arange(len(db_labels)) if tie_seed is None
                  else np.random.default_rng(tie_seed).permutation(len(db_labels)))
     counts = np.bincount(db_labels, minlength=tree.n_leaves)
+    if convention != "treeseek":
+        return _as_convention(distances, n_queries, query_labels, db_labels, tree, counts, tie_order, k_hp, chunk,
+                              get_convention(convention))
     similarity, gains = 1.0 - tree.normalized_lca, tree.shared_levels.astype(np.float64)
-    ideal_sim = ideal_values(similarity, counts, k_hp, False)
-    ideal_gain = ideal_values(gains, counts, k_ndcg, False)
+    ideal_sim = M.ideal_values(similarity, counts, k_hp, False)
+    ideal_gain = M.ideal_values(gains, counts, k_ndcg, False)
     ap, ahp, ndcg, same, wrong_sum, wrong_count = [], [], [], [], 0.0, 0
     for first in range(0, n_queries, chunk):
         rows = slice(first, min(first + chunk, n_queries))
@@ -58,6 +62,23 @@ def evaluate_distances(distances: Callable[[slice], np.ndarray], n_queries: int,
             f"ndcg@1-{k_ndcg}": float(np.mean(np.concatenate(ndcg))),
             f"precision@{k_hp}": float(np.mean(np.concatenate(same))),
             f"wrong similarity@{k_hp}": wrong_sum / wrong_count if wrong_count else None}
+
+
+def _as_convention(distances, n_queries, query_labels, db_labels, tree, counts, tie_order, k, chunk, convention):
+    scorer = convention(tree, counts, False)
+    reported = scorer.metric_names((k,))
+    parts: dict[str, list] = {name: [] for name, _, _ in reported}
+    for first in range(0, n_queries, chunk):
+        rows = slice(first, min(first + chunk, n_queries))
+        labels = query_labels[rows]
+        ranked = db_labels[tie_order][np.argsort(distances(rows)[:, tie_order], axis=1, kind="stable")]
+        relevant = ranked == labels[:, None]
+        n_relevant = counts[labels]
+        batch = RankedBatch(ranked, labels, n_relevant, lambda ranked=ranked: ranked,
+                            lambda relevant=relevant, n_relevant=n_relevant: M.average_precision(relevant, n_relevant))
+        for name, family, cut in reported:
+            parts[name].append(scorer.score(family, batch, cut))
+    return {name: aggregate(scores) for name, scores in parts.items()}
 
 
 def evaluate_codes(query_codes, db_codes, query_labels, db_labels, tree: Hierarchy, **kwargs) -> dict:

@@ -131,3 +131,79 @@ def average_precision_curve(
     n_relevant = np.asarray(n_relevant, dtype=np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_relevant > 0, hits / np.minimum(ks[None, :], n_relevant), np.nan)
+
+
+def map_at_r(relevant: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """MAP@R (Musgrave et al. 2020): (1/R) sum_{i<=R} P(i) rel(i) over the first R ranks; NaN where R = 0.
+
+    ``relevant`` must reach rank max(R) (the full ranking does)."""
+    hits = precision_hits(relevant)
+    n_relevant = np.asarray(n_relevant, dtype=np.int64)
+    cut = np.clip(n_relevant, 1, hits.shape[1]) - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_relevant > 0, hits[np.arange(len(hits)), cut] / n_relevant, np.nan)
+
+
+def r_precision(relevant: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """R-precision: the share of relevant items among the first R ranks; NaN where R = 0."""
+    found = np.cumsum(relevant, axis=1)
+    n_relevant = np.asarray(n_relevant, dtype=np.int64)
+    cut = np.clip(n_relevant, 1, found.shape[1]) - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_relevant > 0, found[np.arange(len(found)), cut] / n_relevant, np.nan)
+
+
+def hierarchical_distance_at_k(lca_height: np.ndarray, k: int) -> np.ndarray:
+    """HD@k (Karthik et al. 2021; Bertinetto et al.'s hdist@k): the mean height(LCA) of the top k, per query."""
+    return _cut(lca_height, k).mean(axis=1)
+
+
+def pop_relevance(shared: np.ndarray, depth: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """HAPPIER's "pop" relevance of every ranked item (Ramzi et al. 2022): w = (shared levels / the query's
+    depth)^alpha, divided by how many items of the ranking share that many levels with the query (so each level
+    weighs w in all). ``shared`` is nq x n over the whole ranking; 0 shared levels is irrelevant."""
+    shared = np.asarray(shared, dtype=np.int64)
+    weight = (shared / np.asarray(depth, dtype=np.float64)[:, None]) ** alpha
+    out = np.zeros(shared.shape)
+    for row in range(len(shared)):
+        counts = np.bincount(shared[row])
+        out[row] = weight[row] / counts[shared[row]]
+    out[shared == 0] = 0.0
+    return out
+
+
+def hierarchical_average_precision(relevance: np.ndarray) -> np.ndarray:
+    """H-AP (Ramzi et al. 2022) of rankings given each ranked item's relevance in [0, 1] (nq x n, best first):
+    sum over relevant items of H-rank(i) / rank(i), over the sum of their relevances, with
+    H-rank(i) = rel(i) + sum over items j ranked before i of min(rel(i), rel(j)). On 0/1 relevance it is AP.
+    NaN where nothing is relevant."""
+    out = np.full(len(relevance), np.nan)
+    for row, rel in enumerate(np.asarray(relevance, dtype=np.float64)):
+        values = np.unique(rel[rel > 0])
+        if len(values) == 0:
+            continue
+        # items before each rank at each relevance value: min(rel(i), rel(j)) sums over those counts
+        at_value = (rel[:, None] == values[None, :]).astype(np.float64)
+        before = np.cumsum(at_value, axis=0) - at_value
+        h_rank = rel + np.sum(before * np.minimum(rel[:, None], values[None, :]), axis=1)
+        positive = rel > 0
+        ranks = np.flatnonzero(positive) + 1.0
+        out[row] = np.sum(h_rank[positive] / ranks) / rel[positive].sum()
+    return out
+
+
+def ideal_values(matrix: np.ndarray, counts: np.ndarray, k: int, leave_one_out: bool) -> np.ndarray:
+    """Row c: the k largest ``matrix[c, label(i)]`` over database items i, descending.
+
+    This is the ideal ranking for a query of class c; in leave-one-out the
+    query itself is not in its database, so one item of class c is removed.
+    """
+    rows = np.zeros((matrix.shape[0], k))
+    for c in range(matrix.shape[0]):
+        available = counts.copy()
+        if leave_one_out:
+            available[c] = max(available[c] - 1, 0)  # classes absent from the set have no query
+        order = np.argsort(-matrix[c], kind="stable")
+        values = np.repeat(matrix[c, order], available[order])[:k]
+        rows[c, : len(values)] = values
+    return rows

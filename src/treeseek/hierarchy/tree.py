@@ -6,6 +6,8 @@ children. Every tree is normalised on construction: an inner node with a
 single child is removed and its child takes its place (the child keeps its
 name), so chains such as WordNet's ``accordion.n.01 -> accordion`` do not
 inflate LCA heights. Heights therefore count branchings, not path lengths.
+The tree as given, chains included, is kept beside it (``given_parent``): some
+peers' metrics count its levels (``given_lca_heights``, ``given_level_labels``).
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ class Hierarchy:
             raise TreeseekError("hierarchy: parent array and names must have the same length")
         if not 1 <= n_leaves <= len(parent):
             raise TreeseekError(f"hierarchy: n_leaves={n_leaves} is out of range for {len(parent)} nodes")
-        parent, names = _collapse_chains(_validated(parent, names, n_leaves), names, n_leaves)
+        self.given_parent, self.given_names = _validated(parent, names, n_leaves).copy(), names
+        parent, names = _collapse_chains(self.given_parent, names, n_leaves)
         self.parent = parent
         self.names = names
         self.n_leaves = int(n_leaves)
@@ -140,6 +143,55 @@ class Hierarchy:
         np.fill_diagonal(shared, self.depth[: self.n_leaves])
         return shared
 
+    @cached_property
+    def given_depths(self) -> np.ndarray:
+        """Depth of every node of the tree as given (chains kept); the root has depth 0."""
+        parent = self.given_parent
+        depth = np.zeros(len(parent), dtype=np.int64)
+        for node in _breadth_first(int(np.flatnonzero(parent < 0)[0]), _children_lists(parent)):
+            if parent[node] >= 0:
+                depth[node] = depth[parent[node]] + 1
+        return depth
+
+    @cached_property
+    def given_lca_heights(self) -> np.ndarray:
+        """K x K height(LCA) in the tree as given, chains kept (a node's height is 1 + its highest child's):
+        the LCS height of Barz & Denzler's and Bertinetto et al.'s code."""
+        parent, depth = self.given_parent, self.given_depths
+        height = np.zeros(len(parent), dtype=np.int64)
+        for node in np.argsort(-depth, kind="stable"):  # children before their parents
+            if parent[node] >= 0:
+                height[parent[node]] = max(height[parent[node]], height[node] + 1)
+        below = np.zeros((len(parent), self.n_leaves), dtype=bool)  # node x leaves under it
+        for leaf in range(self.n_leaves):
+            node = leaf
+            while node >= 0:
+                below[node, leaf] = True
+                node = parent[node]
+        out = np.zeros((self.n_leaves, self.n_leaves), dtype=np.int64)
+        for node in np.argsort(-height, kind="stable"):  # lower LCAs overwrite higher ones
+            if node >= self.n_leaves:
+                leaves = np.flatnonzero(below[node])
+                out[np.ix_(leaves, leaves)] = height[node]
+        np.fill_diagonal(out, 0)
+        return out
+
+    @cached_property
+    def given_level_labels(self) -> np.ndarray:
+        """K x D label table of HPDH's evaluation: column l - 1 is each leaf's ancestor at depth l of the tree as
+        given (l = 1 .. D, the deepest leaf's depth), and the leaf itself below its own depth."""
+        parent, depth = self.given_parent, self.given_depths
+        levels = int(depth[: self.n_leaves].max())
+        table = np.empty((self.n_leaves, levels), dtype=np.int64)
+        for leaf in range(self.n_leaves):
+            path = [leaf]
+            while parent[path[-1]] >= 0:
+                path.append(int(parent[path[-1]]))
+            by_depth = path[::-1]  # root, depth 1, ..., the leaf
+            for level in range(1, levels + 1):
+                table[leaf, level - 1] = by_depth[level] if level < len(by_depth) else leaf
+        return table
+
     def labels_at_height(self, height: int) -> np.ndarray:
         """For each leaf, its lowest ancestor whose height is at least ``height``."""
         result = np.arange(self.n_leaves)
@@ -218,18 +270,19 @@ class Hierarchy:
             raise TreeseekError(f"taxonomy lacks {len(missing)} dataset class(es): {shown}")
         if len(set(leaf_names)) != len(leaf_names):
             raise TreeseekError("dataset class names are not unique")
-        keep = np.zeros(self.n_nodes, dtype=bool)
+        given, n_given = self.given_parent, len(self.given_parent)  # restricted as given: chains stay chains
+        keep = np.zeros(n_given, dtype=bool)
         for name in leaf_names:
             node = index[name]
             while node >= 0 and not keep[node]:
                 keep[node] = True
-                node = self.parent[node]
-        inner = [n for n in range(self.n_leaves, self.n_nodes) if keep[n]]
+                node = given[node]
+        inner = [n for n in range(self.n_leaves, n_given) if keep[n]]
         new_id = {index[name]: i for i, name in enumerate(leaf_names)}
         new_id.update({node: len(leaf_names) + j for j, node in enumerate(inner)})
         old_nodes = [index[name] for name in leaf_names] + inner
-        parent = [new_id[self.parent[n]] if self.parent[n] >= 0 else -1 for n in old_nodes]
-        return Hierarchy(parent, [self.names[n] for n in old_nodes], len(leaf_names))
+        parent = [new_id[given[n]] if given[n] >= 0 else -1 for n in old_nodes]
+        return Hierarchy(parent, [self.given_names[n] for n in old_nodes], len(leaf_names))
 
     # ------------------------------------------------------------ serialising
     def to_dict(self) -> dict:
@@ -239,6 +292,8 @@ class Hierarchy:
             "n_leaves": self.n_leaves,
             "names": list(self.names),
             "parent": self.parent.tolist(),
+            **({} if len(self.given_parent) == self.n_nodes else
+               {"given_names": list(self.given_names), "given_parent": self.given_parent.tolist()}),
         }
 
     @classmethod
@@ -250,7 +305,8 @@ class Hierarchy:
                 f"hierarchy format version {payload.get('version')} is not supported (expected {FORMAT_VERSION})"
             )
         try:
-            return cls(payload["parent"], payload["names"], int(payload["n_leaves"]))
+            return cls(payload.get("given_parent", payload["parent"]), payload.get("given_names", payload["names"]),
+                       int(payload["n_leaves"]))
         except (KeyError, TypeError) as exc:
             raise TreeseekError(f"hierarchy JSON is incomplete: {exc}") from None
 

@@ -16,6 +16,7 @@ from treeseek.codes.hpdh import group_counts
 from treeseek.codes.storage import KINDS, load_hasher, save_hasher
 from treeseek.errors import TreeseekError
 from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
+from treeseek.evaluation.conventions import get_convention
 from treeseek.evaluation.hashing import evaluate_codes
 from treeseek.hierarchy import Hierarchy, load_taxonomy
 from treeseek.io.features import align_labels, load_features
@@ -171,16 +172,19 @@ def evaluate(
     database: Path = typer.Option(..., "--database", help="Database features with labels: the train split."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy for mAHP and nDCG (default: the hasher's tree)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+    convention: str = typer.Option("treeseek", help="Whose metric definitions: treeseek, hpdh (its own code's "
+                                   "mAHP and nDCG), barz, deephash, pml or bertinetto."),
 ) -> None:
     """HPDH's protocol: mAP over the full ranking, mAHP@250, nDCG averaged over k = 1..100, and mAHP@250's
     parts: precision@250 and the mean similarity of the other results."""
+    get_convention(convention)
     hasher, names, tree, _ = load_hasher(hasher_dir)
     tree = load_taxonomy(taxonomy, names) if taxonomy is not None else tree
     if tree is None:
         raise TreeseekError("this hasher has no hierarchy; give --taxonomy")
     q, db = load_features(queries), load_features(database)
     metrics = evaluate_codes(_encode(hasher, q), _encode(hasher, db),
-                             align_labels(q, names), align_labels(db, names), tree)
+                             align_labels(q, names), align_labels(db, names), tree, convention=convention)
     typer.echo(json.dumps(metrics, indent=2))
     if json_out is not None:
         atomic_write_json(json_out, metrics)

@@ -60,15 +60,20 @@ def experiment(
     quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache directory (default OUT/cache)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    convention: str = typer.Option("treeseek", help="Also report the metrics as this peer defines them: barz, hpdh, "
+                                   "deephash, pml or bertinetto."),
 ) -> None:
     """The paper's study: every baseline, the t/alpha grid search, robustness, and a self-contained HTML report."""
     from treeseek.apps.jobs.experiment import run_experiment
+    from treeseek.evaluation.conventions import get_convention
+
+    get_convention(convention)  # an unknown one fails before the features are extracted
 
     job = ImageJob(source, dataset, _split_files(split_files), classes, per_class, backbone=backbone, weights=weights,
                    batch_size=batch_size, progress=progress)
     report = run_experiment(job, out, taxonomy=taxonomy, perturbations=[p for p in perturbations.split(",") if p],
                             grid=QUICK_GRID if quick else None, examples=examples, full_ranking=full_ranking,
-                            cache_dir=cache)
+                            cache_dir=cache, convention=convention)
     for row, values in report["metrics"].items():
         typer.echo(f"{row:<40} mAP@10 {values['map@10']:.4f}  mAHP@250 {values['mahp@250']:.4f}")
     typer.echo(f"report: {out / 'report.html'}")

@@ -111,6 +111,9 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write the mAP@k curves (k = 1..100) as a picture."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    convention: str = typer.Option("treeseek", help="Whose metric definitions: treeseek, barz, hpdh, deephash, "
+                                   "pml or bertinetto (README: Metrics and their conventions)."),
+    only: Optional[str] = typer.Option(None, "--metrics", help="Only these metrics, comma-separated (e.g. ahp,map)."),
 ) -> None:
     """Score every ranking method on a query set."""
     model = TreeseekModel.load(model_dir)
@@ -120,20 +123,21 @@ def evaluate(
     tax = load_taxonomy(taxonomy, model.class_names_) if taxonomy is not None else None
     result = evaluate_retrieval(model, query_data, db_data, methods=[m.strip() for m in methods.split(",") if m.strip()],
                                 alpha=alpha, ks=ks, taxonomy=tax, use_database_labels=use_database_labels,
-                                progress=progress)
-    columns = [f"precision@{x}" for x in ks] + [f"map@{x}" for x in ks] + [f"map_paper@{x}" for x in ks] + ["map"]
-    if tax is not None:
-        columns += ["mahp@250"] + [f"ndcg@{x}" for x in ks] + [f"severity@{x}" for x in ks]
+                                progress=progress, convention=convention,
+                                metrics=None if only is None else [m.strip() for m in only.split(",") if m.strip()])
     info = result.info
     typer.echo(f"{info['protocol']}: {info['n_queries']} queries, {info['n_database']} database items, "
                f"alpha = {info['alpha']:g}, query leaf accuracy {info['query_leaf_accuracy']:.1%}")
     if tax is not None:
         typer.echo(f"tree {info['tree_shape']}, agreement with the taxonomy (LCA-height correlation) "
                    f"{info['taxonomy_agreement']:.3f}")
-    width = max(len(c) for c in columns)
-    typer.echo(f"{'method':<10}" + "".join(f"{c:>{width + 1}}" for c in columns))
-    for method, values in result.metrics.items():
-        typer.echo(f"{method:<10}" + "".join(f"{values[c]:>{width + 1}.4f}" for c in columns))
+    typer.echo(f"metrics as {convention} defines them")
+    methods_shown = list(result.metrics)
+    names = list(result.metrics[methods_shown[0]])
+    width = max(len(name) for name in names + ["metric"])
+    typer.echo(f"{'metric':<{width}}" + "".join(f"{m:>11}" for m in methods_shown))
+    for name in names:
+        typer.echo(f"{name:<{width}}" + "".join(f"{result.metrics[m][name]:>11.4f}" for m in methods_shown))
     if json_out is not None:
         atomic_write_json(json_out, {**result.metrics, "_info": info})
     if plot is not None:

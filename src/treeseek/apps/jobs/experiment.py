@@ -22,6 +22,7 @@ from treeseek.data.perturbations import PERTURBATIONS, perturbed
 from treeseek.embed.extraction import extract_features
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
+from treeseek.evaluation.conventions import get_convention
 from treeseek.evaluation.tuning import select_parameters
 from treeseek.hierarchy import load_taxonomy
 from treeseek.io.features import FeatureSet
@@ -53,7 +54,8 @@ STUDY_ROWS = (
 
 def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
                    perturbations: Sequence[str] = PERTURBATIONS, grid: dict | None = None, examples: int = 4,
-                   full_ranking: bool = True, cache_dir: str | Path | None = None) -> dict:
+                   full_ranking: bool = True, cache_dir: str | Path | None = None,
+                   convention: str = "treeseek") -> dict:
     """Run the study; writes report.html (self-contained), report.json, selection.json and the pictures.
 
     Parameters
@@ -87,6 +89,7 @@ def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     images = job.images()
+    get_convention(convention)
     names = images.class_names
     tree = load_taxonomy(taxonomy, names)
     backbone = job.load_backbone()
@@ -111,18 +114,21 @@ def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
               "semantic": TreeseekModel(**chosen).fit(head.transform(X), y, names)}
     database = {space: transform(X) for space, transform in spaces.items()}
 
-    def score(queries: np.ndarray, labels: np.ndarray, full: bool):
+    def score(queries: np.ndarray, labels: np.ndarray, full: bool, convention: str = "treeseek"):
         metrics, curves = {}, {}
         for model_key, space in {(m, s) for _, m, _, s in STUDY_ROWS}:
             rows = [(row, method) for row, m, method, s in STUDY_ROWS if (m, s) == (model_key, space)]
             result = evaluate_retrieval(models[model_key], FeatureSet(spaces[space](queries), labels, names),
                                         FeatureSet(database[space], y, names), methods=[m for _, m in rows],
-                                        ks=KS, taxonomy=tree, progress=False, full_ranking=full)
+                                        ks=KS, taxonomy=tree, progress=False, full_ranking=full,
+                                        convention=convention)
             for row, method in rows:
                 metrics[row], curves[row] = result.metrics[method], result.curves[method]
         return {row: metrics[row] for row, *_ in STUDY_ROWS}, {row: curves[row] for row, *_ in STUDY_ROWS}
 
     clean, curves = score(Q, yq, full_ranking)
+    # a peer's definitions are reported beside treeseek's, which the robustness study and the pictures use
+    as_convention = {} if convention == "treeseek" else {convention: score(Q, yq, full_ranking, convention)[0]}
     robustness = {"clean": clean}
     for perturbation in perturbations:
         logger.info(f"robustness: {perturbation} ...")
@@ -147,7 +153,7 @@ def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
                       "grid_points": len(selection.grid)},
         "tree_shapes": {key: model.fit_info_["tree_shape"] for key, model in models.items()},
         "query_leaf_accuracy": float(np.mean(models["visual"].assign(Q) == yq)),
-        "metrics": clean, "robustness": robustness,
+        "metrics": clean, "metrics_by_convention": as_convention, "robustness": robustness,
         "map_curves": {row: [float(v) for v in curve] for row, curve in curves.items()},
     }
     atomic_write_json(out / "report.json", report)

@@ -57,6 +57,9 @@ def write_html_report(report: dict, pictures: dict, examples: list[dict], grid: 
         f"<code>{html.escape(json.dumps(report['tree_shapes']))}</code>.</p>",
         "<h2>Retrieval on the test split</h2>", _table(report["metrics"], metric_columns),
         _image(pictures["map_at_k"], "mAP@k curves"),
+        *[f"<h3>The same rankings, metrics as {html.escape(name)} defines them</h3>"
+          + _table(rows, list(next(iter(rows.values()))))
+          for name, rows in report.get("metrics_by_convention", {}).items()],
         "<h2>Robustness</h2><p>Features re-extracted from perturbed test images; the database is clean.</p>",
         _image(pictures["robustness"], "robustness"),
         _table(robustness_rows, [c for c in metric_columns if c != "map"]),
