@@ -235,12 +235,12 @@ def test_every_convention_is_registered_and_refuses_what_it_does_not_define(batc
 
 # ----------------------------------------------------------------------------------- the command
 def test_evaluate_reports_barz_ahp_at_250_on_a_30_item_database(tmp_path):
-    from conftest import run_cli
-    from oracles import hard_keys, lca_heights, top_k
-
     from treeseek.hierarchy.synthetic import planted_hierarchy
     from treeseek.hierarchy.taxonomy_io import save_hierarchy
     from treeseek.model import TreeseekModel
+
+    from conftest import run_cli
+    from oracles import hard_keys, lca_heights, top_k
 
     data = planted_hierarchy((3, 3), dim=16, samples_per_class=10, seed=0)
     small = np.random.default_rng(0).choice(len(data.features), 30, replace=False)
@@ -274,9 +274,9 @@ def test_evaluate_reports_barz_ahp_at_250_on_a_30_item_database(tmp_path):
                                            (["--convention", "pml", "--metrics", "mahp"], "does not define"),
                                            (["--convention", "bertinetto"], "need an evaluation taxonomy")])
 def test_bad_conventions_are_one_line_and_exit_2(tmp_path, args, message):
-    from conftest import run_cli
-
     from treeseek.hierarchy.synthetic import planted_hierarchy
+
+    from conftest import run_cli
 
     data = planted_hierarchy((2, 2), dim=8, samples_per_class=6, seed=0)
     np.savez(tmp_path / "q.npz", features=data.features, labels=data.labels)

@@ -12,8 +12,7 @@ from treeseek.codes import (
     unpack_codes,
 )
 from treeseek.errors import TreeseekError
-from treeseek.evaluation.metrics import ideal_values
-from treeseek.evaluation.metrics import average_hierarchical_precision
+from treeseek.evaluation.metrics import average_hierarchical_precision, ideal_values
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.search.hamming import HammingIndex
 
