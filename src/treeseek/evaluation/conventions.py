@@ -69,6 +69,13 @@ class RankedBatch:
     def relevant(self) -> np.ndarray:
         return self.labels == self.query_labels[:, None]
 
+    @property
+    def relevant_to_r(self) -> np.ndarray:
+        """``relevant`` over at least the first max(R) ranks (the cut ranking when it reaches them)."""
+        if self.labels.shape[1] >= int(self.n_relevant.max(initial=0)):
+            return self.relevant
+        return self.full_labels() == self.query_labels[:, None]
+
 
 @dataclass
 class Score:
@@ -83,7 +90,9 @@ class Score:
         return self.denominators is not None
 
 
-K, TAXONOMY, FULL = 1, 2, 4  # what a metric family needs: a cut-off k, an evaluation taxonomy, the whole ranking
+# What a metric family needs: a cut-off k, an evaluation taxonomy, the whole ranking sorted, the first R ranks; and
+# ASKED: reported only when asked for by name (its cost is a full sort of every query's ranking).
+K, TAXONOMY, FULL, TO_R, ASKED = 1, 2, 4, 8, 16
 
 
 class Convention:
@@ -114,7 +123,8 @@ class Convention:
         for family, needs in self.families.items():
             if needs & TAXONOMY and self.taxonomy is None or needs & FULL and not full_ranking:
                 continue
-            if wanted is not None and not wanted & {family, self.names.get(family, family)}:
+            if (wanted is None and needs & ASKED or wanted is not None
+                    and not wanted & {family, self.names.get(family, family)}):
                 continue
             for k in (sorted({*ks, *self.extra_ks.get(family, ())}) if needs & K else [None]):
                 name = self.names.get(family, family)
@@ -153,8 +163,8 @@ class Treeseek(Convention):
 
     name = "treeseek"
     families = {"precision": K, "map": K, "map_paper": K, "map_all": FULL, "mahp": K | TAXONOMY,
-                "ndcg": K | TAXONOMY, "severity": K | TAXONOMY, "hd": K | TAXONOMY, "hap": TAXONOMY | FULL,
-                "map_r": FULL, "r_precision": FULL}
+                "ndcg": K | TAXONOMY, "severity": K | TAXONOMY, "hd": K | TAXONOMY, "hap": TAXONOMY | FULL | ASKED,
+                "map_r": TO_R, "r_precision": TO_R}
     extra_ks = {"mahp": (MAHP_K,)}
 
     @cached_property
@@ -200,10 +210,10 @@ class Treeseek(Convention):
         return Score(M.hierarchical_average_precision(M.pop_relevance(shared, depth)))
 
     def _map_r(self, batch, k):
-        return Score(M.map_at_r(batch.full_labels() == batch.query_labels[:, None], batch.n_relevant))
+        return Score(M.map_at_r(batch.relevant_to_r, batch.n_relevant))
 
     def _r_precision(self, batch, k):
-        return Score(M.r_precision(batch.full_labels() == batch.query_labels[:, None], batch.n_relevant))
+        return Score(M.r_precision(batch.relevant_to_r, batch.n_relevant))
 
 
 @register_convention
@@ -284,13 +294,9 @@ class DeepHash(Convention):
 @register_convention
 class Pml(Convention):
     name = "pml"
-    families = {"map_r": FULL, "r_precision": FULL, "precision": K}
+    families = {"map_r": TO_R, "r_precision": TO_R, "precision": K}
 
-    def _map_r(self, batch, k):
-        return Score(M.map_at_r(batch.full_labels() == batch.query_labels[:, None], batch.n_relevant))
-
-    def _r_precision(self, batch, k):
-        return Score(M.r_precision(batch.full_labels() == batch.query_labels[:, None], batch.n_relevant))
+    _map_r, _r_precision = Treeseek._map_r, Treeseek._r_precision  # lone queries (R = 0): NaN, left out
 
     def _precision(self, batch, k):  # precision_at_1 leaves out lone queries too
         return Score(np.where(batch.n_relevant > 0, M.precision_at_k(batch.relevant, k), np.nan))

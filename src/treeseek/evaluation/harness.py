@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import metrics as M
-from treeseek.evaluation.conventions import RankedBatch, aggregate, get_convention
+from treeseek.evaluation.conventions import TO_R, RankedBatch, aggregate, get_convention
 from treeseek.hierarchy import Hierarchy
 from treeseek.hierarchy.builders import lca_agreement
 from treeseek.io.features import FeatureSet, align_labels
@@ -138,7 +138,10 @@ def evaluate_retrieval(
         raise TreeseekError(f"evaluation taxonomy has {taxonomy.n_leaves} classes, the model {n_classes}")
     scorer = convention_type(taxonomy, counts, leave_one_out)
     reported = scorer.metric_names(ks, full_ranking, only=metrics)
-    k_max = min(n_db, max(CURVE_K, *ks, *(k for _, _, k in reported if k is not None)))
+    k_max = max(CURVE_K, *ks, *(k for _, _, k in reported if k is not None))
+    if any(scorer.families[family] & TO_R for _, family, _ in reported):  # MAP@R, R-precision: the first R ranks
+        k_max = max(k_max, int(n_relevant.max(initial=0)))
+    k_max = min(n_db, k_max)
     batch = int(max(1, min(1024, 2e7 // max(1, len(db_x)))))
     all_columns = np.arange(len(db_x))
     results: dict[str, dict[str, float]] = {}
