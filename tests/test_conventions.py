@@ -284,3 +284,27 @@ def test_bad_conventions_are_one_line_and_exit_2(tmp_path, args, message):
     result = run_cli("evaluate", tmp_path / "model", tmp_path / "q.npz", "--no-progress", *args)
     assert result.returncode == 2 and message in result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
+
+
+def test_the_conditional_risk_baseline_ranks_from_the_lowest_expected_lca_height():
+    from treeseek.evaluation import evaluate_retrieval
+    from treeseek.hierarchy.synthetic import planted_hierarchy
+    from treeseek.io.features import FeatureSet
+    from treeseek.model import TreeseekModel
+
+    from oracles import hard_keys, lca_fractions, posteriors, queries, top_k
+
+    data = planted_hierarchy((3, 3), dim=12, samples_per_class=12, noise=1.5, seed=5)
+    model = TreeseekModel(hierarchy="average").fit(data.features, data.labels, data.class_names)
+    Q = queries(data, n=30, seed=2)
+    labels = data.labels[np.random.default_rng(2).choice(len(data.labels), 30, replace=False)]
+    risk = posteriors(model, Q) @ lca_fractions(model.hierarchy_)
+    keys = hard_keys("combined", Q, data.features, risk.argmin(axis=1), model.assign(data.features),
+                     model.hierarchy_, model.alpha)
+    _, order = top_k(keys, np.arange(len(data.features)), 5)
+    expected = np.mean(data.labels[order] == labels[:, None])
+    result = evaluate_retrieval(model, FeatureSet(Q, labels, data.class_names),
+                                FeatureSet(data.features, data.labels, data.class_names), methods=["crm"], ks=(5,),
+                                progress=False)
+    assert result.metrics["crm"]["precision@5"] == pytest.approx(expected, abs=1e-12)
+    assert np.any(risk.argmin(axis=1) != model.assign(Q))  # on these overlapping classes the rule differs somewhere

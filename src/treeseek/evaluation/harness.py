@@ -25,6 +25,11 @@ from treeseek.search import METHODS, ranking_keys, smallest_k
 from treeseek.search.distances import checked_alpha
 
 CURVE_K = 100
+# Karthik et al.'s conditional-risk rule (CRM, ICLR 2021) as a retrieval baseline: the query's class is the one
+# of lowest expected LCA height under its posterior, argmin_c sum_a p(a|q) L[a, c], and the database is ranked
+# as ``combined`` ranks it from that class. ``soft`` keeps the whole expectation per item instead of one class.
+BASELINES = ("crm",)
+EVALUATION_METHODS = (*METHODS, *BASELINES)
 
 
 @dataclass
@@ -46,7 +51,7 @@ def evaluate_retrieval(
     queries: FeatureSet,
     database: FeatureSet | None = None,
     *,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = EVALUATION_METHODS,
     alpha: float | None = None,
     ks: Sequence[int] = (1, 5, 10),
     taxonomy: Hierarchy | None = None,
@@ -67,7 +72,7 @@ def evaluate_retrieval(
     database : FeatureSet, optional
         Database features with labels; without it, leave-one-out within ``queries``.
     methods : sequence of str
-        Rankings to score (``treeseek.search.distances.METHODS``).
+        Rankings to score: ``treeseek.search.distances.METHODS`` and the ``crm`` baseline.
     alpha : float, optional
         Weight of the hierarchy term (default: the model's).
     ks : sequence of int
@@ -103,9 +108,9 @@ def evaluate_retrieval(
     ('leave-one-out', ['combined', 'cosine'])
     """
     convention_type = get_convention(convention)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in EVALUATION_METHODS]
     if unknown:
-        raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise TreeseekError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(EVALUATION_METHODS)}")
     if not ks or min(ks) < 1:
         raise TreeseekError("every k must be a positive integer")
     alpha = checked_alpha(model.alpha if alpha is None else alpha)
@@ -128,7 +133,7 @@ def evaluate_retrieval(
 
     n_classes = model.n_classes_
     query_post = db_post = None
-    if "soft" in methods:
+    if "soft" in methods or "crm" in methods:
         query_post = model.posteriors(query_x)
         db_post = np.eye(n_classes)[db_y] if use_database_labels else \
             (query_post if leave_one_out else model.posteriors(db_x))
@@ -153,8 +158,12 @@ def evaluate_retrieval(
         for start in range(0, len(query_x), batch):
             rows = np.arange(start, min(start + batch, len(query_x)))
             qy = query_y[rows]
-            keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_, alpha,
-                                None if query_post is None else query_post[rows], db_post)
+            if method == "crm":  # the conditional-risk class, ranked as combined ranks a query's leaf
+                risk_leaves = np.argmin(query_post[rows] @ model.hierarchy_.normalized_lca, axis=1)
+                keys = ranking_keys("combined", query_x[rows], db_x, risk_leaves, db_leaves, model.hierarchy_, alpha)
+            else:
+                keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_,
+                                    alpha, None if query_post is None else query_post[rows], db_post)
             if leave_one_out:
                 keys[np.arange(len(rows)), rows] = np.inf  # the query ranks last, then is cut off
             _, top = smallest_k(keys, all_columns, k_max)

@@ -25,12 +25,12 @@ from treeseek.apps.cli.search import search
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
+from treeseek.evaluation.harness import EVALUATION_METHODS
 from treeseek.hierarchy import Hierarchy, load_taxonomy, save_hierarchy
 from treeseek.hierarchy.builders import lca_agreement, parse_threshold
 from treeseek.io.features import load_features, save_features
 from treeseek.io.files import atomic_write_json
 from treeseek.model import DEFAULT_HIERARCHY, TreeseekModel
-from treeseek.search import METHODS
 
 
 class OneLineErrors(TyperGroup):
@@ -106,7 +106,8 @@ def evaluate(
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
     k: str = typer.Option("1,5,10", "--k", help="Cut-offs, comma-separated."),
     taxonomy: Optional[Path] = typer.Option(None, help="Evaluation taxonomy for mAHP, nDCG and mistake severity."),
-    methods: str = typer.Option(",".join(METHODS), help="Comma-separated methods."),
+    methods: str = typer.Option(",".join(EVALUATION_METHODS), help="Comma-separated methods (crm: Karthik et al.'s "
+                                "conditional-risk class, ranked as combined)."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write the mAP@k curves (k = 1..100) as a picture."),

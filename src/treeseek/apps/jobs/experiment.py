@@ -47,6 +47,7 @@ STUDY_ROWS = (
     ("ours on semantic embeddings", "semantic", "combined", "semantic"),
     # beyond the paper: soft leaves and a full (average-linkage) visual tree
     ("ours, soft leaves", "visual", "soft", "features"),
+    ("conditional-risk class (CRM, Karthik et al.)", "visual", "crm", "features"),
     ("ours, average-linkage tree", "average", "combined", "features"),
     ("ours, average-linkage tree, soft leaves", "average", "soft", "features"),
 )
