@@ -151,7 +151,7 @@ def test_cli_evaluate_writes_every_metric(workspace):
                      "--plot", workspace / "map.png", "--no-progress")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert set(report) == {"euclidean", "cosine", "hierarchy", "flat", "combined", "soft", "_info"}
+    assert set(report) == {"euclidean", "cosine", "hierarchy", "flat", "combined", "soft", "crm", "_info"}
     keys = {"map", "map@1", "map@10", "map_paper@10", "precision@10", "mahp@250", "ndcg@10", "severity@10"}
     assert keys <= set(report["combined"])
     assert report["combined"]["map@10"] > report["cosine"]["map@10"]
