@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--bits", default=",".join(map(str, BITS)))
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, of " + ", ".join(METHODS))
     parser.add_argument("--coarse-weight", type=float, help="w of the coarse scales (default: chosen on validation)")
+    parser.add_argument("--convention", default="treeseek",
+                        help="also score every row as this peer's code does (hpdh: its mAHP@250 and nDCG@1-100)")
     args = parser.parse_args()
     chosen = args.methods.split(",")
     if set(chosen) - set(METHODS):
@@ -60,9 +62,15 @@ def main() -> None:
         scores = evaluate_distances(distances, len(Q), yq, y, visual)
         row.update({"visual mahp@250": scores["mahp@250"], "visual ndcg@1-100": scores["ndcg@1-100"]})
 
+    def as_peer(row: dict, distances) -> None:  # the same ranking, the peer's definitions ("hpdh mahp@250", ...)
+        if args.convention != "treeseek":
+            scores = evaluate_distances(distances, len(Q), yq, y, taxonomy, convention=args.convention)
+            row.update({f"{args.convention} {name}": value for name, value in scores.items()})
+
     float_distances = lambda r: cosine_distances(Q[r], X)  # noqa: E731
     rows = [{"method": "float features (cosine)", "bits": None, "train_seconds": 0.0,
              **evaluate_distances(float_distances, len(Q), yq, y, taxonomy)}]
+    as_peer(rows[-1], float_distances)
     on_visual_tree(rows[-1], float_distances)
     print(json.dumps(rows[-1]), flush=True)
     for bits in map(int, args.bits.split(",")):
@@ -90,15 +98,18 @@ def main() -> None:
                          **evaluate_codes(query_codes, db_codes, yq, y, taxonomy)})
             if visual_too:
                 on_visual_tree(rows[-1], lambda r: hamming_distances(query_codes[r], db_codes))
+            as_peer(rows[-1], lambda r: hamming_distances(query_codes[r], db_codes))
             print(json.dumps(rows[-1]), flush=True)
     report = {"dataset": args.dataset, "train": len(X), "test": len(Q), "epochs": args.epochs,
               "coarse_weight": weight, "coarse_weight_validation": weight_records,
               "levels": {key: group_counts(value) for key, value in levels.items()}, "rows": rows}
+    peer = [] if args.convention == "treeseek" else [f"{args.convention} {name}" for name in ("mahp@250", "ndcg@1-100")]
     print(markdown_table(
-        ["method", "bits", "mAP", "mAHP@250", "nDCG@1-100", "mAHP@250 visual", "nDCG visual", "train s"],
+        ["method", "bits", "mAP", "mAHP@250", "nDCG@1-100", *peer, "mAHP@250 visual", "nDCG visual", "train s"],
         [[row["method"], row["bits"] or "float", f"{row['map']:.3f}", f"{row['mahp@250']:.3f}",
           f"{row['ndcg@1-100']:.3f}", *(f"{row[key]:.3f}" if key in row else ""
-                                        for key in ("visual mahp@250", "visual ndcg@1-100")), row["train_seconds"]]
+                                        for key in (*peer, "visual mahp@250", "visual ndcg@1-100")),
+          row["train_seconds"]]
          for row in rows]))
     if args.json:
         atomic_write_json(args.json, report)
