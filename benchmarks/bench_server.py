@@ -6,8 +6,10 @@ Run:  .venv/bin/python benchmarks/bench_server.py --json bench-output/server.jso
 A persistent index of synthetic items (100 classes with a planted two-level hierarchy, 128 dims; the
 split of bench_inner_product) is served by a real `treeseek serve` process (uvicorn) on this machine,
 and a client sends it top-10 requests over HTTP, one query per request and then 100 per request. The
-competitor is `querying.run_search` on the same index opened in this process: the identical
-search without HTTP and JSON. The two must return the same ids.
+first competitor is plain FAISS ``IndexFlatIP`` over the same unit vectors in this process (cosine, float32,
+the same threads, in calls of the same size), what a user would pick instead; the second is
+`querying.run_search` on the same index opened in this process: the identical search without HTTP and JSON.
+The server and run_search must return the same ids.
 """
 from __future__ import annotations
 
@@ -16,14 +18,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from treeseek.apps.querying import Queries, index_target, run_search
 from treeseek.index import TreeIndex
 from treeseek.io.files import atomic_write_json
 from treeseek.search import Ranking
+from treeseek.search.distances import normalize_rows
 
 from common import markdown_table, post, result_ids, serve_process, synthetic_setup
+
+
+def plain_faiss(X: np.ndarray, Q: np.ndarray, batch: int, k: int = 10) -> float:
+    """Milliseconds per query of plain FAISS flat (cosine), in calls of ``batch`` queries."""
+    flat = faiss.IndexFlatIP(X.shape[1])
+    flat.add(normalize_rows(X).astype(np.float32))
+    unit = normalize_rows(Q).astype(np.float32)
+    flat.search(unit[:batch], k)
+    started = time.perf_counter()
+    for s in range(0, len(Q), batch):
+        flat.search(unit[s : s + batch], k)
+    return round(1000 * (time.perf_counter() - started) / len(Q), 3)
 
 
 def measure(directory: Path, Q: np.ndarray, method: str, batch: int, port: int, k: int = 10) -> dict:
@@ -62,10 +78,14 @@ def main() -> None:
                     row = measure(directory, Q, method, batch, port)
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
+    results["plain_faiss_flat_ms_per_query"] = {batch: plain_faiss(X, Q, batch) for batch in (1, 100)}
     print()
+    faiss_ms = results["plain_faiss_flat_ms_per_query"]
     print(markdown_table(
-        ["ranking", "queries per request", "ms per query, HTTP", "ms per query, in process", "HTTP / in process"],
-        [[row["method"], row["queries_per_request"], row["ms_per_query_http"], row["ms_per_query_in_process"],
+        ["ranking", "queries per request", "plain FAISS flat, ms per query (in process)", "ms per query, HTTP",
+         "HTTP / plain FAISS", "ms per query, in process", "HTTP / in process"],
+        [[row["method"], row["queries_per_request"], faiss_ms[row["queries_per_request"]], row["ms_per_query_http"],
+          f"{row['ms_per_query_http'] / faiss_ms[row['queries_per_request']]:.2f}×", row["ms_per_query_in_process"],
           f"{row['http_over_in_process_time']}×"] for row in results["rows"]]))
     if args.json:
         atomic_write_json(args.json, results)
