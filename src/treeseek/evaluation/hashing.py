@@ -1,6 +1,9 @@
-"""HPDH's protocol: mAP over the full ranking, mAHP@250, and nDCG averaged over k = 1..100.
+"""HPDH's protocol (test split against train split; mAP over the full ranking, mAHP@250, nDCG averaged over
+k = 1..100), with treeseek's definitions of those metrics by default and HPDH's own with
+``convention="hpdh"`` (``treeseek.evaluation.conventions``: its code takes the plain mean of HP@1..250 on
+level matches, and discounts nDCG differently).
 
-nDCG's gain is the number of hierarchy levels a result shares with the query
+By default nDCG's gain is the number of hierarchy levels a result shares with the query
 (``Hierarchy.shared_levels``); mAHP's similarity is 1 - height(LCA)/H.
 
 Binary codes tie often (a 16-bit code has 17 possible distances), so how ties are ordered moves the

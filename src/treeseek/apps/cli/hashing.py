@@ -176,7 +176,8 @@ def evaluate(
                                    "mAHP and nDCG), barz, deephash, pml or bertinetto."),
 ) -> None:
     """HPDH's protocol: mAP over the full ranking, mAHP@250, nDCG averaged over k = 1..100, and mAHP@250's
-    parts: precision@250 and the mean similarity of the other results."""
+    parts: precision@250 and the mean similarity of the other results (treeseek's definitions; --convention
+    hpdh for HPDH's own code's)."""
     get_convention(convention)
     hasher, names, tree, _ = load_hasher(hasher_dir)
     tree = load_taxonomy(taxonomy, names) if taxonomy is not None else tree
