@@ -135,11 +135,12 @@ class Tiling:
         return cls(first_group, segment.leaf_start[first_group], union_start, pairs % n_classes)
 
 
-def tile_bounds(segment: Segment, soft: SoftPosteriors, tiling: Tiling, heights: np.ndarray) -> np.ndarray:
-    """B (nq x T): no item of a tile has a hierarchy term below its bound (inf for empty tiles).
+def group_bounds(segment: Segment, soft: SoftPosteriors, tiling: Tiling, heights: np.ndarray) -> np.ndarray:
+    """B (nq x K, groups in leaf-rank order): no item of a group has a hierarchy term below its bound (inf for
+    empty groups); a tile's bound is the smallest of its groups'.
 
-    Per group l of the tile, min(v[l], floor_l v[l] + (1 - floor_l) mu), with mu the smallest v over the classes
-    other than their own leaf that the tile's items give weight to; the tile's bound is the smallest of these.
+    Per group l, min(v[l], floor_l v[l] + (1 - floor_l) mu), with mu the smallest v over the classes other than
+    their own leaf that the items of the group's tile give weight to.
     """
     own = heights[:, segment.tree.leaf_order]
     counts = np.diff(tiling.union_start)
@@ -153,7 +154,7 @@ def tile_bounds(segment: Segment, soft: SoftPosteriors, tiling: Tiling, heights:
     per_group = np.where(np.isinf(per_group), own, per_group)  # no other class: every item is one-hot
     bounds = np.minimum(own, soft.floors * own + (1.0 - soft.floors) * per_group) - BOUND_MARGIN
     bounds[:, np.diff(segment.leaf_start) == 0] = np.inf
-    return np.minimum.reduceat(bounds, tiling.first_group[:-1], axis=1)
+    return bounds
 
 
 def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, unit_queries: np.ndarray,
@@ -171,19 +172,19 @@ def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, uni
     heights = expected_heights(lca, query_classes, query_weights)
     workers = min(os.cpu_count() or 1, n_queries // MIN_QUERIES_PER_WORKER)
     if workers <= 1:
-        return _topk(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k)
+        return _GroupScan(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k).run()
     # Each thread's products run on one BLAS thread (numpy releases the GIL in them): BLAS's own threads gain
     # little on the small products a tile makes. When each tile is visited by a few queries only, a share of
     # queries per thread would read most tiles once per thread, and a tile's product is bound by memory: the
     # tiles of each round are shared among the threads instead (bench_scale.py, 1M items: about 1.1x).
     if n_queries < MIN_QUERIES_PER_TILE * (len(soft.tiling_[1].rows) - 1):
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            return _topk(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k, pool)
+            return _GroupScan(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k, pool, workers).run()
     # Otherwise queries are independent: a share of them per thread.
     shares = np.array_split(np.arange(n_queries), workers)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda rows: _topk(segment, soft, soft.tiling_[1], heights[rows], unit_queries[rows],
-                                                 alpha, k), shares))
+        parts = list(pool.map(lambda rows: _GroupScan(segment, soft, soft.tiling_[1], heights[rows],
+                                                      unit_queries[rows], alpha, k).run(), shares))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), sum(p[2] for p in parts)
 
 
@@ -193,38 +194,6 @@ def leaf_group_topk(segment: Segment, one_hot: SoftPosteriors, lca: np.ndarray, 
     D_cos + alpha * L[leaf(q), leaf(i)], the ranking of ``combined`` (or ``flat``, with the flat tree's L)."""
     leaves = np.asarray(query_leaves, np.int64)[:, None]
     return soft_group_topk(segment, one_hot, lca, unit_queries, leaves, np.ones(leaves.shape), alpha, k)
-
-
-def _topk(segment, soft, tiling, heights, unit_queries, alpha, k, pool=None):
-    n_queries = len(unit_queries)
-    best_keys, best_ids = no_candidates(n_queries, k)
-    queries = QueryBatch(unit_queries, 1.0 if segment.vectors.dtype != np.float16 else 1.0 + 2.0**-10)
-    bounds = alpha * tile_bounds(segment, soft, tiling, heights)
-    order = np.argsort(bounds, axis=1, kind="stable")
-    sorted_bounds = np.take_along_axis(bounds, order, axis=1)
-    rows_of = tiling.rows
-    sizes = np.diff(rows_of)
-    covered = np.cumsum(sizes[order], axis=1)  # items in a query's first j+1 tiles, in its order
-    done = np.zeros(n_queries, dtype=np.int64)  # tiles of each query scanned so far
-    budget = FIRST_ROUND_FACTOR * k
-    scored = 0
-    while True:
-        kth = best_keys[:, k - 1]
-        reachable = np.sum(~(kth[:, None] < sorted_bounds), axis=1)  # tiles whose bound does not exceed kth
-        already = np.where(done > 0, covered[np.arange(n_queries), np.maximum(done - 1, 0)], 0)
-        within_budget = np.sum(covered < (already + budget)[:, None], axis=1) + 1
-        until = np.minimum(reachable, np.maximum(within_budget, done + 1))
-        query_rows, positions = np.nonzero(np.arange(order.shape[1]) < until[:, None])
-        fresh = positions >= done[query_rows]
-        query_rows, groups = query_rows[fresh], order[query_rows[fresh], positions[fresh]]
-        if len(groups) == 0:
-            break
-        scored += _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids,
-                        pool)
-        done = np.maximum(done, until)
-        budget *= ROUND_GROWTH
-    best_ids[np.isinf(best_keys)] = MISSING_ID
-    return best_keys, best_ids, scored
 
 
 def _tiles(leaf_start: np.ndarray) -> np.ndarray:
@@ -239,58 +208,104 @@ def _tiles(leaf_start: np.ndarray) -> np.ndarray:
     return np.array(starts + [len(leaf_start) - 1], dtype=np.int64)
 
 
-def _scan(segment, soft, heights, queries, alpha, k, query_rows, rows_of, groups, best_keys, best_ids,
-          pool=None) -> int:
-    """Score every (query, tile) pair and merge into the running top-k in place; returns pairs scored.
+@dataclass
+class _GroupScan:
+    """One search of a batch of queries over a segment's tiles (see ``soft_group_topk``)."""
 
-    With a ``pool``, the tiles are shared among its threads: each tile is read once per round whoever needs it
-    (a tile product is bound by memory, not arithmetic), each thread keeps its own top-k, bounded by the one
-    at the start of the round, and the results are merged at its end. Their items are disjoint: a query scans a
-    tile once."""
-    by_group = np.argsort(groups, kind="stable")
-    query_rows, groups = query_rows[by_group], groups[by_group]
-    cuts = np.flatnonzero(np.diff(groups)) + 1
-    visits = list(zip(np.split(query_rows, cuts), groups[np.concatenate([[0], cuts])].tolist()))
-    workers = 1 if pool is None else pool._max_workers
-    if workers == 1 or len(visits) < 2 * workers:
-        return sum(_scan_tile(segment, soft, heights, queries, alpha, k, rows, rows_of, tile, best_keys, best_ids)
-                   for rows, tile in visits)
-    ceiling = best_keys[:, k - 1].copy()
+    segment: Segment
+    soft: SoftPosteriors
+    tiling: Tiling
+    heights: np.ndarray
+    unit_queries: np.ndarray
+    alpha: float
+    k: int
+    pool: ThreadPoolExecutor | None = None
+    workers: int = 1
 
-    def share(part):
-        keys, ids = no_candidates(len(best_keys), k)
-        return keys, ids, sum(_scan_tile(segment, soft, heights, queries, alpha, k, rows, rows_of, tile, keys, ids,
-                                         ceiling) for rows, tile in part)
+    def run(self) -> tuple[np.ndarray, np.ndarray, int]:
+        n_queries, k = len(self.unit_queries), self.k
+        best_keys, best_ids = no_candidates(n_queries, k)
+        row_norm = 1.0 if self.segment.vectors.dtype != np.float16 else 1.0 + 2.0**-10
+        self.queries = QueryBatch(self.unit_queries, row_norm)
+        self.bounds = self.alpha * group_bounds(self.segment, self.soft, self.tiling, self.heights)
+        bounds = np.minimum.reduceat(self.bounds, self.tiling.first_group[:-1], axis=1)
+        order = np.argsort(bounds, axis=1, kind="stable")
+        sorted_bounds = np.take_along_axis(bounds, order, axis=1)
+        covered = np.cumsum(np.diff(self.tiling.rows)[order], axis=1)  # items in a query's first j+1 tiles
+        done = np.zeros(n_queries, dtype=np.int64)  # tiles of each query scanned so far
+        budget = FIRST_ROUND_FACTOR * k
+        scored = 0
+        while True:
+            kth = best_keys[:, k - 1]
+            reachable = np.sum(~(kth[:, None] < sorted_bounds), axis=1)  # tiles whose bound does not exceed kth
+            already = np.where(done > 0, covered[np.arange(n_queries), np.maximum(done - 1, 0)], 0)
+            within_budget = np.sum(covered < (already + budget)[:, None], axis=1) + 1
+            until = np.minimum(reachable, np.maximum(within_budget, done + 1))
+            query_rows, positions = np.nonzero(np.arange(order.shape[1]) < until[:, None])
+            fresh = positions >= done[query_rows]
+            query_rows, tiles = query_rows[fresh], order[query_rows[fresh], positions[fresh]]
+            if len(tiles) == 0:
+                break
+            scored += self.scan(query_rows, tiles, best_keys, best_ids)
+            done = np.maximum(done, until)
+            budget *= ROUND_GROWTH
+        best_ids[np.isinf(best_keys)] = MISSING_ID
+        return best_keys, best_ids, scored
 
-    touched = np.unique(query_rows)
-    scored = 0
-    for keys, ids, part_scored in pool.map(share, [visits[w::workers] for w in range(workers)]):
-        best_keys[touched], best_ids[touched] = merge_smallest_k(best_keys[touched], best_ids[touched],
-                                                                 keys[touched], ids[touched], k)
-        scored += part_scored
-    return scored
+    def scan(self, query_rows, tiles, best_keys, best_ids) -> int:
+        """Score every (query, tile) pair and merge into the running top-k in place; returns pairs scored.
 
+        With a pool, the tiles are shared among its threads: each tile is read once per round whoever needs it
+        (a tile product is bound by memory, not arithmetic), each thread keeps its own top-k, bounded by the one
+        at the start of the round, and the results are merged at its end. Their items are disjoint: a query scans
+        a tile once."""
+        by_tile = np.argsort(tiles, kind="stable")
+        query_rows, tiles = query_rows[by_tile], tiles[by_tile]
+        cuts = np.flatnonzero(np.diff(tiles)) + 1
+        visits = list(zip(np.split(query_rows, cuts), tiles[np.concatenate([[0], cuts])].tolist()))
+        if self.pool is None or len(visits) < 2 * self.workers:
+            return sum(self.scan_tile(rows, tile, best_keys, best_ids) for rows, tile in visits)
+        ceiling = best_keys[:, self.k - 1].copy()
 
-def _scan_tile(segment, soft, heights, queries, alpha, k, rows, rows_of, tile, best_keys, best_ids,
-               ceiling=None) -> int:
-    start, end = int(rows_of[tile]), int(rows_of[tile + 1])
-    step = max(1, KEYS_PER_BLOCK // len(rows))
-    for lo in range(start, end, step):
-        hi = min(end, lo + step)
-        block_heights, classes, weights = heights[rows], soft.classes[lo:hi], soft.weights[lo:hi]
-        extra = alpha * _hierarchy_terms(block_heights, classes, weights)
+        def share(part):
+            keys, ids = no_candidates(len(best_keys), self.k)
+            return keys, ids, sum(self.scan_tile(rows, tile, keys, ids, ceiling) for rows, tile in part)
 
-        def exact_extra(pair_rows, pair_columns, block_heights=block_heights, classes=classes, weights=weights):
-            # Σ_j w_j v[c_j] in each item's own order: duplicates of an item get the same value anywhere
-            gathered = block_heights[pair_rows[:, None], np.asarray(classes[pair_columns], np.intp)]
-            return alpha * np.sum(gathered * np.asarray(weights[pair_columns], np.float64), axis=1)
+        touched = np.unique(query_rows)
+        scored = 0
+        for keys, ids, part_scored in self.pool.map(share, [visits[w :: self.workers] for w in range(self.workers)]):
+            best_keys[touched], best_ids[touched] = merge_smallest_k(best_keys[touched], best_ids[touched],
+                                                                     keys[touched], ids[touched], self.k)
+            scored += part_scored
+        return scored
 
-        alive = None if segment.alive is None else segment.alive[lo:hi]
-        best_keys[rows], best_ids[rows] = merge_scored_block(best_keys[rows], best_ids[rows], queries, rows,
-                                                             segment.vectors[lo:hi], extra, exact_extra,
-                                                             segment.ids[lo:hi], alive, k,
-                                                             None if ceiling is None else ceiling[rows])
-    return len(rows) * (end - start)
+    def scan_tile(self, rows, tile, best_keys, best_ids, ceiling=None) -> int:
+        """Score a tile for the queries ``rows``, from its first to its last group that any of them can still
+        use (a group's own bound is often far above its tile's); returns pairs scored."""
+        segment, k, alpha = self.segment, self.k, self.alpha
+        first, last = int(self.tiling.first_group[tile]), int(self.tiling.first_group[tile + 1])
+        kth = best_keys[rows, k - 1] if ceiling is None else np.minimum(best_keys[rows, k - 1], ceiling[rows])
+        useful = np.flatnonzero(np.any(self.bounds[rows, first:last] <= kth[:, None], axis=0))
+        if len(useful) == 0:
+            return 0
+        start, end = int(segment.leaf_start[first + useful[0]]), int(segment.leaf_start[first + useful[-1] + 1])
+        step = max(1, KEYS_PER_BLOCK // len(rows))
+        for lo in range(start, end, step):
+            hi = min(end, lo + step)
+            block_heights, classes, weights = self.heights[rows], self.soft.classes[lo:hi], self.soft.weights[lo:hi]
+            extra = alpha * _hierarchy_terms(block_heights, classes, weights)
+
+            def exact_extra(pair_rows, pair_columns, block_heights=block_heights, classes=classes, weights=weights):
+                # Σ_j w_j v[c_j] in each item's own order: duplicates of an item get the same value anywhere
+                gathered = block_heights[pair_rows[:, None], np.asarray(classes[pair_columns], np.intp)]
+                return alpha * np.sum(gathered * np.asarray(weights[pair_columns], np.float64), axis=1)
+
+            alive = None if segment.alive is None else segment.alive[lo:hi]
+            best_keys[rows], best_ids[rows] = merge_scored_block(best_keys[rows], best_ids[rows], self.queries, rows,
+                                                                 segment.vectors[lo:hi], extra, exact_extra,
+                                                                 segment.ids[lo:hi], alive, k,
+                                                                 None if ceiling is None else ceiling[rows])
+        return len(rows) * (end - start)
 
 
 def _hierarchy_terms(heights: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:
