@@ -28,7 +28,8 @@ def study(caltech_subset, tmp_path_factory):
     if not TAXONOMY.is_file():
         pytest.skip("../shared is not present")
     out = tmp_path_factory.mktemp("experiment")
-    report = run_experiment(ImageJob(caltech_subset, progress=False), out, taxonomy=TAXONOMY, grid=GRID, examples=2)
+    report = run_experiment(ImageJob(caltech_subset, progress=False), out, taxonomy=TAXONOMY, grid=GRID, examples=2,
+                            convention="barz")
     return out, report
 
 
@@ -60,6 +61,11 @@ def test_rows_match_the_harness_run_directly(study, caltech_subset):
     assert report["metrics"]["cosine"]["map@10"] == pytest.approx(direct.metrics["cosine"]["map@10"])
     assert report["metrics"]["ours, taxonomy hierarchy"]["mahp@250"] == \
         pytest.approx(direct.metrics["combined"]["mahp@250"])
+    as_barz = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),
+                                 FeatureSet(features[train], images.labels[train], names), methods=["combined"],
+                                 ks=(10,), taxonomy=tree, progress=False, convention="barz")
+    assert report["metrics_by_convention"]["barz"]["ours, taxonomy hierarchy"]["ahp@250"] == \
+        pytest.approx(as_barz.metrics["combined"]["ahp@250"])
 
 
 def test_the_html_report_is_self_contained(study):
@@ -70,6 +76,7 @@ def test_the_html_report_is_self_contained(study):
     for row, *_ in STUDY_ROWS:
         assert row.replace("&", "&amp;") in page
     assert "The whole validation grid" in page
+    assert "metrics as barz defines them" in page
     for name in ("map_at_k.png", "robustness.png", "hierarchy.png", "taxonomy.png", "example-0-cosine.png"):
         assert (out / name).is_file()
 
