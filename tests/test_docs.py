@@ -6,7 +6,7 @@ import pytest
 
 PUBLIC = ["treeseek.model", "treeseek.search.contract", "treeseek.search.memory_index", "treeseek.search.code_index",
           "treeseek.index.tree_index", "treeseek.codes.hpdh", "treeseek.codes.baselines",
-          "treeseek.evaluation.harness", "treeseek.apps.jobs.config"]
+          "treeseek.evaluation.harness", "treeseek.evaluation.conventions", "treeseek.apps.jobs.config"]
 
 
 @pytest.mark.parametrize("name", PUBLIC)

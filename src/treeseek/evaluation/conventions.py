@@ -47,6 +47,26 @@ def register_convention(cls: type["Convention"]) -> type["Convention"]:
 
 
 def get_convention(name: str) -> type["Convention"]:
+    """The convention registered as ``name``, or one ``TreeseekError`` line naming those there are.
+
+    Parameters
+    ----------
+    name : str
+        ``treeseek``, ``barz``, ``hpdh``, ``deephash``, ``pml`` or ``bertinetto``.
+
+    Returns
+    -------
+    type
+        Its ``Convention`` class: ``Convention(taxonomy, counts, leave_one_out)`` scores ``RankedBatch``es.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pml = get_convention("pml")(None, np.array([2, 1]), False)
+    >>> batch = RankedBatch(np.array([[0, 1, 0]]), np.array([0]), np.array([2]), None, None)
+    >>> float(pml.score("r_precision", batch, None).values[0])  # one of the first R = 2 ranks is relevant
+    0.5
+    """
     if name not in CONVENTIONS:
         raise TreeseekError(f"unknown metric convention '{name}'; choose from {', '.join(CONVENTIONS)}")
     return CONVENTIONS[name]
