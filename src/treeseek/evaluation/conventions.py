@@ -275,7 +275,7 @@ class Hpdh(Convention):
         return (table[:, None, :] == table[None, :, :]).sum(axis=2).astype(np.float64)
 
     def _mahp(self, batch, k):
-        matched = M._cut(self._on_ranked(self.matches, batch), k)
+        matched = self._on_ranked(self.matches, batch, M._cut(batch.labels, k))
         levels = self.taxonomy.given_level_labels.shape[1]
         ideal = self.ideal(self.matches, max(k, MAHP_K))[batch.query_labels, : matched.shape[1]]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -283,7 +283,7 @@ class Hpdh(Convention):
         return Score(np.where(matched.sum(axis=1) > 0, curve.mean(axis=1), 0.0))
 
     def _ndcg_mean(self, batch, k):
-        gains = M._cut(self._on_ranked(self.matches, batch), k)
+        gains = self._on_ranked(self.matches, batch, M._cut(batch.labels, k))
         ideal = self.ideal(self.matches, max(k, 100))[batch.query_labels, : gains.shape[1]]
         positions = np.arange(1, gains.shape[1] + 1)
         discount = np.where(positions <= 2, 1.0, 1.0 / np.log2(np.maximum(positions - 1, 2)))
@@ -328,7 +328,7 @@ class Bertinetto(Convention):
     families = {"severity": K | TAXONOMY, "hdist": K | TAXONOMY}
 
     def _heights(self, batch, k):
-        return M._cut(self._on_ranked(self.taxonomy.given_lca_heights, batch), k).astype(np.float64)
+        return self._on_ranked(self.taxonomy.given_lca_heights, batch, M._cut(batch.labels, k)).astype(np.float64)
 
     def _severity(self, batch, k):
         heights = self._heights(batch, k)
