@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--json")
     args = parser.parse_args()
-    results = [bench(int(n), 64, 200, 20) for n in args.sizes.split(",")]
+    results = [bench(int(n), 64, 1000, 20) for n in args.sizes.split(",")]
     report = {"machine": f"{platform.processor() or platform.machine()}, numpy {np.__version__}", "results": results}
     print(json.dumps(report, indent=2))
     if args.json:
