@@ -356,7 +356,8 @@ def _validated(parent: np.ndarray, names: list[str], n_leaves: int) -> np.ndarra
     if len(reachable) != n:
         stray = next(i for i in range(n) if i not in reachable)
         raise TreeseekError(f"hierarchy has a cycle through '{names[stray]}'")
-    childless_inner = [i for i in range(n_leaves, n) if i not in set(parent.tolist())]
+    parents = set(parent.tolist())
+    childless_inner = [i for i in range(n_leaves, n) if i not in parents]
     if childless_inner:
         raise TreeseekError(f"hierarchy: inner node '{names[childless_inner[0]]}' has no leaf below it")
     return parent
