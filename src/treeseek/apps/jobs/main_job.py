@@ -18,6 +18,7 @@ from treeseek.index.image_index import ImageIndex
 from treeseek.io.features import FeatureSet, save_features
 from treeseek.io.files import atomic_write_bytes, atomic_write_json
 from treeseek.model import DEFAULT_HIERARCHY, TreeseekModel
+from treeseek.search import METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
 
     result = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),
                                 FeatureSet(features[train], images.labels[train], names),
-                                ks=REPORT_KS, taxonomy=tax, progress=job.progress)
+                                methods=METHODS, ks=REPORT_KS, taxonomy=tax, progress=job.progress)  # what it serves
     plot_map_curves({m: result.curves[m] for m in ("cosine", "flat", "hierarchy", "combined", "soft")},
                     out / "map_at_k.png", "mAP@k on the held-out split")
     report = {
