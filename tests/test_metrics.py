@@ -53,7 +53,8 @@ def test_ndcg_and_severity_by_hand():
     assert M.ndcg_at_k(gain, ideal, 3)[0] == pytest.approx(expected)
     heights = np.array([[0, 2, 4], [3, 0, 0]])
     rel = np.array([[1, 0, 0], [0, 1, 1]], dtype=bool)
-    assert M.mistake_severity_at_k(heights, rel, 2) == (5.0, 2)  # mistakes: 2 (row 0), 3 (row 1)
+    totals, counts = M.mistake_severity_at_k(heights, rel, 2)  # mistakes: 2 (row 0), 3 (row 1)
+    assert totals.tolist() == [2.0, 3.0] and counts.tolist() == [1, 1]  # pooled: 5.0 over 2
 
 
 def test_map_curve_matches_pointwise_definition():

@@ -126,6 +126,7 @@ class Convention:
 
     def __init__(self, taxonomy: Hierarchy | None, counts: np.ndarray, leave_one_out: bool):
         self.taxonomy, self.counts, self.leave_one_out = taxonomy, np.asarray(counts), leave_one_out
+        self._ideals: dict[tuple[int, int], np.ndarray] = {}
 
     def metric_names(self, ks, full_ranking: bool = True, only=None) -> list[tuple[str, str, int | None]]:
         """(reported name, family, k) of everything this convention reports for the cut-offs ``ks`` (with its
@@ -168,13 +169,15 @@ class Convention:
         """Row c: the k largest ``matrix[c, label(i)]`` over the database, descending (the ideal ranking of a
         class-c query; in leave-one-out one item of class c, the query, is not there)."""
         key = (id(matrix), k)
-        cache = self.__dict__.setdefault("_ideals", {})
-        if key not in cache:
-            cache[key] = M.ideal_values(matrix, self.counts, k, self.leave_one_out)
-        return cache[key]
+        if key not in self._ideals:
+            self._ideals[key] = M.ideal_values(matrix, self.counts, k, self.leave_one_out)
+        return self._ideals[key]
 
-    def _on_ranked(self, matrix: np.ndarray, batch: RankedBatch, labels: np.ndarray | None = None) -> np.ndarray:
-        return matrix[batch.query_labels[:, None], batch.labels if labels is None else labels]
+    def _on_ranked(self, matrix: np.ndarray, batch: RankedBatch, k: int | None = None,
+                   labels: np.ndarray | None = None) -> np.ndarray:
+        """``matrix[query class, ranked class]`` over the top k of the ranking (all of ``labels`` if given)."""
+        ranked = (batch.labels if k is None else M._cut(batch.labels, k)) if labels is None else labels
+        return matrix[batch.query_labels[:, None], ranked]
 
 
 @register_convention
@@ -209,23 +212,22 @@ class Treeseek(Convention):
 
     def _mahp(self, batch, k):
         ideal = self.ideal(self.similarity, max(k, MAHP_K))[batch.query_labels]
-        return Score(M.average_hierarchical_precision(self._on_ranked(self.similarity, batch), ideal, k))
+        return Score(M.average_hierarchical_precision(self._on_ranked(self.similarity, batch, k), ideal, k))
 
     def _ndcg(self, batch, k):
         ideal = self.ideal(self.gains, max(k, MAHP_K))[batch.query_labels]
-        return Score(M.ndcg_at_k(self._on_ranked(self.gains, batch), ideal, k))
+        return Score(M.ndcg_at_k(self._on_ranked(self.gains, batch, k), ideal, k))
 
     def _severity(self, batch, k):
-        heights = M._cut(self._on_ranked(self.taxonomy.lca_heights, batch), k)
-        mistakes = ~M._cut(batch.relevant, k)
-        return Score(np.where(mistakes, heights, 0).sum(axis=1).astype(np.float64), mistakes.sum(axis=1))
+        heights = self._on_ranked(self.taxonomy.lca_heights, batch, k)
+        return Score(*M.mistake_severity_at_k(heights, batch.relevant, k))
 
     def _hd(self, batch, k):
-        return Score(M.hierarchical_distance_at_k(self._on_ranked(self.taxonomy.lca_heights, batch), k))
+        return Score(M.hierarchical_distance_at_k(self._on_ranked(self.taxonomy.lca_heights, batch, k), k))
 
     def _hap(self, batch, k):
         labels = batch.full_labels()
-        shared = self._on_ranked(self.taxonomy.shared_levels, batch, labels)
+        shared = self._on_ranked(self.taxonomy.shared_levels, batch, labels=labels)
         depth = self.taxonomy.depth[batch.query_labels]
         return Score(M.hierarchical_average_precision(M.pop_relevance(shared, depth)))
 
@@ -249,7 +251,7 @@ class Barz(Convention):
 
     def _curve(self, batch, k):
         ideal = self.ideal(self.similarity, max(k, MAHP_K))[batch.query_labels]
-        return M.hierarchical_precision_curve(self._on_ranked(self.similarity, batch), ideal, k)
+        return M.hierarchical_precision_curve(self._on_ranked(self.similarity, batch, k), ideal, k)
 
     def _hp(self, batch, k):
         return Score(self._curve(batch, k)[:, -1])
@@ -275,7 +277,7 @@ class Hpdh(Convention):
         return (table[:, None, :] == table[None, :, :]).sum(axis=2).astype(np.float64)
 
     def _mahp(self, batch, k):
-        matched = self._on_ranked(self.matches, batch, M._cut(batch.labels, k))
+        matched = self._on_ranked(self.matches, batch, k)
         levels = self.taxonomy.given_level_labels.shape[1]
         ideal = self.ideal(self.matches, max(k, MAHP_K))[batch.query_labels, : matched.shape[1]]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -283,7 +285,7 @@ class Hpdh(Convention):
         return Score(np.where(matched.sum(axis=1) > 0, curve.mean(axis=1), 0.0))
 
     def _ndcg_mean(self, batch, k):
-        gains = self._on_ranked(self.matches, batch, M._cut(batch.labels, k))
+        gains = self._on_ranked(self.matches, batch, k)
         ideal = self.ideal(self.matches, max(k, 100))[batch.query_labels, : gains.shape[1]]
         positions = np.arange(1, gains.shape[1] + 1)
         discount = np.where(positions <= 2, 1.0, 1.0 / np.log2(np.maximum(positions - 1, 2)))
@@ -328,7 +330,7 @@ class Bertinetto(Convention):
     families = {"severity": K | TAXONOMY, "hdist": K | TAXONOMY}
 
     def _heights(self, batch, k):
-        return self._on_ranked(self.taxonomy.given_lca_heights, batch, M._cut(batch.labels, k)).astype(np.float64)
+        return self._on_ranked(self.taxonomy.given_lca_heights, batch, k).astype(np.float64)
 
     def _severity(self, batch, k):
         heights = self._heights(batch, k)
@@ -336,7 +338,7 @@ class Bertinetto(Convention):
         return Score(np.where(wrong, heights.sum(axis=1), 0.0), np.where(wrong, heights.shape[1], 0))
 
     def _hdist(self, batch, k):
-        return Score(self._heights(batch, k).mean(axis=1))
+        return Score(M.hierarchical_distance_at_k(self._heights(batch, k), k))
 
 
 def aggregate(scores: list[Score]) -> float:

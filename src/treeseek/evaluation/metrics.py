@@ -116,10 +116,11 @@ def ndcg_at_k(gain: np.ndarray, ideal_gain: np.ndarray, k: int) -> np.ndarray:
     return _ratio(top @ discount, ideal_gain[:, : top.shape[1]].astype(np.float64) @ discount)
 
 
-def mistake_severity_at_k(lca_height: np.ndarray, relevant: np.ndarray, k: int) -> tuple[float, int]:
-    """(sum of LCA heights over mistakes in the top k, number of mistakes), to pool across batches."""
+def mistake_severity_at_k(lca_height: np.ndarray, relevant: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, (sum of LCA heights over the mistakes in the top k, number of mistakes): pooled over all
+    queries, their ratio is severity@k."""
     mistakes = ~_cut(relevant, k)
-    return float(_cut(lca_height, k)[mistakes].sum()), int(mistakes.sum())
+    return np.where(mistakes, _cut(lca_height, k), 0).sum(axis=1).astype(np.float64), mistakes.sum(axis=1)
 
 
 def average_precision_curve(
