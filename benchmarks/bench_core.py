@@ -69,7 +69,7 @@ def bench_search(branching, per_class, dim, n_queries, k, alpha, noise) -> dict:
     leaves, t_assign = timed(model.assign, X)
     query_leaves = model.assign(Q)
     index = MemoryIndex(model)
-    _, t_add = timed(index.add, X, known_leaves=leaves)  # placed above, by the same model
+    _, t_add = timed(index.add, X, known_labels=leaves)  # placed above, by the same model
     (d_fast, i_fast), t_fast = timed(index.search, Q, k, ranking=Ranking("combined", alpha=alpha))
     scored = index.scored_fraction_
     flat = faiss.IndexFlatIP(dim)  # the first competitor: plain FAISS, cosine, float32, the same threads

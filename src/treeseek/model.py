@@ -9,19 +9,23 @@ loadable model. Nothing is pickled.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from treeseek import __version__
+from treeseek.data.datasets import stratified_split
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.hierarchy.builders import make_builder
+from treeseek.hierarchy.subclass_tree import with_subclasses
 from treeseek.io.features import check_features
 from treeseek.io.files import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
 from treeseek.statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
 from treeseek.statistics.gaussians import top_posteriors
+from treeseek.statistics.subclasses import SubclassSplit, check_max_subclasses, split_classes
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,19 @@ MODEL_VERSION = 1
 DEFAULT_HIERARCHY = "average:8:cosine"
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
+NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
+NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value
+
+
+@dataclass(frozen=True)
+class Novelty:
+    """Per query: ``scores`` (smallest squared Mahalanobis distance to a known leaf), ``p_values`` (the share of
+    held-out known-class images that score at least as much; NaN for a model without calibration) and
+    ``flagged`` (no known class is close)."""
+
+    scores: np.ndarray
+    p_values: np.ndarray
+    flagged: np.ndarray
 
 
 class TreeseekModel:
@@ -61,7 +78,13 @@ class TreeseekModel:
     temperature : float
         Of the class posteriors p(c|x) that the ``soft`` ranking uses.
     top_m : int, optional
-        Keep only the m most probable classes of each posterior.
+        Keep only the m most probable leaves of each posterior.
+    subclasses : int
+        At most this many Gaussians per class, found by X-means (``statistics.subclasses``); a class split in
+        several becomes an inner node over one leaf per sub-class. 1: one Gaussian per class (the paper).
+    novelty_quantile : float
+        The share of held-out images of known classes whose out-of-distribution score passes as known: a query
+        scoring above it is flagged (``novelty``), and its results are ranked by the visual distance alone.
 
     Examples
     --------
@@ -84,6 +107,8 @@ class TreeseekModel:
         alpha: float = 1.0,
         temperature: float = DEFAULT_TEMPERATURE,
         top_m: int | None = DEFAULT_TOP_M,
+        subclasses: int = 1,
+        novelty_quantile: float = 0.95,
     ):
         self.variance = variance
         self.max_components = max_components
@@ -93,11 +118,13 @@ class TreeseekModel:
         self.alpha = alpha
         self.temperature = temperature  # of the class posteriors that the ``soft`` method ranks with
         self.top_m = top_m
+        self.subclasses = subclasses
+        self.novelty_quantile = novelty_quantile
 
     def get_params(self) -> dict:
         return {name: getattr(self, name) for name in
                 ("variance", "max_components", "covariance", "hierarchy", "threshold", "alpha",
-                 "temperature", "top_m")}
+                 "temperature", "top_m", "subclasses", "novelty_quantile")}
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "TreeseekModel":
         X = check_features(X, "training features")
@@ -106,6 +133,9 @@ class TreeseekModel:
             raise TreeseekError(f"training labels have shape {y.shape}, expected ({len(X)},)")
         if self.covariance not in COVARIANCE_MODELS:
             raise TreeseekError(f"covariance must be one of {', '.join(COVARIANCE_MODELS)}, got {self.covariance!r}")
+        check_max_subclasses(self.subclasses)
+        if not 0.0 < self.novelty_quantile < 1.0:
+            raise TreeseekError(f"novelty_quantile must lie in (0, 1), got {self.novelty_quantile}")
         n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
         names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(n_classes)]
         if y.min() < 0 or y.max() >= n_classes:
@@ -126,11 +156,17 @@ class TreeseekModel:
                            "nothing and PCA drops them", constant, X.shape[1])
         self.pca_ = VariancePCA(self.variance, self.max_components).fit(X)
         Z = self.pca_.transform(X)
-        self.gaussians_ = ClassGaussians(self.covariance).fit(Z, y, n_classes)
-        builder = make_builder(self.hierarchy, self.threshold, self.covariance).fit(Z, y, names)
-        self.hierarchy_: Hierarchy = builder.hierarchy_
+        split = split_classes(Z, y, n_classes, self.subclasses, class_names=names)
+        self.gaussians_ = ClassGaussians(self.covariance).fit(Z, split.labels, split.n_components)
+        builder = make_builder(self.hierarchy, self.threshold, self.covariance).fit(Z, y, names, split=split)
+        self.class_hierarchy_: Hierarchy = builder.hierarchy_
         # unnamed classes placed in a taxonomy by position take the taxonomy's names
-        self.class_names_ = names if class_names is not None else self.hierarchy_.names[:n_classes]
+        self.class_names_ = names if class_names is not None else self.class_hierarchy_.names[:n_classes]
+        self.leaf_class_ = split.component_class
+        self.hierarchy_: Hierarchy = with_subclasses(self.class_hierarchy_, split.component_class,
+                                                     split.names(self.class_names_))
+        self.novelty_reference_ = self._held_out_novelty(Z, split)
+        self.split_ = split  # the training rows' sub-classes: for tuning, not saved
         pca_dim = self.pca_.n_components_
         self.fit_info_ = {
             "n_train": int(len(X)),
@@ -140,11 +176,37 @@ class TreeseekModel:
             "tree_shape": [int(s) for s in getattr(builder, "shape_", self.hierarchy_.shape())],
             "tree_height": self.hierarchy_.max_height,
             "threshold": getattr(builder, "threshold_", None),
-            "train_leaf_accuracy": float(np.mean(self.gaussians_.assign(Z) == y)),
+            "train_leaf_accuracy": float(np.mean(self.leaf_class_[self.gaussians_.assign(Z)] == y)),
+            "subclasses": int(split.n_components),
+            "split_classes": [self.class_names_[c] for c in np.flatnonzero(np.bincount(split.component_class) > 1)],
+            "novelty_threshold": self.novelty_threshold_,
             # their covariances rest on shrinkage (or, with a single sample, on the pooled one)
             "classes_with_fewer_samples_than_dims": int(np.sum(np.bincount(y, minlength=n_classes) < pca_dim)),
         }
         return self
+
+    def with_class_hierarchy(self, class_hierarchy: Hierarchy, **params) -> "TreeseekModel":
+        """A model sharing this one's PCA, Gaussians and calibration over another tree of the same classes (the
+        validation searches compare trees this way); ``params`` change hyper-parameters that need no refit."""
+        model = TreeseekModel(**{**self.get_params(), **params})
+        model.__dict__.update({name: value for name, value in vars(self).items() if name.endswith("_")})
+        model.class_hierarchy_ = class_hierarchy
+        model.hierarchy_ = with_subclasses(class_hierarchy, self.leaf_class_, self.leaf_names_)
+        return model
+
+    def _held_out_novelty(self, Z: np.ndarray, split: SubclassSplit) -> np.ndarray | None:
+        """Out-of-distribution scores of held-out known-class samples (``NOVELTY_HOLDOUT`` of each sub-class,
+        scored by Gaussians fitted on the rest, in this model's PCA space), as sorted quantiles; sets the flag's
+        threshold at their ``novelty_quantile``. Without any class of two samples, the training scores serve."""
+        held = stratified_split(split.labels, NOVELTY_HOLDOUT, seed=0)
+        if held.any():
+            rest = ClassGaussians(self.covariance).fit(Z[~held], split.labels[~held], split.n_components)
+            scores = rest.mahalanobis(Z[held]).min(axis=1)
+        else:
+            scores = self.gaussians_.mahalanobis(Z).min(axis=1)
+        self.novelty_threshold_ = float(np.quantile(scores, self.novelty_quantile))
+        return np.quantile(scores, np.linspace(0.0, 1.0, NOVELTY_QUANTILES)) if len(scores) > NOVELTY_QUANTILES \
+            else np.sort(scores)
 
     # ------------------------------------------------------------------ usage
     @property
@@ -152,9 +214,18 @@ class TreeseekModel:
         return len(self.class_names_)
 
     @property
+    def n_leaves_(self) -> int:
+        """Leaves of the tree: the classes, or their sub-classes where a class was split."""
+        return self.hierarchy_.n_leaves
+
+    @property
+    def leaf_names_(self) -> list[str]:
+        return self.class_names_ if self.n_leaves_ == self.n_classes_ else self.hierarchy_.names[: self.n_leaves_]
+
+    @property
     def posterior_width_(self) -> int:
-        """How many classes ``place`` keeps per row: ``top_m``, or every class."""
-        return self.n_classes_ if self.top_m is None else min(int(self.top_m), self.n_classes_)
+        """How many leaves ``place`` keeps per row: ``top_m``, or every leaf."""
+        return self.n_leaves_ if self.top_m is None else min(int(self.top_m), self.n_leaves_)
 
     @property
     def input_dim_(self) -> int:
@@ -170,26 +241,57 @@ class TreeseekModel:
         return self.pca_.transform(self.check_dim(X, "features"))
 
     def assign(self, X: np.ndarray) -> np.ndarray:
-        """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4)."""
+        """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4): its class, or its sub-class."""
         return self.gaussians_.assign(self.transform(X))
 
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class of every row: that of its leaf."""
+        return self.leaf_class_[self.assign(X)]
+
+    def known_leaves(self, X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Leaf of every row whose class is known: the nearest sub-class of that class (the class's own leaf when
+        it was not split)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if self.n_leaves_ == self.n_classes_:
+            return labels.copy()
+        distances = self.gaussians_.mahalanobis(self.transform(X))
+        distances[self.leaf_class_[None, :] != labels[:, None]] = np.inf
+        return np.argmin(distances, axis=1)
+
     def posteriors(self, X: np.ndarray) -> np.ndarray:
-        """Class posteriors p(c | x) from the Gaussians, at the model's temperature (``soft`` method)."""
+        """Leaf posteriors p(l | x) from the Gaussians, at the model's temperature (``soft`` method)."""
         return self.gaussians_.posteriors(self.transform(X), self.temperature, self.top_m)
 
     def place(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(leaves, classes, weights)`` of every row from one pass over the Mahalanobis distances: the nearest
-        class (``assign``) and the posteriors of the ``top_m`` most probable classes, n x m by decreasing weight
+        leaf (``assign``) and the posteriors of the ``top_m`` most probable leaves, n x m by decreasing weight
         (``posteriors`` in sparse form)."""
         distances = self.gaussians_.mahalanobis(self.transform(X))
         classes, weights = top_posteriors(distances, self.temperature, self.top_m)
         return np.argmin(distances, axis=1), classes, weights
 
+    def novelty(self, X: np.ndarray) -> Novelty:
+        """How far every row is from every known class: the out-of-distribution score and its flag.
+
+        The score is the smallest squared Mahalanobis distance to a leaf's Gaussian (MAPLE's uncertainty); its
+        p-value is the share of held-out images of known classes that score at least as much; a row is flagged
+        when its score passes ``novelty_threshold_``, the held-out scores' ``novelty_quantile``.
+        """
+        scores = self.gaussians_.mahalanobis(self.transform(X)).min(axis=1)
+        reference = getattr(self, "novelty_reference_", None)
+        if reference is None:  # a model saved before the score was calibrated
+            return Novelty(scores, np.full(len(scores), np.nan), np.zeros(len(scores), dtype=bool))
+        p_values = 1.0 - np.searchsorted(reference, scores, side="left") / len(reference)
+        return Novelty(scores, p_values, scores > self.novelty_threshold_)
+
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays_name = save_named_arrays(directory, {**self.pca_.to_arrays(), **self.gaussians_.to_arrays()})
+        novelty = {} if self.novelty_reference_ is None else {
+            "novelty_reference": self.novelty_reference_, "novelty_threshold": np.asarray(self.novelty_threshold_)}
+        arrays_name = save_named_arrays(directory, {**self.pca_.to_arrays(), **self.gaussians_.to_arrays(),
+                                                    "leaf_class": self.leaf_class_, **novelty})
         atomic_write_json(directory / "model.json", {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
@@ -197,6 +299,7 @@ class TreeseekModel:
             "params": self.get_params(),
             "class_names": self.class_names_,
             "hierarchy": self.hierarchy_.to_dict(),
+            **({} if self.class_hierarchy_ is self.hierarchy_ else {"class_hierarchy": self.class_hierarchy_.to_dict()}),
             "arrays": arrays_name,
             "fit_info": self.fit_info_,
         })
@@ -220,10 +323,19 @@ class TreeseekModel:
             model.pca_ = VariancePCA.from_arrays(arrays, model.variance, model.max_components)
             model.gaussians_ = ClassGaussians.from_arrays(arrays, model.covariance)
             model.hierarchy_ = Hierarchy.from_dict(meta["hierarchy"])
+            model.class_hierarchy_ = Hierarchy.from_dict(meta["class_hierarchy"]) if "class_hierarchy" in meta \
+                else model.hierarchy_
             model.class_names_ = [str(n) for n in meta["class_names"]]
+            # models saved before sub-classes and the novelty score: one leaf per class, no calibration
+            model.leaf_class_ = np.asarray(arrays.get("leaf_class", np.arange(len(model.class_names_))), np.int64)
+            model.novelty_reference_ = arrays.get("novelty_reference")
+            model.novelty_threshold_ = float(arrays["novelty_threshold"]) if "novelty_threshold" in arrays else None
             model.fit_info_ = meta.get("fit_info", {})
         except (KeyError, TypeError) as exc:
             raise TreeseekError(f"{directory}/model.json is incomplete: missing {exc}") from None
-        if model.hierarchy_.n_leaves != model.n_classes_ or model.gaussians_.n_classes_ != model.n_classes_:
+        n_leaves = len(model.leaf_class_)
+        if model.hierarchy_.n_leaves != n_leaves or model.gaussians_.n_classes_ != n_leaves or \
+                model.class_hierarchy_.n_leaves != model.n_classes_ or \
+                (n_leaves and not 0 <= model.leaf_class_.min() <= model.leaf_class_.max() < model.n_classes_):
             raise TreeseekError(f"{directory}: hierarchy, Gaussians and class names disagree on the number of classes")
         return model

@@ -63,7 +63,7 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
                 entry["distance"] = float(distance)
             report.append({"query": plain_value(query_name), "results": entries})
         else:
-            report.append({"query": plain_value(query_name), "leaf": names[int(parts.query_leaves[q])],
+            report.append({"query": plain_value(query_name), "leaf": model.leaf_names_[int(parts.query_leaves[q])],
                            "results": parts.added(q, entries, distances[q], items, positions)})
     alpha = ranking.alpha_for(model) if model is not None else ranking.alpha
     return {"method": ranking.describe(), "alpha": alpha, "queries": report}
@@ -78,7 +78,7 @@ class _DistanceParts:
         self.soft_alpha = ranking.alpha_for(model) if ranking.distance_method == "soft" else None
 
     def added(self, q: int, entries: list[dict], distances: np.ndarray, items: dict, positions) -> list[dict]:
-        tree, names, leaf_q = self.model.hierarchy_, self.model.class_names_, int(self.query_leaves[q])
+        tree, names, leaf_q = self.model.hierarchy_, self.model.leaf_names_, int(self.query_leaves[q])
         cosine = cosine_distances(self.queries[q : q + 1], np.asarray(items["vectors"][positions]))[0] \
             if len(positions) else []
         for entry, position, distance, d_cos in zip(entries, positions, distances, cosine):

@@ -73,7 +73,7 @@ def features_target(model, database: FeatureSet, *, use_database_labels: bool = 
     if use_database_labels and labels is None:
         raise TreeseekError(f"{database.source}: --use-database-labels needs labels, and the file has none")
     index = MemoryIndex(model)
-    index.add(features, known_leaves=labels if use_database_labels else None)
+    index.add(features, known_labels=labels if use_database_labels else None)
     row_ids = database.row_ids()
 
     def lookup(rows: np.ndarray) -> dict:

@@ -121,12 +121,12 @@ def evaluate_retrieval(
     query_leaves = model.assign(query_x)
     if leave_one_out:
         db_x, db_y = query_x, query_y
-        db_leaves = query_y if use_database_labels else query_leaves
+        db_leaves = model.known_leaves(query_x, query_y) if use_database_labels else query_leaves
     else:
         db_x = model.check_dim(database.features, database.source)
         db_y = align_labels(FeatureSet(db_x, database.require_labels(), database.class_names, source=database.source),
                             model.class_names_)
-        db_leaves = db_y if use_database_labels else model.assign(db_x)
+        db_leaves = model.known_leaves(db_x, db_y) if use_database_labels else model.assign(db_x)
     n_db = len(db_x) - (1 if leave_one_out else 0)
     if n_db < 1:
         raise TreeseekError("leave-one-out needs at least two vectors")
@@ -135,7 +135,7 @@ def evaluate_retrieval(
     query_post = db_post = None
     if "soft" in methods or "crm" in methods:
         query_post = model.posteriors(query_x)
-        db_post = np.eye(n_classes)[db_y] if use_database_labels else \
+        db_post = np.eye(model.n_leaves_)[db_leaves] if use_database_labels else \
             (query_post if leave_one_out else model.posteriors(db_x))
     counts = np.bincount(db_y, minlength=n_classes)
     n_relevant = counts[query_y] - (1 if leave_one_out else 0)
@@ -183,14 +183,14 @@ def evaluate_retrieval(
         "n_queries": int(len(query_x)),
         "n_database": int(n_db),
         "alpha": alpha,
-        "query_leaf_accuracy": float(np.mean(query_leaves == query_y)),
+        "query_leaf_accuracy": float(np.mean(model.leaf_class_[query_leaves] == query_y)),
         "queries_without_relevant": int(np.sum(n_relevant == 0)),
         "database_leaves": "labels" if use_database_labels else "mahalanobis",
         "convention": convention,
     }
     if taxonomy is not None:  # how well the model's tree agrees with the evaluation taxonomy
         info["tree_shape"] = model.hierarchy_.shape()
-        info["taxonomy_agreement"] = lca_agreement(model.hierarchy_, taxonomy)
+        info["taxonomy_agreement"] = lca_agreement(model.class_hierarchy_, taxonomy)
     return EvaluationResult(results, curves, info)
 
 

@@ -26,6 +26,7 @@ from treeseek.hierarchy.builders import lca_agreement, make_builder
 from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
 from treeseek.statistics import ClassGaussians, VariancePCA
+from treeseek.statistics.subclasses import MIN_SUBCLASS_SIZE
 
 DEFAULT_GRID = {
     "max_components": [64, 128, 256, None],  # None: as many as 95% of the variance needs
@@ -85,7 +86,8 @@ def select_parameters(
                 model = TreeseekModel(0.95, max_components=cap, covariance=covariance, hierarchy=hierarchy,
                                       threshold=spec)
                 model.pca_, model.gaussians_, model.hierarchy_ = pca, gaussians, builder.hierarchy_
-                model.class_names_ = list(class_names)
+                model.class_names_, model.class_hierarchy_ = list(class_names), builder.hierarchy_
+                model.leaf_class_ = np.arange(n_classes)
                 for alpha in grid["alpha"]:
                     result = evaluate_retrieval(model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y),
                                                 methods=[method], alpha=alpha, ks=(10,), progress=False,
@@ -151,11 +153,9 @@ def select_ranking(
     base = TreeseekModel(**{**(params or {}), "hierarchy": "visual"}).fit(fit_x, fit_y, class_names)
     results = []
     for kind in grid["hierarchy"]:
-        model = TreeseekModel(**{**base.get_params(), "hierarchy": kind})
-        model.pca_, model.gaussians_, model.class_names_ = base.pca_, base.gaussians_, base.class_names_
-        builder = make_builder(kind, model.threshold, model.covariance).fit(base.pca_.transform(fit_x), fit_y,
-                                                                            list(class_names))
-        model.hierarchy_ = builder.hierarchy_
+        builder = make_builder(kind, base.threshold, base.covariance).fit(base.pca_.transform(fit_x), fit_y,
+                                                                          list(class_names), split=base.split_)
+        model = base.with_class_hierarchy(builder.hierarchy_, hierarchy=kind)
         agreement = lca_agreement(model.hierarchy_, taxonomy) if taxonomy is not None else None
         for temperature in grid["temperature"]:
             method = "soft" if temperature > 0 else "combined"
@@ -175,3 +175,49 @@ def select_ranking(
     split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
              "n_validation_queries": int(len(val_rows)), "metric": metric}
     return Selection(chosen, best[metric], results, split, best["method"])
+
+
+DEFAULT_MAX_SUBCLASSES = 4  # the most X-means may split a class into, when sub-classes are on
+
+
+def select_subclasses(
+    X: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str],
+    params: dict | None = None,
+    *,
+    method: str = "soft",
+    candidates: Sequence[int] = (1, DEFAULT_MAX_SUBCLASSES),
+    taxonomy: Hierarchy | None = None,
+    validation_fraction: float = 0.25,
+    max_queries: int = 2000,
+    seed: int = 0,
+) -> Selection:
+    """Whether classes are split into sub-class Gaussians (``--subclasses auto``), chosen on a validation split.
+
+    Each candidate maximum (1: off) is fitted with ``params`` on the fitting part and scored by ``method`` with
+    the validation images as queries: mAHP@250 against ``taxonomy`` when given, else mAP@10. A split is kept
+    only when it scores strictly higher than the model without; when no class is large enough to split, the
+    answer is 1 without a search.
+    """
+    is_val, val_rows = validation_split(y, validation_fraction, max_queries, seed)
+    fit_x, fit_y = X[~is_val], y[~is_val]
+    queries, database = FeatureSet(X[val_rows], y[val_rows]), FeatureSet(fit_x, fit_y)
+    metric = "mahp@250" if taxonomy is not None else SELECTION_METRIC
+    counts = np.bincount(fit_y, minlength=len(class_names))
+    results = []
+    for maximum in sorted(set(candidates)):
+        if maximum > 1 and counts.max() < 2 * MIN_SUBCLASS_SIZE:
+            continue
+        model = TreeseekModel(**{**(params or {}), "subclasses": int(maximum)}).fit(fit_x, fit_y, class_names)
+        result = evaluate_retrieval(model, queries, database, methods=[method], ks=(10,), taxonomy=taxonomy,
+                                    progress=False, full_ranking=False)
+        results.append({"subclasses": int(maximum), "leaves": model.n_leaves_,
+                        "split_classes": len(model.fit_info_["split_classes"]),
+                        "val_leaf_accuracy": result.info["query_leaf_accuracy"],
+                        **{m: result.metrics[method][m] for m in (SELECTION_METRIC, "mahp@250")
+                           if m in result.metrics[method]}})
+    best = max(results, key=lambda r: (np.nan_to_num(r[metric], nan=-1.0), -r["subclasses"]))
+    split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
+             "n_validation_queries": int(len(val_rows)), "metric": metric}
+    return Selection({**(params or {}), "subclasses": best["subclasses"]}, best[metric], results, split, method)

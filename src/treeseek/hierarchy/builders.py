@@ -18,6 +18,8 @@ from treeseek.hierarchy.name_semantics import BUNDLED_MODEL, NAME_TEMPLATE, name
 from treeseek.hierarchy.taxonomy_io import load_taxonomy
 from treeseek.hierarchy.tree import Hierarchy
 from treeseek.statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
+from treeseek.statistics.bhattacharyya import mixture_bhattacharyya_coefficient
+from treeseek.statistics.subclasses import SubclassSplit
 
 
 def parse_threshold(text: str) -> float | str:
@@ -93,18 +95,24 @@ class VisualHierarchyBuilder:
         self.covariance = covariance
         self.max_levels = max_levels
 
-    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "VisualHierarchyBuilder":
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None, *,
+            split: SubclassSplit | None = None) -> "VisualHierarchyBuilder":
+        """``split``: classes that are mixtures of sub-class Gaussians; groups are then mixtures of their
+        classes' sub-classes, and overlap as ``mixture_bhattacharyya_coefficient`` bounds it."""
         y = np.asarray(y)
         n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
         names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
         group = np.arange(n_classes)
         levels: list[np.ndarray] = []
+        parts = _parts(X, split, self.covariance)
         for level in range(self.max_levels):
             n_groups = int(group.max()) + 1
             if n_groups == 1:
                 break
-            gaussians = ClassGaussians(self.covariance).fit(X, group[y], n_groups)
-            bc = bhattacharyya_coefficient(gaussians)
+            if parts is None:  # each group one Gaussian, re-estimated from its pooled features (the paper)
+                bc = bhattacharyya_coefficient(ClassGaussians(self.covariance).fit(X, group[y], n_groups))
+            else:
+                bc = mixture_bhattacharyya_coefficient(parts, group[split.component_class], n_groups)
             if level == 0:
                 self.bc_ = bc
                 self.threshold_ = resolve_threshold(bc, self.threshold)
@@ -150,7 +158,10 @@ class LinkageHierarchyBuilder:
         self.method, self.levels, self.covariance, self.distance = method, levels, covariance, distance
         self.names_weight, self.name_model, self.name_template = names_weight, name_model, name_template
 
-    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "LinkageHierarchyBuilder":
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None, *,
+            split: SubclassSplit | None = None) -> "LinkageHierarchyBuilder":
+        """``split``: classes that are mixtures of sub-class Gaussians; their Bhattacharyya distance is then
+        ``-log`` of ``mixture_bhattacharyya_coefficient`` (distances between class means do not change)."""
         if self.method not in LINKAGES:
             raise TreeseekError(f"linkage must be one of {', '.join(LINKAGES)}, got {self.method!r}")
         if self.distance not in CLASS_DISTANCES:
@@ -173,8 +184,10 @@ class LinkageHierarchyBuilder:
             self.shape_ = [1]
             return self
         gaussians = ClassGaussians(self.covariance).fit(X, y, n_classes)
+        parts = _parts(X, split, self.covariance)
         if self.distance == "bhattacharyya":
-            distances = bhattacharyya_distance(gaussians)
+            distances = bhattacharyya_distance(gaussians) if parts is None else \
+                -np.log(mixture_bhattacharyya_coefficient(parts, split.component_class, n_classes))
             np.fill_diagonal(distances, 0.0)
             condensed = squareform(np.maximum(distances, 0.0), checks=False)
         else:
@@ -209,6 +222,13 @@ def _mixed(visual: np.ndarray, names: np.ndarray, names_weight: float) -> np.nda
     return (1.0 - names_weight) * scaled(visual) + names_weight * scaled(names)
 
 
+def _parts(X: np.ndarray, split: SubclassSplit | None, covariance: str) -> ClassGaussians | None:
+    """The sub-class Gaussians when some class is a mixture, else None (every class one Gaussian)."""
+    if split is None or split.is_whole():
+        return None
+    return ClassGaussians(covariance).fit(X, split.labels, split.n_components)
+
+
 def lca_agreement(tree: Hierarchy, other: Hierarchy) -> float:
     """Pearson correlation of normalised LCA heights over all class pairs (a cophenetic correlation)."""
     upper = np.triu_indices(tree.n_leaves, k=1)
@@ -224,7 +244,9 @@ class TaxonomyHierarchyBuilder:
     def __init__(self, path: str):
         self.path = path
 
-    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "TaxonomyHierarchyBuilder":
+    def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None, *,
+            split: SubclassSplit | None = None) -> "TaxonomyHierarchyBuilder":
+        """``split`` changes nothing: the taxonomy is over classes."""
         hierarchy = load_taxonomy(self.path, class_names)
         n_labels = int(np.max(y)) + 1
         if hierarchy.n_leaves < n_labels:

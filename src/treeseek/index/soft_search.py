@@ -89,4 +89,4 @@ def segment_vectors(stored: StoredSegment, model: TreeseekModel, factor: np.ndar
     unit = np.asarray(stored.segment.vectors[rows], dtype=np.float64)
     if hard:
         return augment_leaves(unit, stored.segment.leaves[rows], factor)
-    return augment(unit, ready_soft(stored, model).dense(rows, model.n_classes_), factor)
+    return augment(unit, ready_soft(stored, model).dense(rows, model.n_leaves_), factor)

@@ -61,6 +61,7 @@ class MemoryIndex:
         self.ids_ = np.zeros(0, dtype=np.int64)
         self.leaves_ = np.zeros(0, dtype=np.int64)
         self.known_ = np.zeros(0, dtype=bool)  # items placed at a known leaf (one-hot posterior)
+        self.labels_ = np.zeros(0, dtype=np.int64)  # their classes (-1: unknown)
         # the level-by-level rankings' structure takes items as they come; the soft one is built on its first search
         self._tree_index = HierarchicalIndex(model.hierarchy_, backend=backend, **backend_params)
         self._soft: SoftPosteriors | None = None
@@ -73,7 +74,7 @@ class MemoryIndex:
     def __len__(self) -> int:
         return len(self.ids_)
 
-    def add(self, X: np.ndarray, ids=None, *, known_leaves=None) -> np.ndarray:
+    def add(self, X: np.ndarray, ids=None, *, known_labels=None) -> np.ndarray:
         """Add raw feature rows; returns their ids.
 
         Parameters
@@ -82,8 +83,9 @@ class MemoryIndex:
             Raw features, as the model was fitted on.
         ids : array of n int, optional
             Their ids (default: the next n integers).
-        known_leaves : array of n int, optional
-            Place the items at these leaves (their known classes) instead of the model's assignment.
+        known_labels : array of n int, optional
+            The items' known classes: each is placed at its class's leaf (the nearest of its sub-classes) instead
+            of the model's assignment.
         """
         X = self.model.check_dim(X, "added features")
         n = len(X)
@@ -95,16 +97,18 @@ class MemoryIndex:
                 raise TreeseekError(f"got {ids.size} ids for {n} items")
             if len(np.unique(np.concatenate([self.ids_, ids]))) != self.ntotal + n:
                 raise TreeseekError("item ids must be unique")
-        if known_leaves is None:
-            leaves, known = self.model.assign(X), np.zeros(n, dtype=bool)
+        if known_labels is None:
+            leaves, known, labels = self.model.assign(X), np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
         else:
-            leaves, known = np.asarray(known_leaves, dtype=np.int64), np.ones(n, dtype=bool)
-            if leaves.shape != (n,) or (n and (leaves.min() < 0 or leaves.max() >= self.model.n_classes_)):
-                raise TreeseekError(f"known leaves must be n class indices in [0, {self.model.n_classes_})")
+            labels, known = np.asarray(known_labels, dtype=np.int64), np.ones(n, dtype=bool)
+            if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= self.model.n_classes_)):
+                raise TreeseekError(f"known labels must be n class indices in [0, {self.model.n_classes_})")
+            leaves = self.model.known_leaves(X, labels)
         self.features_ = X if self.ntotal == 0 else np.vstack([self.features_, X])  # no copy of a first batch
         self.ids_ = np.concatenate([self.ids_, ids])
         self.leaves_ = np.concatenate([self.leaves_, leaves])
         self.known_ = np.concatenate([self.known_, known])
+        self.labels_ = np.concatenate([self.labels_, labels])
         self._tree_index.add(X, leaves, ids)
         self._soft = None
         return ids
@@ -120,7 +124,7 @@ class MemoryIndex:
         rows = order[where]
         features = self.features_[rows]
         return {"vectors": normalize_rows(features), "norms": np.linalg.norm(features, axis=1),
-                "leaves": self.leaves_[rows], "labels": np.where(self.known_[rows], self.leaves_[rows], -1),
+                "leaves": self.leaves_[rows], "labels": self.labels_[rows],
                 "sources": [""] * len(ids)}
 
     def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),

@@ -59,3 +59,22 @@ def _full(means: np.ndarray, covs: np.ndarray) -> np.ndarray:
         logdet = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
         out[i, others] = quad + 0.5 * (logdet - 0.5 * (own_logdet[i] + own_logdet[others]))
     return out + out.T
+
+
+def mixture_bhattacharyya_coefficient(gaussians: ClassGaussians, component_class: np.ndarray,
+                                      n_classes: int) -> np.ndarray:
+    """Overlap between classes that are mixtures of the Gaussians ``gaussians`` (one per sub-class).
+
+    The Bhattacharyya coefficient of two mixtures has no closed form; this is the standard upper bound
+    ``sum_ij sqrt(w_i v_j) BC(a_i, b_j)`` (the square root of a sum is at most the sum of the square roots),
+    capped at 1, with each sub-class weighed by its share of its class's training samples. A class of one
+    Gaussian gives exactly ``bhattacharyya_coefficient``.
+    """
+    component_class = np.asarray(component_class, dtype=np.int64)
+    weights = gaussians.counts_ / np.bincount(component_class, weights=gaussians.counts_, minlength=n_classes)[
+        component_class]
+    membership = np.zeros((n_classes, len(component_class)))
+    membership[component_class, np.arange(len(component_class))] = np.sqrt(weights)
+    overlap = np.minimum(membership @ bhattacharyya_coefficient(gaussians) @ membership.T, 1.0)
+    np.fill_diagonal(overlap, 1.0)
+    return overlap

@@ -7,7 +7,20 @@ from typing import Optional
 import typer
 
 from treeseek.apps.jobs.config import ImageJob
+from treeseek.errors import TreeseekError
 from treeseek.model import DEFAULT_HIERARCHY
+
+SUBCLASSES_HELP = ("Split classes that are not one Gaussian into sub-classes (X-means): off, auto (kept only when "
+                   "the validation split gains), or the most parts per class.")
+
+
+def parse_subclasses(text: str) -> int | str:
+    """``--subclasses``: ``off`` (1), ``auto``, or the most sub-classes per class."""
+    if text in ("off", "auto"):
+        return 1 if text == "off" else "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise TreeseekError(f"--subclasses must be off, auto or an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def _split_files(text: Optional[str]) -> list[str]:
@@ -30,13 +43,17 @@ def run(
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     quick: bool = typer.Option(False, help="A small validation grid (for tries and tests)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    subclasses: str = typer.Option("auto", help=SUBCLASSES_HELP),
 ) -> None:
     """The main job: features, a model tuned on a validation split, an index, a report and pictures."""
     from treeseek.apps.jobs.main_job import run_main_job
 
+    most = parse_subclasses(subclasses)
+
     job = ImageJob(source, dataset, _split_files(split_files), classes, per_class, backbone=backbone, weights=weights,
                    batch_size=batch_size, progress=progress)
-    run_main_job(job, out, taxonomy=taxonomy, grid=QUICK_GRID if quick else None, hierarchy=hierarchy)
+    run_main_job(job, out, taxonomy=taxonomy, grid=QUICK_GRID if quick else None, hierarchy=hierarchy,
+                 subclasses=most)
     typer.echo((out / "report.md").read_text())
 
 

@@ -19,13 +19,14 @@ from treeseek.apps.cli.engine import (
     milvus_target,
 )
 from treeseek.apps.cli.hashing import hash_app
-from treeseek.apps.cli.images import experiment, run, train
+from treeseek.apps.cli.images import SUBCLASSES_HELP, experiment, parse_subclasses, run, train
 from treeseek.apps.cli.index import index_app
 from treeseek.apps.cli.search import search
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.harness import EVALUATION_METHODS
+from treeseek.evaluation.tuning import select_subclasses
 from treeseek.hierarchy import Hierarchy, load_taxonomy, save_hierarchy
 from treeseek.hierarchy.builders import lca_agreement, parse_threshold
 from treeseek.io.features import load_features, save_features
@@ -76,11 +77,23 @@ def fit(
     covariance: str = typer.Option("tied", help="Gaussian covariance model: tied, full or diag."),
     alpha: float = typer.Option(1.0, help="Default weight of the hierarchy term."),
     plot: bool = typer.Option(True, help="Also write hierarchy.png and hierarchy.nwk into the model directory."),
+    subclasses: str = typer.Option("off", help=SUBCLASSES_HELP),
 ) -> None:
     """Fit PCA, class Gaussians and a hierarchy on training features."""
+    most = parse_subclasses(subclasses)
     data = load_features(train)
-    model = TreeseekModel(variance, max_components=max_dim, covariance=covariance, hierarchy=hierarchy,
-                          threshold=parse_threshold(threshold), alpha=alpha)
+    params = {"variance": variance, "max_components": max_dim, "covariance": covariance, "hierarchy": hierarchy,
+              "threshold": parse_threshold(threshold), "alpha": alpha}
+    if most == "auto":
+        if data.labels is None:
+            raise TreeseekError(f"{train}: the training features need labels")
+        chosen = select_subclasses(data.features, data.labels, data.class_names or
+                                   [str(i) for i in range(int(data.labels.max()) + 1)], params)
+        typer.echo("sub-classes on validation: " + ", ".join(
+            f"at most {row['subclasses']} per class -> {chosen.split['metric']} {row[chosen.split['metric']]:.4f}"
+            for row in chosen.grid))
+        most = chosen.params["subclasses"]
+    model = TreeseekModel(**params, subclasses=most)
     model.fit(data.features, data.labels, data.class_names)
     model.save(out)
     info = model.fit_info_
@@ -92,6 +105,9 @@ def fit(
     threshold_text = "" if info["threshold"] is None else f", t = {info['threshold']:.3g}"
     typer.echo(f"  hierarchy ({hierarchy}{threshold_text}): groups per level {info['tree_shape']}, height {info['tree_height']}")
     typer.echo(f"  training leaf accuracy (Mahalanobis, {covariance}): {info['train_leaf_accuracy']:.1%}")
+    if info["split_classes"]:
+        typer.echo(f"  sub-classes: {len(info['split_classes'])} classes split by X-means, {info['subclasses']} leaves "
+                   f"({', '.join(info['split_classes'][:5])}{', ...' if len(info['split_classes']) > 5 else ''})")
     small = info["classes_with_fewer_samples_than_dims"]
     if small and covariance != "tied":
         typer.echo(f"  note: {small} classes have fewer samples than the {info['pca_dim']} PCA dimensions; their "

@@ -153,7 +153,7 @@ def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
         "selection": {"chosen": chosen, "score": selection.score, "split": selection.split,
                       "grid_points": len(selection.grid)},
         "tree_shapes": {key: model.fit_info_["tree_shape"] for key, model in models.items()},
-        "query_leaf_accuracy": float(np.mean(models["visual"].assign(Q) == yq)),
+        "query_leaf_accuracy": float(np.mean(models["visual"].predict(Q) == yq)),
         "metrics": clean, "metrics_by_convention": as_convention, "robustness": robustness,
         "map_curves": {row: [float(v) for v in curve] for row, curve in curves.items()},
     }

@@ -12,7 +12,7 @@ from treeseek.apps.jobs.config import ImageJob
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
 from treeseek.embed.extraction import extract_features
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.evaluation.tuning import select_parameters
+from treeseek.evaluation.tuning import select_parameters, select_subclasses
 from treeseek.hierarchy import load_taxonomy, save_hierarchy
 from treeseek.index.image_index import ImageIndex
 from treeseek.io.features import FeatureSet, save_features
@@ -27,7 +27,7 @@ SOFT_GRID = {"alpha": [1.0, 2.0, 4.0, 8.0, 16.0]}
 
 
 def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None, grid: dict | None = None,
-                 hierarchy: str = DEFAULT_HIERARCHY) -> dict:
+                 hierarchy: str = DEFAULT_HIERARCHY, subclasses: int | str = "auto") -> dict:
     """Features, a model tuned on a validation split, an index, a report and pictures, written to ``out``.
 
     Parameters
@@ -42,6 +42,9 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
         The validation grid (default: the full one).
     hierarchy : str
         The tree builder, as in 'treeseek fit'.
+    subclasses : int or "auto"
+        The most sub-class Gaussians per class (1: none); ``auto`` splits classes only when the validation
+        split gains (``select_subclasses``).
 
     Returns
     -------
@@ -72,6 +75,12 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
     selection = select_parameters(features[train], images.labels[train], names, {**SOFT_GRID, **(grid or {})},
                                   seed=job.seed, hierarchy=hierarchy, method="soft")
     chosen = selection.params
+    if subclasses == "auto":
+        split_choice = select_subclasses(features[train], images.labels[train], names, chosen, seed=job.seed)
+        chosen = split_choice.params
+        selection.grid.extend({"step": "subclasses", **row} for row in split_choice.grid)
+    else:
+        chosen = {**chosen, "subclasses": int(subclasses)}
     logger.info(f"validation search ({len(selection.grid)} points, {time.perf_counter() - started:.0f} s): {chosen} "
                 f"-> {selection.split['metric']} {selection.score:.4f}")
     atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,

@@ -48,9 +48,10 @@ def item(item_id: ItemId, live: LiveIndex = Depends(current_index), server: Serv
     """An item's class (when labelled), leaf and source."""
     require_item(live, item_id)
     found = live.index.items([item_id])
-    names = live.index.model.class_names_
+    model = live.index.model
     label = int(found["labels"][0])
-    return {"id": item_id, "class": names[label] if label >= 0 else None, "leaf": names[int(found["leaves"][0])],
+    return {"id": item_id, "class": model.class_names_[label] if label >= 0 else None,
+            "leaf": model.leaf_names_[int(found["leaves"][0])],
             "source": shown(live, found["sources"][0], server), "image_url": image_url(live, item_id)}
 
 
