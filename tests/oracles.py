@@ -133,11 +133,29 @@ def stored_items(index) -> dict:
             "labels": labels[order]}
 
 
+def novel(model, Q: np.ndarray) -> np.ndarray:
+    """Whether each query is flagged as far from every known class: its smallest squared Mahalanobis distance to
+    a leaf's Gaussian (scipy, from the fitted PCA and tied covariance) beyond the model's calibrated threshold."""
+    from scipy.spatial.distance import cdist
+
+    assert model.covariance == "tied"
+    Z = (np.asarray(Q, np.float64) - model.pca_.mean_) @ model.pca_.components_.T
+    VI = np.linalg.inv(model.gaussians_.covariances_)
+    return (cdist(Z, model.gaussians_.means_, "mahalanobis", VI=VI) ** 2).min(axis=1) > model.novelty_threshold_
+
+
 def index_ranking(index, Q: np.ndarray, k: int, method: str = "combined", alpha: float | None = None,
-                  added: np.ndarray | None = None):
+                  added: np.ndarray | None = None, served: bool = False):
     """The exact top-k of a TreeIndex's live items by ``method``: queries at the model's leaves (soft: its
     posteriors, items' from ``added``, the features as added, row = id, or else their stored vectors restored to
-    their lengths)."""
+    their lengths). ``served``: as the command line and the server rank, where a query far from every known
+    class (``novel``) is ranked by cosine alone."""
+    if served:
+        flagged = novel(index.model, Q)
+        D, I = index_ranking(index, Q, k, method, alpha, added)
+        if flagged.any():
+            D[flagged], I[flagged] = index_ranking(index, Q[flagged], k, "cosine")
+        return D, I
     model, items = index.model, stored_items(index)
     alpha = model.alpha if alpha is None else alpha
     tree = model.hierarchy_

@@ -65,12 +65,12 @@ def test_feature_search_equals_the_brute_force_formulas(planted, feature_index):
     response = post_features(client, Q, k=10, alpha=2.0, method="combined")
     assert response.status_code == 200, response.text
     ids, distances = hits(response.json())
-    expected_D, expected_ids = index_ranking(index, Q, 10, alpha=2.0)
+    expected_D, expected_ids = index_ranking(index, Q, 10, alpha=2.0, served=True)
     assert np.array_equal(ids, expected_ids) and np.allclose(distances, expected_D)
     report = post_features(client, Q, k=10, alpha=2.0).json()  # soft leaves by default
     assert report["method"] == "soft" and report["alpha"] == 2.0
     ids, distances = hits(report)
-    expected_D, expected_ids = index_ranking(index, Q, 10, "soft", 2.0)
+    expected_D, expected_ids = index_ranking(index, Q, 10, "soft", 2.0, served=True)
     assert np.allclose(distances, expected_D, atol=1e-5)
     assert np.mean(ids == expected_ids) > 0.99  # float32 may swap near-equal neighbours
     first = report["queries"][0]
@@ -93,7 +93,7 @@ def test_more_like_an_item_equals_the_brute_force_ranking_without_the_item(plant
         report = answer.json()
         assert report["queries"][0]["query"] == f"item {own}" and report["method"] == "combined"
         ids, distances = hits(report)
-        expected_D, expected_ids = index_ranking(index, query, 7, alpha=2.0)
+        expected_D, expected_ids = index_ranking(index, query, 7, alpha=2.0, served=True)
         expected_ids, expected_D = without_self(expected_ids[0], expected_D[0], own, 6)
         assert np.array_equal(ids[0], expected_ids) and np.allclose(distances[0], expected_D)
         assert [hit["rank"] for hit in report["queries"][0]["results"]] == list(range(1, 7))
@@ -102,7 +102,7 @@ def test_more_like_an_item_equals_the_brute_force_ranking_without_the_item(plant
         assert cli.returncode == 0, cli.stderr
         assert np.array_equal(hits(json.loads((tmp_path / "r.json").read_text()))[0][0], expected_ids)
         soft = client.get(f"/api/items/{own}/similar", params={"k": 6, "alpha": 2.0}).json()
-        expected_D, expected_ids = index_ranking(index, query, 7, "soft", 2.0)
+        expected_D, expected_ids = index_ranking(index, query, 7, "soft", 2.0, served=True)
         expected_ids, expected_D = without_self(expected_ids[0], expected_D[0], own, 6)
         assert np.allclose(hits(soft)[1][0], expected_D, atol=1e-5)
     assert_one_line_error(client.get("/api/items/3/similar"), 404, "not in the index")  # removed
@@ -150,7 +150,7 @@ def test_hamming_search_equals_a_popcount_full_sort(planted, feature_index):
     expected_d, expected_ids = hamming_ranking(hasher, planted.features, live, Q, 20)
     assert np.array_equal(ids, expected_ids) and np.array_equal(distances, expected_d)
     reranked = post_features(client, Q, k=5, hamming=True, rerank=len(live), method="combined").json()
-    assert np.array_equal(hits(reranked)[0], index_ranking(index, Q, 5)[1])  # every item re-ranked: the exact top 5
+    assert np.array_equal(hits(reranked)[0], index_ranking(index, Q, 5, served=True)[1])  # every item re-ranked: the exact top 5
 
 
 def test_a_bad_index_directory_fails_at_start(tmp_path):
@@ -300,7 +300,7 @@ def test_several_workers_answer_in_parallel_and_stop_with_the_server(planted, fe
     if not Path("/proc/self/task").is_dir():
         pytest.skip("finding a server's worker processes needs Linux's /proc")
     Q = queries(planted, n=16)
-    expected = index_ranking(TreeIndex.open(feature_index), Q, 5, alpha=2.0)[1]
+    expected = index_ranking(TreeIndex.open(feature_index), Q, 5, alpha=2.0, served=True)[1]
     with serving(feature_index, "--workers", "2") as (base, info, server):
         assert info["items"] == 598
         workers = children(server.pid)

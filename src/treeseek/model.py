@@ -108,7 +108,7 @@ class TreeseekModel:
         temperature: float = DEFAULT_TEMPERATURE,
         top_m: int | None = DEFAULT_TOP_M,
         subclasses: int = 1,
-        novelty_quantile: float = 0.95,
+        novelty_quantile: float = 0.99,
     ):
         self.variance = variance
         self.max_components = max_components

@@ -9,12 +9,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from treeseek.model import Novelty
 from treeseek.search import Ranking, cosine_distances
+from treeseek.search.open_set import VISUAL_ONLY
 
 
 def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Sequence, distances: np.ndarray,
                   ids: np.ndarray, lookup: Callable[[np.ndarray], dict], *,
-                  class_names: Sequence[str] | None = None) -> dict:
+                  class_names: Sequence[str] | None = None, novelty: Novelty | None = None,
+                  fallback: Ranking | None = None) -> dict:
     """What ranked, with which alpha, and per query its leaf and hits.
 
     Parameters
@@ -35,11 +38,16 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
         also ``vectors`` (unit), ``leaves`` and ``sources`` (None: no ``path``); optionally ``rows``.
     class_names : sequence of str, optional
         The classes' names (default: the model's).
+    novelty : Novelty, optional
+        The queries' out-of-distribution scores (``TreeseekModel.novelty``).
+    fallback : Ranking, optional
+        What ranked the flagged queries instead of ``ranking`` (``search.open_set``).
 
     Returns
     -------
     dict
-        ``{"method", "alpha", "queries": [{"query", "leaf", "results": [hit, ...]}]}``; each hit has rank, id,
+        ``{"method", "alpha", "queries": [{"query", "leaf", "novelty", "results": [hit, ...]}]}`` (a flagged query
+        that ``fallback`` ranked also has ``method`` and ``note``); each hit has rank, id,
         class, leaf, distance, its cosine and hierarchy parts, and the LCA it shares with the query (a plain
         Hamming ranking adds ``hamming``, the distance as an integer).
     """
@@ -47,6 +55,7 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
     found = np.unique(ids[ids >= 0])
     items = lookup(found)
     parts = None if model is None else _DistanceParts(model, ranking, queries)
+    visual_parts = None if model is None or fallback is None else _DistanceParts(model, fallback, queries)
     report = []
     for q, query_name in enumerate(query_names):
         positions = np.searchsorted(found, ids[q][ids[q] >= 0])
@@ -63,8 +72,17 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
                 entry["distance"] = float(distance)
             report.append({"query": plain_value(query_name), "results": entries})
         else:
-            report.append({"query": plain_value(query_name), "leaf": model.leaf_names_[int(parts.query_leaves[q])],
-                           "results": parts.added(q, entries, distances[q], items, positions)})
+            record = {"query": plain_value(query_name), "leaf": model.leaf_names_[int(parts.query_leaves[q])]}
+            visual = novelty is not None and bool(novelty.flagged[q]) and visual_parts is not None
+            if novelty is not None:
+                p_value = float(novelty.p_values[q])
+                record["novelty"] = {"score": float(novelty.scores[q]),
+                                     "p_value": None if np.isnan(p_value) else p_value,
+                                     "flagged": bool(novelty.flagged[q])}
+            if visual:
+                record.update(method=fallback.describe(), note=VISUAL_ONLY)
+            record["results"] = (visual_parts if visual else parts).added(q, entries, distances[q], items, positions)
+            report.append(record)
     alpha = ranking.alpha_for(model) if model is not None else ranking.alpha
     return {"method": ranking.describe(), "alpha": alpha, "queries": report}
 
@@ -98,8 +116,13 @@ class _DistanceParts:
 
 
 def report_lines(query: dict) -> list[str]:
-    """The command line's lines for one query of a report: its leaf, then one line per hit."""
+    """The command line's lines for one query of a report: its leaf (and, when no known class is close, that
+    its results are visual only), then one line per hit."""
     header = f"query {query['query']}" + (f" (leaf {query['leaf']})" if "leaf" in query else "")
+    novelty = query.get("novelty")
+    if novelty is not None and novelty["flagged"]:
+        p_value = "" if novelty["p_value"] is None else f", novelty p = {novelty['p_value']:.3g}"
+        header += f"  [{query.get('note', 'no known class is close')}{p_value}]"
     return [header, *(format_entry(entry) for entry in query["results"])]
 
 

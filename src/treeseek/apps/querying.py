@@ -19,6 +19,7 @@ from treeseek.io.features import FeatureSet, align_labels
 from treeseek.search import MemoryIndex, Ranking, SearchIndex
 from treeseek.search.code_index import CodeIndex
 from treeseek.search.contract import Capabilities, padded
+from treeseek.search.open_set import open_set_search
 
 
 @dataclass
@@ -45,11 +46,18 @@ class SearchTarget:
 
 
 def run_search(target: SearchTarget, queries: Queries, k: int, ranking: Ranking) -> dict:
-    """Search every query and return the report that ``--json``, the printout and the server share."""
+    """Search every query and return the report that ``--json``, the printout and the server share; a query that
+    no known class is close to is ranked by the visual distance alone (``search.open_set``)."""
     features = np.asarray(queries.features, dtype=np.float64)  # every index checks its queries itself
-    distances, ids = target.index.search(features, k, ranking=ranking, exclude_ids=queries.exclude_ids)
+    if target.model is None:  # binary codes alone: no class Gaussians to measure novelty by
+        distances, ids = target.index.search(features, k, ranking=ranking, exclude_ids=queries.exclude_ids)
+        return search_report(None, ranking, features, queries.names, distances, ids, target.lookup,
+                             class_names=target.class_names)
+    novelty = target.model.novelty(target.model.check_dim(features, "queries"))
+    distances, ids, fallback = open_set_search(target.index, novelty.flagged, features, k, ranking=ranking,
+                                               exclude_ids=queries.exclude_ids)
     return search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup,
-                         class_names=target.class_names)
+                         class_names=target.class_names, novelty=novelty, fallback=fallback)
 
 
 # ------------------------------------------------------------------ targets

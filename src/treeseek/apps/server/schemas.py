@@ -42,9 +42,22 @@ class Hit(BaseModel):
     image_url: Optional[str] = Field(None, description="Its picture, when the index holds images.")
 
 
+class Novelty(BaseModel):
+    """How far the query is from every known class."""
+
+    score: float = Field(description="Smallest squared Mahalanobis distance to a known class (or sub-class).")
+    p_value: Optional[float] = Field(description="Share of held-out images of known classes scoring at least as "
+                                     "much (None: the model has no calibration).")
+    flagged: bool = Field(description="No known class is close: the hierarchy term is not trusted.")
+
+
 class QueryResults(BaseModel):
     query: Union[int, str]
     leaf: str = Field(description="The leaf the model places the query at.")
+    novelty: Optional[Novelty] = None
+    method: Optional[str] = Field(None, description="What ranked this query, when not the report's method "
+                                  "(a flagged query: the visual distance alone).")
+    note: Optional[str] = Field(None, description="Why this query was ranked differently.")
     results: List[Hit]
 
 
