@@ -101,23 +101,43 @@ def train(
     out: Path = typer.Option(..., "--out", help="Checkpoint directory (resumed when it exists)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone to fine-tune."),
     weights: Optional[str] = typer.Option(None, help="Weights file for the backbone."),
-    epochs: int = typer.Option(10, help="Epochs in total (a resumed run continues to this number)."),
-    lr: float = typer.Option(0.01, help="SGD learning rate."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs in total (default 10; --gaussian: 30; a resumed run "
+                                         "continues to this number)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: SGD 0.01; --gaussian: Adam 0.001)."),
     batch_size: int = typer.Option(32, help="Images per step."),
     freeze_backbone: bool = typer.Option(False, help="Train only the classification head."),
     classes: Optional[int] = typer.Option(None, help="Use only the first N classes."),
     per_class: Optional[int] = typer.Option(None, help="Use at most N images per class."),
     device: str = typer.Option("auto", help="auto (a GPU when present), cpu or cuda."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    gaussian: bool = typer.Option(False, help="Learn a Gaussian latent space (MAPLE): cross-entropy + triplet loss "
+                                  "+ X-means sub-classes, as a projection of the backbone's frozen features."),
+    embed_dim: int = typer.Option(128, help="With --gaussian: dimensions of the embedding."),
+    max_subclasses: int = typer.Option(4, "--subclasses", help="With --gaussian: most sub-classes per class "
+                                       "(1: never split)."),
 ) -> None:
-    """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations); usable as a backbone."""
-    from treeseek.training.classifier import train_classifier
-
+    """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations), or with --gaussian learn a
+    Gaussian latent head on frozen features; either is usable as a backbone."""
     job = ImageJob(source, classes=classes, per_class=per_class, backbone=backbone, weights=weights,
                    batch_size=batch_size, device=device, progress=progress)
-    history = train_classifier(job.images(), out, backbone_name=job.backbone, weights=job.weights, epochs=epochs,
-                               lr=lr, batch_size=job.batch_size, freeze_backbone=freeze_backbone, device=job.device,
-                               progress=job.progress)
+    if gaussian:
+        from treeseek.training.gaussian_checkpoint import train_gaussian_head
+        from treeseek.training.gaussian_latent import GaussianTraining
+
+        settings = GaussianTraining(embed_dim=embed_dim, epochs=epochs or 30, lr=lr or 1e-3,
+                                    max_subclasses=max_subclasses)
+        head = train_gaussian_head(job.images(), job.load_backbone(), out, weights=job.weights, settings=settings,
+                                   batch_size=job.batch_size, progress=job.progress)
+        for entry in head.history_:
+            typer.echo(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, validation accuracy "
+                       f"{entry['val_accuracy']:.1%}, {entry['subclasses']} sub-classes")
+        typer.echo(f"checkpoint: {out} (use it as --backbone {out})")
+        return
+    from treeseek.training.classifier import train_classifier
+
+    history = train_classifier(job.images(), out, backbone_name=job.backbone, weights=job.weights,
+                               epochs=epochs or 10, lr=lr or 0.01, batch_size=job.batch_size,
+                               freeze_backbone=freeze_backbone, device=job.device, progress=job.progress)
     for entry in history:
         typer.echo(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, validation accuracy "
                    f"{entry['val_accuracy']:.1%}")
