@@ -70,3 +70,24 @@ def test_bad_gaussian_training_is_one_line(tmp_path):
         assert result.returncode == 2, result.stdout + result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_gaussian_training_resumes_and_becomes_a_backbone(caltech_subset, tmp_path):
+    from treeseek.data.collections import load_images
+    from treeseek.embed.backbones import load_backbone
+    from treeseek.io.files import read_json
+    from treeseek.training.classifier import train_classifier
+
+    images = load_images(caltech_subset, classes=3, per_class=8)
+    settings = GaussianTraining(split_every=1, fnr_threshold=-1.0)  # a split round after every epoch, all offered
+    first = train_classifier(images, tmp_path / "ckpt", epochs=1, batch_size=8, freeze_backbone=True,
+                             progress=False, gaussian=settings)
+    resumed = train_classifier(images, tmp_path / "ckpt", epochs=2, batch_size=8, freeze_backbone=True,
+                               progress=False, gaussian=settings)
+    assert len(resumed) == 2 and resumed[0] == first[0]
+    record = read_json(tmp_path / "ckpt" / "checkpoint.json", "checkpoint")
+    assert record["subclass_class"] == [0, 1, 2]  # 8 images a class: too few to split
+    assert len(record["subclass_of_row"]) == len(images.split("train") if "train" in images.splits else images)
+    backbone = load_backbone(str(tmp_path / "ckpt"))
+    assert backbone.network._fc.out_features == len(record["subclass_class"])

@@ -7,6 +7,7 @@ lists them, so a long run never stops in the middle.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import pickle
@@ -55,6 +56,10 @@ class ImageSet:
 
     def split(self, name: str) -> "ImageSet":
         return self.subset(self.splits == name)
+
+    def relabelled(self, labels: np.ndarray) -> "ImageSet":
+        """The same images with other labels (e.g. sub-classes, or each image's own row number)."""
+        return dataclasses.replace(self, labels=np.asarray(labels))
 
 
 def image_folder(

@@ -138,7 +138,8 @@ def load_projected_backbone(directory: Path, record: dict, base: Backbone) -> Ba
 def load_trained_backbone(directory: Path) -> Backbone:
     """A checkpoint as a backbone: its penultimate layer gives the features."""
     record = read_record(directory)
-    network = build_network(record["architecture"], len(record["class_names"]))
+    # trained with sub-classes (train --gaussian --end-to-end), the head has one output per sub-class
+    network = build_network(record["architecture"], len(record.get("subclass_class", record["class_names"])))
     load_weights(directory, network)
     spec = record["preprocessing"]
     return Backbone(str(directory), network.eval(), spec["input_size"], spec["resize_size"], tuple(spec["mean"]),

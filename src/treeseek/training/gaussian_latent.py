@@ -139,7 +139,7 @@ class GaussianLatentHead:
                 targets = torch.from_numpy(subclass_of_row[batch])
                 loss = torch.nn.functional.cross_entropy(classifier(embedded), targets)
                 if s.triplet_weight:
-                    loss = loss + s.triplet_weight * _batch_hard_triplet(embedded, targets, torch.from_numpy(
+                    loss = loss + s.triplet_weight * batch_hard_triplet(embedded, targets, torch.from_numpy(
                         y[batch]), s.margin)
                 optimizer.zero_grad()
                 loss.backward()
@@ -148,18 +148,15 @@ class GaussianLatentHead:
             with torch.no_grad():
                 embedded = projection(inputs).numpy().astype(np.float64)
                 predicted = subclass_class[classifier(torch.from_numpy(embedded.astype(np.float32))).argmax(1).numpy()]
-            false_negative = _false_negative_rates(y[is_val], predicted[is_val], n_classes)
-            struggling = np.flatnonzero(false_negative > s.fnr_threshold)
-            missed = is_val & (predicted != y) & np.isin(y, struggling)
-            offered = np.union1d(struggling, predicted[missed])
+            offered = offered_classes(y[is_val], predicted[is_val], n_classes, s.fnr_threshold)
             entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                      "val_accuracy": float(np.mean(predicted[is_val] == y[is_val])) if is_val.any() else float("nan"),
                      "subclasses": int(len(subclass_class))}
             if s.split_every and (epoch + 1) % s.split_every == 0 and epoch + 1 < s.epochs:
-                grown = self._split(X, y, subclass_of_row, subclass_class, offered, ~is_val)
+                grown = split_offered(X, y, subclass_of_row, subclass_class, offered, ~is_val, s)
                 if grown is not None:
                     subclass_of_row, new_class = grown
-                    classifier = _grown(classifier, subclass_class, new_class, embed_dim)
+                    classifier = grown_classifier(classifier, subclass_class, new_class)
                     subclass_class = new_class
                     optimizer = _optimizer(projection, classifier, s)
                     entry["subclasses"] = int(len(subclass_class))
@@ -174,28 +171,6 @@ class GaussianLatentHead:
         self.subclass_class_ = subclass_class
         return self
 
-    def _split(self, features, y, subclass_of_row, subclass_class, offered, fitting):
-        """X-means on the features of every ``offered`` class: the new sub-class of every row and the class of
-        every sub-class, or None when no class was split further."""
-        s = self.settings
-        if not len(offered):
-            return None
-        new_rows, new_class = subclass_of_row.copy(), []
-        for cls_ in range(self.n_classes_):
-            rows = np.flatnonzero(y == cls_)
-            if cls_ in offered and np.sum(fitting[rows]) >= 2 * MIN_SUBCLASS_SIZE:
-                parts = split_classes(features[rows], np.zeros(len(rows), dtype=np.int64), 1, s.max_subclasses,
-                                      seed=s.seed).labels
-            else:  # keep its sub-classes as they are, renumbered
-                _, parts = np.unique(subclass_of_row[rows], return_inverse=True)
-            new_rows[rows] = len(new_class) + parts
-            new_class.extend([cls_] * (int(parts.max()) + 1))
-        new_class = np.asarray(new_class, dtype=np.int64)
-        if len(new_class) == len(subclass_class):
-            return None
-        logger.info("X-means on %d classes: %d -> %d sub-classes", len(offered), len(subclass_class), len(new_class))
-        return new_rows, new_class
-
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The embedding of feature rows."""
         X = np.asarray(X, dtype=np.float64)
@@ -209,6 +184,54 @@ class GaussianLatentHead:
                 "subclass_class": self.subclass_class_.tolist()}
 
 
+def offered_classes(truth: np.ndarray, predicted: np.ndarray, n_classes: int, fnr_threshold: float) -> np.ndarray:
+    """The classes X-means looks at: those whose validation false-negative rate exceeds ``fnr_threshold``, and
+    the classes their false negatives were predicted as."""
+    totals = np.bincount(truth, minlength=n_classes)
+    missed = predicted != truth
+    false_negative = np.divide(np.bincount(truth[missed], minlength=n_classes), totals, out=np.zeros(n_classes),
+                               where=totals > 0)
+    struggling = np.flatnonzero(false_negative > fnr_threshold)
+    return np.union1d(struggling, predicted[missed & np.isin(truth, struggling)])
+
+
+def split_offered(features: np.ndarray, y: np.ndarray, subclass_of_row: np.ndarray, subclass_class: np.ndarray,
+                  offered: np.ndarray, fitting: np.ndarray, settings: GaussianTraining):
+    """X-means on the features of every ``offered`` class (its rows in ``fitting`` numbering at least twice
+    ``MIN_SUBCLASS_SIZE``): the new sub-class of every row and the class of every sub-class, or None when no
+    class was split further. Classes not offered keep their sub-classes."""
+    if not len(offered):
+        return None
+    new_rows, new_class = subclass_of_row.copy(), []
+    for cls_ in range(len(np.unique(subclass_class))):
+        rows = np.flatnonzero(y == cls_)
+        if cls_ in offered and np.sum(fitting[rows]) >= 2 * MIN_SUBCLASS_SIZE:
+            parts = split_classes(features[rows], np.zeros(len(rows), dtype=np.int64), 1, settings.max_subclasses,
+                                  seed=settings.seed).labels
+        else:  # keep its sub-classes as they are, renumbered
+            _, parts = np.unique(subclass_of_row[rows], return_inverse=True)
+        new_rows[rows] = len(new_class) + parts
+        new_class.extend([cls_] * (int(parts.max()) + 1))
+    new_class = np.asarray(new_class, dtype=np.int64)
+    if len(new_class) == len(subclass_class):
+        return None
+    logger.info("X-means on %d classes: %d -> %d sub-classes", len(offered), len(subclass_class), len(new_class))
+    return new_rows, new_class
+
+
+def grown_classifier(classifier, old_class: np.ndarray, new_class: np.ndarray):
+    """A linear classifier over the new sub-classes: each starts from the mean weights of its class's old ones."""
+    import torch
+
+    grown = torch.nn.Linear(classifier.in_features, len(new_class)).to(classifier.weight.device)
+    with torch.no_grad():
+        for part, cls_ in enumerate(new_class):
+            rows = torch.from_numpy(np.flatnonzero(old_class == cls_)).to(classifier.weight.device)
+            grown.weight[part] = classifier.weight[rows].mean(0) + 0.01 * torch.randn_like(classifier.weight[0])
+            grown.bias[part] = classifier.bias[rows].mean()
+    return grown
+
+
 def _optimizer(projection, classifier, s: GaussianTraining):
     import torch
 
@@ -216,7 +239,7 @@ def _optimizer(projection, classifier, s: GaussianTraining):
                             weight_decay=s.weight_decay)
 
 
-def _batch_hard_triplet(embedded, subclasses, classes, margin: float):
+def batch_hard_triplet(embedded, subclasses, classes, margin: float):
     """Mean over anchors of max(0, margin + farthest same-sub-class distance - nearest other-class distance)."""
     import torch
 
@@ -229,23 +252,3 @@ def _batch_hard_triplet(embedded, subclasses, classes, margin: float):
     hardest_positive = torch.where(same, distances, torch.zeros_like(distances)).max(1).values
     nearest_negative = torch.where(other, distances, torch.full_like(distances, float("inf"))).min(1).values
     return torch.relu(margin + hardest_positive - nearest_negative)[usable].mean()
-
-
-def _false_negative_rates(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per class, the share of its rows predicted as another class (0 for a class without rows)."""
-    totals = np.bincount(truth, minlength=n_classes)
-    missed = np.bincount(truth[predicted != truth], minlength=n_classes)
-    return np.divide(missed, totals, out=np.zeros(n_classes), where=totals > 0)
-
-
-def _grown(classifier, old_class: np.ndarray, new_class: np.ndarray, embed_dim: int):
-    """A classifier over the new sub-classes: each starts from the mean weights of its class's old ones."""
-    import torch
-
-    grown = torch.nn.Linear(embed_dim, len(new_class))
-    with torch.no_grad():
-        for part, cls_ in enumerate(new_class):
-            rows = torch.from_numpy(np.flatnonzero(old_class == cls_))
-            grown.weight[part] = classifier.weight[rows].mean(0) + 0.01 * torch.randn(embed_dim)
-            grown.bias[part] = classifier.bias[rows].mean()
-    return grown

@@ -115,18 +115,28 @@ def train(
     embed_dim: int = typer.Option(128, help="With --gaussian: dimensions of the embedding."),
     max_subclasses: int = typer.Option(4, "--subclasses", help="With --gaussian: most sub-classes per class "
                                        "(1: never split)."),
+    end_to_end: bool = typer.Option(False, help="With --gaussian: fine-tune the whole network with MAPLE's loss "
+                                    "and sub-classes (SGD, augmentation) instead of a head on frozen features; "
+                                    "meant for a GPU."),
 ) -> None:
     """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations), or with --gaussian learn a
-    Gaussian latent head on frozen features; either is usable as a backbone."""
+    Gaussian latent space (a head on frozen features; with --end-to-end, the whole network); each is usable as
+    a backbone."""
     job = ImageJob(source, classes=classes, per_class=per_class, backbone=backbone, weights=weights,
                    batch_size=batch_size, device=device, progress=progress)
+    if end_to_end and not gaussian:
+        raise TreeseekError("--end-to-end trains with --gaussian's loss: add --gaussian (plain fine-tuning is the "
+                            "default)")
+    gaussian_settings = None
     if gaussian:
-        from treeseek.training.gaussian_checkpoint import train_gaussian_head
         from treeseek.training.gaussian_latent import GaussianTraining
 
-        settings = GaussianTraining(embed_dim=embed_dim, epochs=epochs or 30, lr=lr or 1e-3,
-                                    max_subclasses=max_subclasses)
-        head = train_gaussian_head(job.images(), job.load_backbone(), out, weights=job.weights, settings=settings,
+        gaussian_settings = GaussianTraining(embed_dim=embed_dim, epochs=epochs or 30, lr=lr or 1e-3,
+                                             max_subclasses=max_subclasses)
+    if gaussian and not end_to_end:
+        from treeseek.training.gaussian_checkpoint import train_gaussian_head
+
+        head = train_gaussian_head(job.images(), job.load_backbone(), out, weights=job.weights, settings=gaussian_settings,
                                    batch_size=job.batch_size, progress=job.progress)
         for entry in head.history_:
             typer.echo(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, validation accuracy "
@@ -137,8 +147,9 @@ def train(
 
     history = train_classifier(job.images(), out, backbone_name=job.backbone, weights=job.weights,
                                epochs=epochs or 10, lr=lr or 0.01, batch_size=job.batch_size,
-                               freeze_backbone=freeze_backbone, device=job.device, progress=job.progress)
+                               freeze_backbone=freeze_backbone, device=job.device, progress=job.progress,
+                               gaussian=gaussian_settings)
     for entry in history:
         typer.echo(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, validation accuracy "
-                   f"{entry['val_accuracy']:.1%}")
+                   f"{entry['val_accuracy']:.1%}" + (f", {entry['subclasses']} sub-classes" if gaussian else ""))
     typer.echo(f"checkpoint: {out} (use it as --backbone {out})")
