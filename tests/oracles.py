@@ -135,13 +135,19 @@ def stored_items(index) -> dict:
 
 def novel(model, Q: np.ndarray) -> np.ndarray:
     """Whether each query is flagged as far from every known class: its smallest squared Mahalanobis distance to
-    a leaf's Gaussian (scipy, from the fitted PCA and tied covariance) beyond the model's calibrated threshold."""
+    a leaf's Gaussian (scipy, from the fitted PCA and tied covariance) plus its squared distance from the PCA
+    subspace over the model's residual variance, beyond the model's calibrated threshold."""
     from scipy.spatial.distance import cdist
 
     assert model.covariance == "tied"
-    Z = (np.asarray(Q, np.float64) - model.pca_.mean_) @ model.pca_.components_.T
+    centred = np.asarray(Q, np.float64) - model.pca_.mean_
+    Z = centred @ model.pca_.components_.T
+    outside = np.sum((centred - Z @ model.pca_.components_) ** 2, axis=1)
     VI = np.linalg.inv(model.gaussians_.covariances_)
-    return (cdist(Z, model.gaussians_.means_, "mahalanobis", VI=VI) ** 2).min(axis=1) > model.novelty_threshold_
+    score = (cdist(Z, model.gaussians_.means_, "mahalanobis", VI=VI) ** 2).min(axis=1)
+    if model.residual_variance_ is not None:
+        score = score + outside / model.residual_variance_
+    return score > model.novelty_threshold_
 
 
 def index_ranking(index, Q: np.ndarray, k: int, method: str = "combined", alpha: float | None = None,

@@ -12,6 +12,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_cli, serving
@@ -187,4 +188,27 @@ def test_the_api_documentation_works_offline(page, served):
     page.goto(base + "/docs")
     for path in ("/api/search", "/api/search/features", "/api/info"):
         page.wait_for_selector(f".opblock-summary-path[data-path='{path}']", timeout=30_000)
+    assert page.outside == []
+
+
+def test_the_page_says_when_no_known_class_is_close(page, served, main_job, tmp_path):
+    from PIL import Image
+
+    base, _ = served
+    noise = tmp_path / "static.png"  # television static: nothing any class of the collection looks like
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(noise)
+    cli = run_cli("search", main_job / "index", noise, "-k", "4", "--json", tmp_path / "r.json",
+                  "--grid", tmp_path / "grid.png")
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads((tmp_path / "r.json").read_text())["queries"][0]
+    assert expected["novelty"]["flagged"] and "results are visual only" in cli.stdout
+    page.goto(base + "/")
+    page.wait_for_selector("#method option", state="attached")
+    page.set_input_files("#files", str(noise))
+    page.fill("#k", "4")
+    page.click("#search button[type=submit]")
+    page.wait_for_selector(".hit >> nth=3")
+    assert page.inner_text(".query .novel") == "no known class is close: results are visual only"
+    assert "ranked by cosine" in page.inner_text(".query")
+    assert card_ids(page) == [hit["id"] for hit in expected["results"]]
     assert page.outside == []

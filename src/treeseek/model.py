@@ -45,7 +45,7 @@ NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a sc
 
 @dataclass(frozen=True)
 class Novelty:
-    """Per query: ``scores`` (smallest squared Mahalanobis distance to a known leaf), ``p_values`` (the share of
+    """Per query: ``scores`` (``TreeseekModel.novelty``'s out-of-distribution score), ``p_values`` (the share of
     held-out known-class images that score at least as much; NaN for a model without calibration) and
     ``flagged`` (no known class is close)."""
 
@@ -165,7 +165,10 @@ class TreeseekModel:
         self.leaf_class_ = split.component_class
         self.hierarchy_: Hierarchy = with_subclasses(self.class_hierarchy_, split.component_class,
                                                      split.names(self.class_names_))
-        self.novelty_reference_ = self._held_out_novelty(Z, split)
+        residuals = self._residuals(X, Z)
+        hidden = X.shape[1] - Z.shape[1]  # dimensions PCA leaves out
+        self.residual_variance_ = float(max(residuals.mean() / hidden, np.finfo(float).tiny)) if hidden else None
+        self.novelty_reference_ = self._held_out_novelty(Z, residuals, split)
         self.split_ = split  # the training rows' sub-classes: for tuning, not saved
         pca_dim = self.pca_.n_components_
         self.fit_info_ = {
@@ -194,16 +197,28 @@ class TreeseekModel:
         model.hierarchy_ = with_subclasses(class_hierarchy, self.leaf_class_, self.leaf_names_)
         return model
 
-    def _held_out_novelty(self, Z: np.ndarray, split: SubclassSplit) -> np.ndarray | None:
+    def _residuals(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Squared length of each row's part outside the PCA subspace."""
+        centred = np.asarray(X, dtype=np.float64) - self.pca_.mean_
+        return np.maximum(np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", Z, Z), 0.0)
+
+    def _novelty_scores(self, distances: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """The smallest squared Mahalanobis distance to a leaf, plus the part outside PCA in units of the
+        training residual variance (the Mahalanobis distance of probabilistic PCA): a picture unlike the
+        collection differs mostly in the directions PCA left out."""
+        outside = 0.0 if getattr(self, "residual_variance_", None) is None else residuals / self.residual_variance_
+        return distances.min(axis=1) + outside
+
+    def _held_out_novelty(self, Z: np.ndarray, residuals: np.ndarray, split: SubclassSplit) -> np.ndarray | None:
         """Out-of-distribution scores of held-out known-class samples (``NOVELTY_HOLDOUT`` of each sub-class,
         scored by Gaussians fitted on the rest, in this model's PCA space), as sorted quantiles; sets the flag's
         threshold at their ``novelty_quantile``. Without any class of two samples, the training scores serve."""
         held = stratified_split(split.labels, NOVELTY_HOLDOUT, seed=0)
         if held.any():
             rest = ClassGaussians(self.covariance).fit(Z[~held], split.labels[~held], split.n_components)
-            scores = rest.mahalanobis(Z[held]).min(axis=1)
+            scores = self._novelty_scores(rest.mahalanobis(Z[held]), residuals[held])
         else:
-            scores = self.gaussians_.mahalanobis(Z).min(axis=1)
+            scores = self._novelty_scores(self.gaussians_.mahalanobis(Z), residuals)
         self.novelty_threshold_ = float(np.quantile(scores, self.novelty_quantile))
         return np.quantile(scores, np.linspace(0.0, 1.0, NOVELTY_QUANTILES)) if len(scores) > NOVELTY_QUANTILES \
             else np.sort(scores)
@@ -273,11 +288,13 @@ class TreeseekModel:
     def novelty(self, X: np.ndarray) -> Novelty:
         """How far every row is from every known class: the out-of-distribution score and its flag.
 
-        The score is the smallest squared Mahalanobis distance to a leaf's Gaussian (MAPLE's uncertainty); its
-        p-value is the share of held-out images of known classes that score at least as much; a row is flagged
+        The score is the smallest squared Mahalanobis distance to a leaf's Gaussian (MAPLE's uncertainty), plus
+        the row's squared distance from the PCA subspace over the training residual variance; its p-value is the share of held-out images of known classes that score at least as much; a row is flagged
         when its score passes ``novelty_threshold_``, the held-out scores' ``novelty_quantile``.
         """
-        scores = self.gaussians_.mahalanobis(self.transform(X)).min(axis=1)
+        X = self.check_dim(X, "features")
+        Z = self.pca_.transform(X)
+        scores = self._novelty_scores(self.gaussians_.mahalanobis(Z), self._residuals(X, Z))
         reference = getattr(self, "novelty_reference_", None)
         if reference is None:  # a model saved before the score was calibrated
             return Novelty(scores, np.full(len(scores), np.nan), np.zeros(len(scores), dtype=bool))
@@ -289,7 +306,8 @@ class TreeseekModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         novelty = {} if self.novelty_reference_ is None else {
-            "novelty_reference": self.novelty_reference_, "novelty_threshold": np.asarray(self.novelty_threshold_)}
+            "novelty_reference": self.novelty_reference_, "novelty_threshold": np.asarray(self.novelty_threshold_),
+            **({} if self.residual_variance_ is None else {"residual_variance": np.asarray(self.residual_variance_)})}
         arrays_name = save_named_arrays(directory, {**self.pca_.to_arrays(), **self.gaussians_.to_arrays(),
                                                     "leaf_class": self.leaf_class_, **novelty})
         atomic_write_json(directory / "model.json", {
@@ -330,6 +348,7 @@ class TreeseekModel:
             model.leaf_class_ = np.asarray(arrays.get("leaf_class", np.arange(len(model.class_names_))), np.int64)
             model.novelty_reference_ = arrays.get("novelty_reference")
             model.novelty_threshold_ = float(arrays["novelty_threshold"]) if "novelty_threshold" in arrays else None
+            model.residual_variance_ = float(arrays["residual_variance"]) if "residual_variance" in arrays else None
             model.fit_info_ = meta.get("fit_info", {})
         except (KeyError, TypeError) as exc:
             raise TreeseekError(f"{directory}/model.json is incomplete: missing {exc}") from None

@@ -45,7 +45,8 @@ class Hit(BaseModel):
 class Novelty(BaseModel):
     """How far the query is from every known class."""
 
-    score: float = Field(description="Smallest squared Mahalanobis distance to a known class (or sub-class).")
+    score: float = Field(description="Smallest squared Mahalanobis distance to a known class (or sub-class), plus "
+                         "the distance from the PCA subspace in units of the training residual variance.")
     p_value: Optional[float] = Field(description="Share of held-out images of known classes scoring at least as "
                                      "much (None: the model has no calibration).")
     flagged: bool = Field(description="No known class is close: the hierarchy term is not trusted.")
