@@ -13,7 +13,7 @@ from treeseek.model import TreeseekModel
 from treeseek.search import MemoryIndex, Ranking
 
 from conftest import run_cli, run_process
-from oracles import lca_fractions, soft_keys, top_k
+from oracles import cosine, lca_fractions, novel, soft_keys, top_k
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,8 @@ def test_cli_soft_search_ranks_by_the_expected_lca_height(workspace):
     db, queries = load_features(workspace / "train.npz"), load_features(workspace / "test.npz")
     keys = soft_keys(queries.features, db.features, model.posteriors(queries.features), model.posteriors(db.features),
                      model.hierarchy_, model.alpha)
+    flagged = novel(model, queries.features)  # served: a query far from every class is ranked by cosine alone
+    keys[flagged] = cosine(queries.features[flagged], db.features)
     expected, _ = top_k(keys, np.arange(len(db.features)), 5)
     found = json.loads(out.read_text())["queries"]
     assert np.allclose([[e["distance"] for e in q["results"]] for q in found], expected, atol=1e-5)

@@ -156,7 +156,7 @@ def select_ranking(
         builder = make_builder(kind, base.threshold, base.covariance).fit(base.pca_.transform(fit_x), fit_y,
                                                                           list(class_names), split=base.split_)
         model = base.with_class_hierarchy(builder.hierarchy_, hierarchy=kind)
-        agreement = lca_agreement(model.hierarchy_, taxonomy) if taxonomy is not None else None
+        agreement = lca_agreement(model.class_hierarchy_, taxonomy) if taxonomy is not None else None
         for temperature in grid["temperature"]:
             method = "soft" if temperature > 0 else "combined"
             model.temperature = temperature or base.temperature  # unused by hard leaves

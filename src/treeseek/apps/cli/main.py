@@ -105,6 +105,8 @@ def fit(
     threshold_text = "" if info["threshold"] is None else f", t = {info['threshold']:.3g}"
     typer.echo(f"  hierarchy ({hierarchy}{threshold_text}): groups per level {info['tree_shape']}, height {info['tree_height']}")
     typer.echo(f"  training leaf accuracy (Mahalanobis, {covariance}): {info['train_leaf_accuracy']:.1%}")
+    typer.echo(f"  open set: a query scoring above {info['novelty_threshold']:.4g} (the {model.novelty_quantile:.0%} "
+               f"quantile of held-out known-class images) is flagged and ranked by cosine alone")
     if info["split_classes"]:
         typer.echo(f"  sub-classes: {len(info['split_classes'])} classes split by X-means, {info['subclasses']} leaves "
                    f"({', '.join(info['split_classes'][:5])}{', ...' if len(info['split_classes']) > 5 else ''})")
@@ -171,12 +173,14 @@ def show_hierarchy(
                                            "agrees with it (correlation of LCA heights over class pairs)."),
 ) -> None:
     """Print a tree's shape and export it."""
-    tree: Hierarchy = TreeseekModel.load(source).hierarchy_ if source.is_dir() else load_taxonomy(source)
+    model = TreeseekModel.load(source) if source.is_dir() else None
+    tree: Hierarchy = model.hierarchy_ if model is not None else load_taxonomy(source)
     typer.echo(f"{tree.n_leaves} leaves, {tree.n_nodes - tree.n_leaves} inner nodes, height {tree.max_height}")
     typer.echo(f"groups at each height: {tree.shape()}")
-    if compare is not None:
-        other = load_taxonomy(compare, tree.names[: tree.n_leaves])
-        typer.echo(f"agreement with {compare.name} (LCA-height correlation): {lca_agreement(tree, other):.3f}")
+    if compare is not None:  # over the classes, whatever sub-classes split them
+        classes = model.class_hierarchy_ if model is not None else tree
+        other = load_taxonomy(compare, classes.names[: classes.n_leaves])
+        typer.echo(f"agreement with {compare.name} (LCA-height correlation): {lca_agreement(classes, other):.3f}")
     if newick is not None:
         save_hierarchy(tree, newick)
     if json_out is not None:
