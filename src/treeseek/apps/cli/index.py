@@ -9,7 +9,7 @@ import typer
 
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy.builders import parse_threshold
-from treeseek.index import DEFAULT_WAIT_SECONDS, DTYPES, TreeIndex
+from treeseek.index import DEFAULT_WAIT_SECONDS, DTYPES, TreeIndex, is_index
 from treeseek.io.features import align_labels, load_features
 from treeseek.model import TreeseekModel
 from treeseek.search import BACKENDS
@@ -201,6 +201,18 @@ def attach_codes(
         index.set_hasher(loaded, progress=True)
         index.save(directory, progress=True)
     typer.echo(f"{directory}: codes dropped" if drop else f"{directory}: {len(index)} codes of {index.hasher.bits} bits")
+
+
+def not_an_index_output(directory: Path) -> None:
+    """Refuse, pointing at the index, an output folder of 'treeseek run' given where its index is expected."""
+    if not is_index(directory) and is_index(directory / "index"):
+        raise TreeseekError(f"{directory} is the output of 'treeseek run'; its index is {directory / 'index'}")
+
+
+def open_index(directory: Path) -> TreeIndex:
+    """The index in ``directory``, or one line saying where it is or why it is not one."""
+    not_an_index_output(directory)
+    return TreeIndex.open(directory)
 
 
 @index_app.command("info")

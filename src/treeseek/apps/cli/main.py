@@ -10,6 +10,7 @@ import numpy as np
 import typer
 from typer.core import TyperGroup
 
+from treeseek.apps.cli.duplicates import duplicates
 from treeseek.apps.cli.engine import (
     MILVUS_OPTION,
     MILVUS_PARAM_OPTION,
@@ -308,6 +309,7 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 app.command()(search)
+app.command()(duplicates)
 app.command()(run)
 app.command()(experiment)
 app.command()(train)

@@ -13,6 +13,7 @@ from treeseek.apps.cli.engine import (
     TOKEN_OPTION,
     milvus_target,
 )
+from treeseek.apps.cli.index import not_an_index_output
 from treeseek.apps.plots import image_grid
 from treeseek.apps.presentation import report_lines
 from treeseek.apps.querying import (
@@ -78,6 +79,7 @@ def search(
     codes_only = is_hasher(target)  # a hasher directory and a feature file: ranked by codes alone
     ranking = Ranking("hamming" if hamming or (codes_only and method is None) else method or "soft", alpha, rerank,
                       method or "soft", hamming_index)
+    not_an_index_output(target)
     if is_index(target):
         opened = _index(target, ranking, milvus and milvus_target(target, milvus, collection, milvus_param, token))
         queries = _index_queries(opened, target, list(inputs or []), query, list(item or []))
