@@ -238,6 +238,8 @@ def serve(
                                      help="Require this token of every API request; the page asks for it. Prefer "
                                           "the environment variable: a command line is visible to other users."),
     workers: int = typer.Option(1, help="Processes that answer requests in parallel (each opens the index)."),
+    access_log: str = typer.Option("errors", help="Log requests on stderr: errors (refused or failed ones), all, "
+                                   "or off."),
 ) -> None:
     """Serve an index over HTTP: a web page at /, a JSON API under /api (described at /openapi.json).
 
@@ -246,15 +248,19 @@ def serve(
     import uvicorn
 
     from treeseek.apps.server import create_app
+    from treeseek.apps.server.access_log import ACCESS_LOGS, configure_access_log
 
     if workers < 1:
         raise TreeseekError(f"--workers must be at least 1, got {workers}")
+    if access_log not in ACCESS_LOGS:
+        raise TreeseekError(f"--access-log must be one of {', '.join(ACCESS_LOGS)}, got {access_log!r}")
+    configure_access_log()
     target = milvus_target(index_dir, milvus, collection, milvus_param, token) if milvus else None
     if max_upload_mb <= 0 or max_megapixels <= 0:
         raise TreeseekError("--max-upload-mb and --max-megapixels must be positive")
     settings = {"directory": str(index_dir.absolute()), "max_upload_mb": max_upload_mb,
                 "cors_origins": list(cors_origin or ()), "access_token": access_token or None,
-                "max_megapixels": max_megapixels, "show_paths": show_paths}
+                "max_megapixels": max_megapixels, "show_paths": show_paths, "access_log": access_log}
     application = create_app(**settings, milvus=target)  # a bad index or engine fails here, in one line
     _check_can_listen(host, port)
     if not access_token and host not in ("127.0.0.1", "localhost", "::1"):

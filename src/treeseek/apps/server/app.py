@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from treeseek import __version__
 from treeseek.apps.server import items_routes, search_routes
+from treeseek.apps.server.access_log import log_requests
 from treeseek.apps.server.dependencies import ServerSettings
 from treeseek.apps.server.limits import BodyLimit, SignInThrottle
 from treeseek.apps.server.live_index import LiveIndex
@@ -33,7 +34,7 @@ DEFAULT_MAX_MEGAPIXELS = 40.0  # a 40-megapixel phone photo passes; a decompress
 
 def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins: Sequence[str] = (),
                milvus=None, access_token: str | None = None, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-               show_paths: bool = False) -> FastAPI:
+               show_paths: bool = False, access_log: str = "errors") -> FastAPI:
     """A FastAPI application serving the index in ``directory`` (opened now: a bad index fails here).
 
     Parameters
@@ -42,6 +43,8 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
         The index directory.
     max_upload_mb, max_megapixels, show_paths, cors_origins, access_token
         The limits and choices of ``ServerSettings``.
+    access_log : str
+        ``errors`` (refused and failed requests), ``all`` or ``off`` (``access_log.log_requests``).
     milvus : MilvusTarget, optional
         A collection ('treeseek engine push') that ranks instead of the index.
 
@@ -69,6 +72,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["content-type", "authorization"])
     _answer_errors_in_one_line(app)
+    log_requests(app, access_log)  # outermost: it sees the status every other layer gave
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:

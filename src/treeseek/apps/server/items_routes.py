@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated, Optional
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParameter
@@ -15,7 +15,7 @@ from treeseek.apps.querying import item_queries
 from treeseek.apps.server.answers import image_url, ranking_of, require_item, search_answer, shown, target_of
 from treeseek.apps.server.dependencies import ServerSettings, current_index, settings
 from treeseek.apps.server.live_index import LiveIndex
-from treeseek.apps.server.schemas import ERRORS, Info, Item, SearchReport
+from treeseek.apps.server.schemas import ERRORS, Alpha, Hamming, HammingIndex, Info, Item, Method, Rerank, SearchReport
 from treeseek.index import INDEX_METHODS
 from treeseek.index.engine_vectors import ENGINE_METHODS
 
@@ -58,8 +58,8 @@ def item(item_id: ItemId, live: LiveIndex = Depends(current_index), server: Serv
 @router.get("/items/{item_id}/similar", response_model=SearchReport)
 def similar_items(
     item_id: ItemId, k: Annotated[int, Query(ge=1, le=10_000, description="Results.")] = 10,
-    method: str = "soft", alpha: Optional[float] = None, hamming: bool = False,
-    rerank: Annotated[int, Query(ge=0)] = 0, hamming_index: str = "flat",
+    method: Method = "soft", alpha: Alpha = None, hamming: Hamming = False, rerank: Rerank = 0,
+    hamming_index: HammingIndex = "flat",
     live: LiveIndex = Depends(current_index), server: ServerSettings = Depends(settings),
 ) -> dict:
     """Top-k for a stored item ("more like this"), the item itself left out."""

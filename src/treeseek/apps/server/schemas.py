@@ -1,11 +1,20 @@
 """What the API takes and answers, as pydantic models: /openapi.json describes every request and answer."""
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import Annotated, List, Optional, Union
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_FEATURE_ROWS = 1000  # per request to /api/search/features
+
+# the query parameters of the GET and multipart searches, described as the JSON body's fields are
+Method = Annotated[str, Query(description="soft (default: expected LCA height under the class posteriors), "
+                                          "combined (the paper's hard leaves), flat, hierarchy or cosine.")]
+Alpha = Annotated[Optional[float], Query(description="Weight of the hierarchy term (default: the model's).")]
+Hamming = Annotated[bool, Query(description="Rank by Hamming distance between the stored binary codes.")]
+Rerank = Annotated[int, Query(ge=0, description="With hamming: re-rank this many nearest codes by the method.")]
+HammingIndex = Annotated[str, Query(description="With hamming: flat (exact) or hnsw.")]
 
 
 class SignIn(BaseModel):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated, List, Optional
+from typing import Annotated, List
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, UploadFile
@@ -12,13 +12,21 @@ from treeseek.apps.querying import Queries
 from treeseek.apps.server.answers import ranking_of, search_answer
 from treeseek.apps.server.dependencies import ServerSettings, current_index, settings
 from treeseek.apps.server.live_index import LiveIndex
-from treeseek.apps.server.schemas import ERRORS, FeatureQuery, SearchReport
+from treeseek.apps.server.schemas import (
+    ERRORS,
+    Alpha,
+    FeatureQuery,
+    Hamming,
+    HammingIndex,
+    Method,
+    Rerank,
+    SearchReport,
+)
 from treeseek.data.decoding import UnreadableImage, load_rgb
 from treeseek.errors import TreeseekError
 
 MAX_IMAGES = 64  # per request: the images are embedded as one batch
 K = Annotated[int, Query(ge=1, le=10_000, description="Results per query.")]
-Rerank = Annotated[int, Query(ge=0, description="With hamming: re-rank this many nearest codes by the method.")]
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -26,8 +34,8 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 @router.post("/search", response_model=SearchReport)
 def search_images(
     images: Annotated[List[UploadFile], File(description="One or more query images.")],
-    k: K = 10, method: str = "soft", alpha: Optional[float] = None, hamming: bool = False, rerank: Rerank = 0,
-    hamming_index: str = "flat",
+    k: K = 10, method: Method = "soft", alpha: Alpha = None, hamming: Hamming = False, rerank: Rerank = 0,
+    hamming_index: HammingIndex = "flat",
     live: LiveIndex = Depends(current_index), server: ServerSettings = Depends(settings),
 ) -> dict:
     """Top-k for each uploaded image, embedded by the network that embedded the collection."""
