@@ -4,6 +4,7 @@
 #   bash scripts/quickstart.sh                 Fashion-MNIST from Debian's dataset-fashion-mnist package
 #   bash scripts/quickstart.sh IMAGE_FOLDER    your own folder with one subfolder per class
 # PER_CLASS (default 100) caps the images per class and split so that it finishes in minutes on 2 cores.
+# OUT names the output folder: demo-output/ for the demo, IMAGE_FOLDER-treeseek/ beside your folder.
 set -euo pipefail
 if [ $# -ge 1 ]; then
     [ -d "$1" ] || { echo "error: image folder not found: $1" >&2; exit 2; }
@@ -11,12 +12,19 @@ if [ $# -ge 1 ]; then
 fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-out=${OUT:-demo-output}
+if [ $# -ge 1 ]; then out=${OUT:-${1%/}-treeseek}; else out=${OUT:-demo-output}; fi
 per_class=${PER_CLASS:-100}
 ts=$(pwd)/.venv/bin/treeseek  # absolute: the last line tells the user to run it from anywhere
 if [ $# -ge 1 ]; then
     $ts run "$1" --out "$out" --per-class "$per_class"
-    query=$(find "$1" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort | head -n 1)
+    # a picture of the test split: held out of the index, so the search shows neighbours, not the picture itself
+    query=$(.venv/bin/python - "$out/features/test.npz" "$1" <<'PY'
+import sys
+from pathlib import Path
+from treeseek.io.features import load_features
+print(Path(sys.argv[2]) / str(load_features(sys.argv[1]).row_ids()[0]))
+PY
+)
 else
     fmnist=/usr/share/datasets/fashion-mnist
     if [ ! -f "$fmnist/t10k-labels-idx1-ubyte.gz" ]; then
@@ -38,3 +46,4 @@ $ts search "$out/index" "$query" -k 8 --grid "$out/query.results.png"
 echo
 echo "outputs in $out/: report.md (+ .json), map_at_k.png, hierarchy.png, query.results.png, index/, model/, features/"
 echo "search it in a browser: $ts serve $out/index   (then open http://127.0.0.1:8000/)"
+echo "run treeseek as $ts, or after: source $(pwd)/.venv/bin/activate"

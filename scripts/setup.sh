@@ -9,6 +9,7 @@ if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; 
     exit 1
 fi
 if [ ! -x .venv/bin/python ]; then
+    echo "treeseek setup: creating .venv"
     if ! "$PYTHON" -m venv .venv 2>/dev/null; then
         rm -rf .venv
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -31,8 +32,10 @@ if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null; then
 fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
+echo "treeseek setup: installing into .venv (torch, FAISS, numpy... a few minutes the first time)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 # The CPU build of torch: small and quick to install; a plain 'torch' would pull a multi-GB CUDA build.
 .venv/bin/python -c 'import torch' 2>/dev/null || \
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+echo "treeseek setup: done (run .venv/bin/treeseek, or source .venv/bin/activate first)"

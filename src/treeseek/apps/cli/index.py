@@ -14,7 +14,7 @@ from treeseek.io.features import align_labels, load_features
 from treeseek.model import TreeseekModel
 from treeseek.search import BACKENDS
 
-index_app = typer.Typer(no_args_is_help=True, help="Persistent indexes: create, add, remove, refit, verify.")
+index_app = typer.Typer(no_args_is_help=True, help="Persistent indexes: create, add, add-images, prune, remove, refit, compact, backend, codes, info, verify.")
 
 PARAM_HELP = "Backend parameter NAME=VALUE (repeatable): nlist, nprobe (faiss-ivf); m, ef_construction, ef_search " \
              "(faiss-hnsw); min_ann_items (both)."

@@ -53,7 +53,8 @@ def search(
                                          "cosine, or euclidean (model directory only)."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
-    grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default QUERY.results.png)."),
+    grid: Optional[Path] = typer.Option(None, help="Image grid file (image queries; default "
+                                        "searches/QUERY.results.png beside the index)."),
     hamming: bool = typer.Option(False, help="Rank by Hamming distance between the index's binary codes."),
     rerank: int = typer.Option(0, help="With --hamming: re-rank this many nearest codes by --method's distance."),
     hamming_index: str = typer.Option("flat", help="With --hamming: flat (exact) or hnsw (sub-linear)."),
@@ -62,17 +63,23 @@ def search(
     milvus_param: Optional[List[str]] = MILVUS_PARAM_OPTION,
     token: str = TOKEN_OPTION,
 ) -> None:
-    """Top-k for every query, with the parts of its distance and the LCA it shares with the query.
+    """Top-k for every query, with the parts of its distance and the LCA it shares
+    with the query.
 
-    treeseek search INDEX image.jpg [...]            (images, against an index from 'treeseek run')
-    treeseek search INDEX --query Q.npz              (feature files, against any index)
-    treeseek search INDEX --item 42                  (more like a stored item, in any index)
-    treeseek search MODEL_DIR DB.npz --query Q.npz   (feature files, no index)
-    treeseek search HASHER_DIR DB.npz --query Q.npz  (feature files as binary codes, by Hamming distance)
+    treeseek search INDEX image.jpg [...]          images, against an index
 
-    With --hamming an index that stores binary codes ('treeseek index codes') is searched by Hamming
-    distance, and --rerank R re-ranks the R nearest codes with the hierarchy-aware distance.
-    With --milvus the ranking runs in Milvus, on the collection that 'treeseek engine push' filled.
+    treeseek search INDEX --query Q.npz            feature files, any index
+
+    treeseek search INDEX --item 42                more like a stored item
+
+    treeseek search MODEL_DIR DB.npz --query Q.npz     features, no index
+
+    treeseek search HASHER_DIR DB.npz --query Q.npz    binary codes only
+
+    With --hamming, an index that stores binary codes ('treeseek index codes')
+    is searched by Hamming distance; --rerank R re-ranks the R nearest codes
+    with the hierarchy-aware distance. With --milvus the ranking runs in
+    Milvus, on the collection that 'treeseek engine push' filled.
     """
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
@@ -86,7 +93,9 @@ def search(
     else:
         opened = _features(target, list(inputs or []), query, item, milvus, ranking, use_database_labels, codes_only)
         queries = feature_queries(load_features(query, require_labels=False))
-    present(run_search(opened, queries, k, ranking), queries, json_out, grid, opened.images)
+    # grids land beside the index's outputs ('treeseek run' OUT/searches/), never in the current directory
+    present(run_search(opened, queries, k, ranking), queries, json_out, grid, opened.images,
+            grid_dir=target.absolute().parent / "searches")
 
 
 def _index(directory: Path, ranking: Ranking, milvus) -> SearchTarget:
@@ -136,13 +145,15 @@ def _features(directory: Path, inputs: list[Path], query: Optional[Path], item, 
 
 
 def present(report: dict, queries: Queries, json_out: Optional[Path], grid_out: Optional[Path] = None,
-            images=None) -> None:
-    """Print each query's hits; draw its grid when the queries and the index have pictures; write the JSON."""
+            images=None, grid_dir: Optional[Path] = None) -> None:
+    """Print each query's hits; draw its grid when the queries and the index have pictures (into ``grid_out``,
+    or ``grid_dir/<query>.results.png``); write the JSON."""
     for q, query in enumerate(report["queries"]):
         for line in report_lines(query):
             typer.echo(line)
         if images is not None and queries.pictures is not None:
-            target = grid_out or Path(f"{queries.stems[q]}.results.png")
+            target = grid_out or Path(grid_dir or ".") / f"{queries.stems[q]}.results.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
             if len(queries.stems) > 1 and grid_out is not None:
                 target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
             thumbs = [(images.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}")
