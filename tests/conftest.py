@@ -43,6 +43,18 @@ def base_index(planted, model, tmp_path_factory):
 
 
 @pytest.fixture
+def feature_index(planted, model, tmp_path):
+    """Two segments on disk and two removed items."""
+    index = TreeIndex(model)
+    index.add(planted.features[:400], planted.labels[:400])
+    index.save(tmp_path / "ix")
+    index.add(planted.features[400:600], planted.labels[400:600])
+    index.remove([3, 401])
+    index.save(tmp_path / "ix")
+    return tmp_path / "ix"
+
+
+@pytest.fixture
 def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")

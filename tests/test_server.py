@@ -32,18 +32,6 @@ def model(planted):
                                                                           planted.class_names)
 
 
-@pytest.fixture
-def feature_index(planted, model, tmp_path):
-    """Two segments on disk and two removed items."""
-    index = TreeIndex(model)
-    index.add(planted.features[:400], planted.labels[:400])
-    index.save(tmp_path / "ix")
-    index.add(planted.features[400:600], planted.labels[400:600])
-    index.remove([3, 401])
-    index.save(tmp_path / "ix")
-    return tmp_path / "ix"
-
-
 def post_features(client, Q, **options):
     return client.post("/api/search/features", json={"features": np.asarray(Q).tolist(), **options})
 
@@ -206,7 +194,8 @@ def test_the_api_description_names_every_answer(planted, feature_index):
     hit = spec["components"]["schemas"]["Hit"]["properties"]
     assert {"rank", "id", "class", "leaf", "distance", "cosine", "hierarchy", "lca", "path", "image_url"} <= set(hit)
     answer = post_features(client, queries(planted, n=2)).json()
-    assert set(answer) == {"method", "alpha", "queries"} and answer["queries"][0]["leaf"] in planted.class_names
+    assert set(answer) == {"method", "alpha", "queries", "within"} and answer["within"] is None
+    assert answer["queries"][0]["leaf"] in planted.class_names
     assert {"class", "distance", "lca", "path"} <= set(answer["queries"][0]["results"][0])
 
 

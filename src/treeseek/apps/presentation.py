@@ -72,7 +72,8 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
                 entry["distance"] = float(distance)
             report.append({"query": plain_value(query_name), "results": entries})
         else:
-            record = {"query": plain_value(query_name), "leaf": model.leaf_names_[int(parts.query_leaves[q])]}
+            record = {"query": plain_value(query_name), "leaf": model.leaf_names_[int(parts.query_leaves[q])],
+                      "confidence": float(parts.confidence[q])}
             visual = novelty is not None and bool(novelty.flagged[q]) and visual_parts is not None
             if novelty is not None:
                 p_value = float(novelty.p_values[q])
@@ -93,6 +94,7 @@ class _DistanceParts:
     def __init__(self, model, ranking: Ranking, queries: np.ndarray):
         self.model, self.queries = model, queries
         self.query_leaves = model.assign(queries) if len(queries) else np.zeros(0, dtype=np.int64)
+        self.confidence = placement_confidence(model, queries)
         self.soft_alpha = ranking.alpha_for(model) if ranking.distance_method == "soft" else None
 
     def added(self, q: int, entries: list[dict], distances: np.ndarray, items: dict, positions) -> list[dict]:
@@ -115,10 +117,21 @@ class _DistanceParts:
         return entries
 
 
+def placement_confidence(model, queries: np.ndarray) -> np.ndarray:
+    """Per query, the posterior probability of the class it is placed in (its sub-classes' together), at the
+    model's temperature: how sure the placement is."""
+    if not len(queries):
+        return np.zeros(0)
+    leaves, classes, weights = model.place(queries)
+    same_class = model.leaf_class_[classes] == model.leaf_class_[leaves][:, None]
+    return np.sum(weights * same_class, axis=1)
+
+
 def report_lines(query: dict) -> list[str]:
     """The command line's lines for one query of a report: its leaf (and, when no known class is close, that
     its results are visual only), then one line per hit."""
-    header = f"query {query['query']}" + (f" (leaf {query['leaf']})" if "leaf" in query else "")
+    header = f"query {query['query']}" + (f" (leaf {query['leaf']}, {query['confidence']:.0%} sure)"
+                                          if "leaf" in query else "")
     novelty = query.get("novelty")
     if novelty is not None and novelty["flagged"]:
         p_value = "" if novelty["p_value"] is None else f", novelty p = {novelty['p_value']:.3g}"

@@ -45,19 +45,28 @@ class SearchTarget:
     class_names: list[str] | None = None  # when there is no model to name the classes
 
 
-def run_search(target: SearchTarget, queries: Queries, k: int, ranking: Ranking) -> dict:
+def run_search(target: SearchTarget, queries: Queries, k: int, ranking: Ranking, *,
+               subtree: str | None = None) -> dict:
     """Search every query and return the report that ``--json``, the printout and the server share; a query that
-    no known class is close to is ranked by the visual distance alone (``search.open_set``)."""
+    no known class is close to is ranked by the visual distance alone (``search.open_set``). ``subtree``: only
+    the items under that node of the tree (an index searched by itself)."""
     features = np.asarray(queries.features, dtype=np.float64)  # every index checks its queries itself
-    if target.model is None:  # binary codes alone: no class Gaussians to measure novelty by
+    options = {}
+    if subtree is not None:
+        if not isinstance(target.index, TreeIndex):
+            raise TreeseekError("a search within a branch of the tree needs an index searched by itself (not a "
+                                "feature file, binary codes alone or Milvus)")
+        options["subtree"] = subtree
+    if target.model is None:  # binary codes alone: no class Gaussians to measure novelty by (nor a tree)
         distances, ids = target.index.search(features, k, ranking=ranking, exclude_ids=queries.exclude_ids)
         return search_report(None, ranking, features, queries.names, distances, ids, target.lookup,
                              class_names=target.class_names)
     novelty = target.model.novelty(target.model.check_dim(features, "queries"))
     distances, ids, fallback = open_set_search(target.index, novelty.flagged, features, k, ranking=ranking,
-                                               exclude_ids=queries.exclude_ids)
-    return search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup,
-                         class_names=target.class_names, novelty=novelty, fallback=fallback)
+                                               exclude_ids=queries.exclude_ids, **options)
+    report = search_report(target.model, ranking, features, queries.names, distances, ids, target.lookup,
+                           class_names=target.class_names, novelty=novelty, fallback=fallback)
+    return report if subtree is None else {**report, "within": subtree}
 
 
 # ------------------------------------------------------------------ targets

@@ -24,6 +24,7 @@ from treeseek.index.index_files import read_index, verify_index, write_index
 from treeseek.index.soft_search import leaf_topk, restored_placement, soft_settings, soft_topk
 from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
 from treeseek.index.stored_segment import StoredSegment
+from treeseek.index.subtree_search import subtree_node, subtree_topk
 from treeseek.model import TreeseekModel
 from treeseek.search.backends import make_backend
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
@@ -263,8 +264,8 @@ class TreeIndex:
             return Capabilities((*INDEX_METHODS, "hamming"), reasons=refused)
         return Capabilities(INDEX_METHODS, reasons=refused)
 
-    def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(),
-               exclude_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, X: np.ndarray, k: int, *, ranking: Ranking = Ranking(), exclude_ids=None,
+               subtree: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest items of each query row (the search contract, ``treeseek.search.contract``).
 
         ``soft`` is one exact inner-product search per segment (``soft_search``); ``combined``, ``flat``,
@@ -282,6 +283,8 @@ class TreeIndex:
             What the distances mean (method, alpha, Hamming re-ranking).
         exclude_ids : array of shape (nq,) or (nq, m), optional
             Ids left out of each query's results ("more like this" item).
+        subtree : str, optional
+            Only the items under this node of the tree (its name), scanned exactly (``subtree_search``).
 
         Returns
         -------
@@ -305,6 +308,10 @@ class TreeIndex:
         check_request("this index", self.capabilities, k, ranking)
         self._flush()
         X = self.model.check_dim(X, "queries")
+        if subtree is not None:
+            node = subtree_node(self.model.hierarchy_, subtree)
+            return search_excluding(lambda queries, wanted: subtree_topk(self.segments_, self.model, queries, wanted,
+                                                                         ranking, node), X, int(k), exclude_ids)
         return search_excluding(lambda queries, wanted: self._topk(queries, wanted, ranking), X, int(k), exclude_ids)
 
     def _topk(self, queries: np.ndarray, k: int, ranking: Ranking) -> tuple[np.ndarray, np.ndarray]:

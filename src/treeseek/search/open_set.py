@@ -38,8 +38,9 @@ def visual_fallback(ranking: Ranking) -> Ranking | None:
 
 
 def open_set_search(index: SearchIndex, flagged: np.ndarray, X: np.ndarray, k: int, *, ranking: Ranking,
-                    exclude_ids=None) -> tuple[np.ndarray, np.ndarray, Ranking | None]:
-    """``index.search`` with the ``flagged`` queries ranked by ``visual_fallback(ranking)``.
+                    exclude_ids=None, **options) -> tuple[np.ndarray, np.ndarray, Ranking | None]:
+    """``index.search`` with the ``flagged`` queries ranked by ``visual_fallback(ranking)``; ``options`` go to
+    every ``index.search`` call (e.g. a ``TreeIndex``'s ``subtree``).
 
     Returns
     -------
@@ -51,12 +52,12 @@ def open_set_search(index: SearchIndex, flagged: np.ndarray, X: np.ndarray, k: i
     flagged = np.asarray(flagged, dtype=bool)
     fallback = visual_fallback(ranking)
     if fallback is None or not flagged.any() or fallback.method not in index.capabilities.methods:
-        return (*index.search(X, k, ranking=ranking, exclude_ids=exclude_ids), None)
+        return (*index.search(X, k, ranking=ranking, exclude_ids=exclude_ids, **options), None)
     excluded = exclusions(exclude_ids, len(X))
     D = np.full((len(X), k), np.inf)
     I = np.full((len(X), k), -1, dtype=np.int64)
     for rows, used in ((~flagged, ranking), (flagged, fallback)):
         if rows.any():
             D[rows], I[rows] = index.search(X[rows], k, ranking=used,
-                                            exclude_ids=None if excluded is None else excluded[rows])
+                                            exclude_ids=None if excluded is None else excluded[rows], **options)
     return D, I, fallback

@@ -58,6 +58,8 @@ def search(
     hamming: bool = typer.Option(False, help="Rank by Hamming distance between the index's binary codes."),
     rerank: int = typer.Option(0, help="With --hamming: re-rank this many nearest codes by --method's distance."),
     hamming_index: str = typer.Option("flat", help="With --hamming: flat (exact) or hnsw (sub-linear)."),
+    within: Optional[str] = typer.Option(None, help="Only items under this node of the tree (a class or an "
+                                         "inner node, as 'treeseek hierarchy' names them); index only."),
     milvus: Optional[str] = MILVUS_OPTION,
     collection: Optional[str] = SEARCH_COLLECTION_OPTION,
     milvus_param: Optional[List[str]] = MILVUS_PARAM_OPTION,
@@ -94,7 +96,7 @@ def search(
         opened = _features(target, list(inputs or []), query, item, milvus, ranking, use_database_labels, codes_only)
         queries = feature_queries(load_features(query, require_labels=False))
     # grids land beside the index's outputs ('treeseek run' OUT/searches/), never in the current directory
-    present(run_search(opened, queries, k, ranking), queries, json_out, grid, opened.images,
+    present(run_search(opened, queries, k, ranking, subtree=within), queries, json_out, grid, opened.images,
             grid_dir=target.absolute().parent / "searches")
 
 

@@ -33,9 +33,11 @@ def target_of(live: LiveIndex, ranking: Ranking) -> SearchTarget:
     return index_target(live.index, engine=engine, images=live.images)
 
 
-def search_answer(live: LiveIndex, queries: Queries, k: int, ranking: Ranking, server: ServerSettings) -> dict:
-    """The report of ``treeseek search --json``, each hit with the address of its picture (None without)."""
-    report = run_search(target_of(live, ranking), queries, k, ranking)
+def search_answer(live: LiveIndex, queries: Queries, k: int, ranking: Ranking, server: ServerSettings,
+                  subtree: str | None = None) -> dict:
+    """The report of ``treeseek search --json``, each hit with the address of its picture (None without);
+    ``subtree``: only the items under that node of the tree."""
+    report = run_search(target_of(live, ranking), queries, k, ranking, subtree=subtree)
     for query in report["queries"]:
         for entry in query["results"]:
             entry["image_url"] = image_url(live, entry["id"])

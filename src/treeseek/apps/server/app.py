@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from treeseek import __version__
-from treeseek.apps.server import items_routes, search_routes
+from treeseek.apps.server import items_routes, search_routes, tree_routes
 from treeseek.apps.server.access_log import log_requests
 from treeseek.apps.server.dependencies import ServerSettings
 from treeseek.apps.server.limits import BodyLimit, SignInThrottle
@@ -80,6 +80,7 @@ def create_app(directory: str | Path, max_upload_mb: float = 20.0, cors_origins:
 
     app.include_router(search_routes.router)
     app.include_router(items_routes.router)
+    app.include_router(tree_routes.router)
     return app
 
 

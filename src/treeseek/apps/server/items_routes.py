@@ -15,7 +15,18 @@ from treeseek.apps.querying import item_queries
 from treeseek.apps.server.answers import image_url, ranking_of, require_item, search_answer, shown, target_of
 from treeseek.apps.server.dependencies import ServerSettings, current_index, settings
 from treeseek.apps.server.live_index import LiveIndex
-from treeseek.apps.server.schemas import ERRORS, Alpha, Hamming, HammingIndex, Info, Item, Method, Rerank, SearchReport
+from treeseek.apps.server.schemas import (
+    ERRORS,
+    Alpha,
+    Hamming,
+    HammingIndex,
+    Info,
+    Item,
+    Method,
+    Rerank,
+    SearchReport,
+    Subtree,
+)
 from treeseek.index import INDEX_METHODS
 from treeseek.index.engine_vectors import ENGINE_METHODS
 
@@ -59,13 +70,13 @@ def item(item_id: ItemId, live: LiveIndex = Depends(current_index), server: Serv
 def similar_items(
     item_id: ItemId, k: Annotated[int, Query(ge=1, le=10_000, description="Results.")] = 10,
     method: Method = "soft", alpha: Alpha = None, hamming: Hamming = False, rerank: Rerank = 0,
-    hamming_index: HammingIndex = "flat",
+    hamming_index: HammingIndex = "flat", subtree: Subtree = None,
     live: LiveIndex = Depends(current_index), server: ServerSettings = Depends(settings),
 ) -> dict:
     """Top-k for a stored item ("more like this"), the item itself left out."""
     ranking = ranking_of(method, alpha, hamming, rerank, hamming_index)
     require_item(live, item_id)
-    return search_answer(live, item_queries(target_of(live, ranking), [item_id]), k, ranking, server)
+    return search_answer(live, item_queries(target_of(live, ranking), [item_id]), k, ranking, server, subtree)
 
 
 @router.get("/items/{item_id}/image", responses=PNG, response_class=Response)

@@ -15,6 +15,8 @@ Alpha = Annotated[Optional[float], Query(description="Weight of the hierarchy te
 Hamming = Annotated[bool, Query(description="Rank by Hamming distance between the stored binary codes.")]
 Rerank = Annotated[int, Query(ge=0, description="With hamming: re-rank this many nearest codes by the method.")]
 HammingIndex = Annotated[str, Query(description="With hamming: flat (exact) or hnsw.")]
+Subtree = Annotated[Optional[str], Query(description="Only items under this node of the tree (its name, as "
+                                                     "GET /api/tree lists it).")]
 
 
 class SignIn(BaseModel):
@@ -32,6 +34,7 @@ class FeatureQuery(BaseModel):
     hamming: bool = Field(False, description="Rank by Hamming distance between the stored binary codes.")
     rerank: int = Field(0, ge=0, description="With hamming: re-rank this many nearest codes by the method.")
     hamming_index: str = Field("flat", description="With hamming: flat (exact) or hnsw.")
+    subtree: Optional[str] = Field(None, description="Only items under this node of the tree (its name).")
 
 
 class Hit(BaseModel):
@@ -64,6 +67,8 @@ class Novelty(BaseModel):
 class QueryResults(BaseModel):
     query: Union[int, str]
     leaf: str = Field(description="The leaf the model places the query at.")
+    confidence: float = Field(description="Posterior probability of the class of that leaf: how sure the placement "
+                              "is.")
     novelty: Optional[Novelty] = None
     method: Optional[str] = Field(None, description="What ranked this query, when not the report's method "
                                   "(a flagged query: the visual distance alone).")
@@ -76,6 +81,7 @@ class SearchReport(BaseModel):
 
     method: str = Field(description="What ranked: the method, or the Hamming search and its re-ranking.")
     alpha: float
+    within: Optional[str] = Field(None, description="The node of the tree the search was restricted to.")
     queries: List[QueryResults]
 
 
@@ -110,6 +116,44 @@ class Item(BaseModel):
     leaf: str
     source: str
     image_url: Optional[str]
+
+
+class TreeNode(BaseModel):
+    id: int
+    name: str
+    parent: int = Field(description="-1 for the root.")
+    children: List[int]
+    height: int = Field(description="0 for a leaf; 1 + the tallest child's otherwise.")
+    items: int = Field(description="Items of the index under this node.")
+    class_: Optional[str] = Field(None, alias="class", description="A leaf's class (a sub-class's: its class).")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class TreeNodes(BaseModel):
+    """The tree of the index, node by node."""
+
+    root: int
+    nodes: List[TreeNode]
+
+
+class NodeItem(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    class_: Optional[str] = Field(alias="class")
+    file: str
+    image_url: Optional[str]
+
+
+class NodeItems(BaseModel):
+    """A page of the items under a node."""
+
+    node: int
+    name: str
+    total: int
+    offset: int
+    items: List[NodeItem]
 
 
 class Error(BaseModel):

@@ -21,6 +21,7 @@ from treeseek.apps.server.schemas import (
     Method,
     Rerank,
     SearchReport,
+    Subtree,
 )
 from treeseek.data.decoding import UnreadableImage, load_rgb
 from treeseek.errors import TreeseekError
@@ -35,7 +36,7 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 def search_images(
     images: Annotated[List[UploadFile], File(description="One or more query images.")],
     k: K = 10, method: Method = "soft", alpha: Alpha = None, hamming: Hamming = False, rerank: Rerank = 0,
-    hamming_index: HammingIndex = "flat",
+    hamming_index: HammingIndex = "flat", subtree: Subtree = None,
     live: LiveIndex = Depends(current_index), server: ServerSettings = Depends(settings),
 ) -> dict:
     """Top-k for each uploaded image, embedded by the network that embedded the collection."""
@@ -46,7 +47,7 @@ def search_images(
     if live.images is None:
         raise TreeseekError("this index holds feature vectors, not images: POST them to /api/search/features")
     queries = live.images.embed([_decoded(upload, server) for upload in images])
-    return search_answer(live, Queries(queries, names), k, ranking, server)
+    return search_answer(live, Queries(queries, names), k, ranking, server, subtree)
 
 
 @router.post("/search/features", response_model=SearchReport)
@@ -63,7 +64,7 @@ def search_features(query: FeatureQuery, live: LiveIndex = Depends(current_index
     if len(names) != len(features):
         raise TreeseekError(f"{len(names)} names for {len(features)} feature rows")
     ranking = ranking_of(query.method, query.alpha, query.hamming, query.rerank, query.hamming_index)
-    return search_answer(live, Queries(features, names), query.k, ranking, server)
+    return search_answer(live, Queries(features, names), query.k, ranking, server, query.subtree)
 
 
 def _decoded(upload: UploadFile, server: ServerSettings):
