@@ -98,15 +98,22 @@ def test_the_page_shows_the_ranking_of_the_command_line(page, served, main_job, 
     cards = page.locator(".hit")
     assert cards.count() == 14
     for card, hit in zip(cards.all(), expected["results"]):
-        title, scores, meets, button = card.inner_text().splitlines()
-        assert button == "more like this"
-        assert title == f"{hit['rank']}. {hit['class']}"
-        assert meets == f"meets at {hit['lca']} · id {hit['id']}"
-        assert float(re.search(r"D (\S+)", scores).group(1)) == pytest.approx(hit["distance"], abs=6e-4)
-        assert card.evaluate("node => node.style.getPropertyValue('--tone')") == tone(hit["hierarchy"])
+        assert card.locator("b").inner_text() == f"{hit['rank']}. {hit['class']}"
+        # the file in words a curator knows (the server shows it within the collection's folder)
+        assert card.locator(".file").inner_text() == f"{Path(hit['path']).name} in {Path(hit['path']).parent.name}"
+        assert card.locator(".relation").inner_text() == hit["relation"]
+        assert card.locator(".similarity").inner_text() == f"{round(100 * hit['similarity'])}% similar"
+        details = card.locator("details").text_content()
+        assert f"meets at {hit['lca']} · id {hit['id']}" in details
+        assert float(re.search(r"D (\S+)", details).group(1)) == pytest.approx(hit["distance"], abs=6e-4)
+        assert card.locator("button.like").inner_text() == "more like this"
+        if expected["confidence"] >= 0.5:
+            assert card.evaluate("node => node.style.getPropertyValue('--tone')") == tone(hit["hierarchy"])
     assert len({hit["lca"] for hit in expected["results"]}) > 1  # the colours were checked at several heights
     head = page.inner_text(".query")
-    assert head == f"{query.name}: placed at leaf “{expected['leaf']}” · ranked by soft, alpha {report['alpha']:g}"
+    sure = round(100 * expected["confidence"])
+    assert head.startswith(f"{query.name}: placed at leaf “{expected['leaf']}” ({sure}% sure) · ranked by soft, "
+                           f"alpha {report['alpha']:g}")
     assert re.fullmatch(r"1 query image\(s\) in \d+ ms", page.inner_text("#status"))
     # every thumbnail and the query's preview decoded in the browser
     page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
@@ -117,8 +124,8 @@ def test_the_page_shows_the_ranking_of_the_command_line(page, served, main_job, 
         page.screenshot(path=str(Path(os.environ["TREESEEK_SCREENSHOT_DIR"]) / "web-page.png"), full_page=True)
 
 
-def card_ids(page) -> list[int]:
-    return [int(text.rsplit(" ", 1)[1]) for text in page.locator(".hit span:has-text('meets at')").all_inner_texts()]
+def card_ids(page, selector: str = ".hit") -> list[int]:
+    return page.eval_on_selector_all(selector, "cards => cards.map(card => Number(card.dataset.id))")
 
 
 def test_more_like_this_searches_from_a_result(page, served, caltech_subset):
@@ -211,4 +218,92 @@ def test_the_page_says_when_no_known_class_is_close(page, served, main_job, tmp_
     assert page.inner_text(".query .novel") == "no known class is close: results are visual only"
     assert "ranked by cosine" in page.inner_text(".query")
     assert card_ids(page) == [hit["id"] for hit in expected["results"]]
+    assert {card.evaluate("n => n.style.getPropertyValue('--tone')") for card in page.locator(".hit").all()} == \
+        {"#a0a8b0"}  # not coloured as matches
     assert page.outside == []
+
+
+def search_picture(page, picture, k: int) -> None:
+    page.set_input_files("#files", str(picture))
+    page.fill("#k", str(k))
+    page.click("#search button[type=submit]")
+    page.wait_for_selector(f".hit >> nth={k - 1}")
+
+
+def test_the_tree_panel_opens_a_node_lists_its_members_and_searches_within_it(page, served, main_job, caltech_subset,
+                                                                                tmp_path):
+    base, _ = served
+    with urllib.request.urlopen(f"{base}/api/tree") as answer:
+        tree = json.load(answer)
+    group = next(n for n in tree["nodes"] if n["children"] and n["id"] != tree["root"] and 1 < n["items"] < 24)
+    page.goto(base + "/")
+    page.wait_for_selector(".node")
+    while not page.locator(f".node[data-node='{group['id']}']").count():  # open the tree down to the group
+        page.locator(".toggle:has-text('▸')").first.click()
+    page.locator(f".node[data-node='{group['id']}']").click()
+    page.wait_for_selector(".member")
+    with urllib.request.urlopen(f"{base}/api/tree/{group['id']}/items?limit=500") as answer:
+        members = [item["id"] for item in json.load(answer)["items"]]
+    assert card_ids(page, ".member") == members and page.inner_text("#within-name") == group["name"]
+    query = sorted((caltech_subset / "anchor").iterdir())[1]
+    search_picture(page, query, 3)
+    cli = run_cli("search", main_job / "index", query, "-k", "3", "--within", group["name"], "--json",
+                  tmp_path / "r.json", "--grid", tmp_path / "g.png")
+    assert cli.returncode == 0, cli.stderr
+    expected = [hit["id"] for hit in json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]]
+    assert card_ids(page) == expected and set(expected) <= set(members)  # only the branch's items
+    assert page.outside == []
+
+
+def test_the_threshold_hides_results_and_the_export_holds_the_search_rows(page, served, main_job, caltech_subset,
+                                                                          tmp_path):
+    import csv
+
+    base, _ = served
+    query = sorted((caltech_subset / "bass").iterdir())[0]
+    page.goto(base + "/")
+    page.wait_for_selector("#method option", state="attached")
+    search_picture(page, query, 10)
+    cli = run_cli("search", main_job / "index", query, "-k", "10", "--json", tmp_path / "r.json", "--grid",
+                  tmp_path / "g.png")
+    hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    download.value.save_as(tmp_path / "export.csv")
+    with open(tmp_path / "export.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(int(r["rank"]), int(r["id"]), r["file"], r["class"]) for r in rows] == \
+        [(h["rank"], h["id"], str(Path(h["path"]).relative_to(caltech_subset)), h["class"]) for h in hits]
+    assert [float(r["distance"]) for r in rows] == pytest.approx([h["distance"] for h in hits], abs=1e-6)
+    cut = sorted(h["similarity"] for h in hits)[4]  # a threshold between the 5th and 6th most similar
+    page.fill("#min-similarity", str(100 * cut + 1e-6))
+    shown = page.eval_on_selector_all(".hit:not([hidden])", "cards => cards.map(card => Number(card.dataset.id))")
+    assert shown == [h["id"] for h in hits if h["similarity"] >= cut + 1e-8] and len(shown) == 5
+    assert page.inner_text("#hidden-count") == "5 hidden"
+
+
+def test_a_low_confidence_query_is_shown_as_such(page, served, caltech_subset):
+    base, _ = served
+
+    # the server's own answer, with the placement made a guess between classes (a fetch shim: playwright's
+    # route.fetch() does not pass a multipart image upload through intact)
+    page.add_init_script("""
+        const realFetch = window.fetch;
+        window.fetch = async (...args) => {
+          const response = await realFetch(...args);
+          if (!String(args[0]).startsWith("/api/search")) return response;
+          const report = await response.json();
+          for (const query of report.queries) {
+            query.confidence = 0.31;
+            if (query.novelty) query.novelty.flagged = false;
+            delete query.note;
+          }
+          return new Response(JSON.stringify(report), { status: response.status, headers: response.headers });
+        };""")
+    page.goto(base + "/")
+    page.wait_for_selector("#method option", state="attached")
+    search_picture(page, sorted((caltech_subset / "ant").iterdir())[0], 4)
+    assert "(31% sure)" in page.inner_text(".query")
+    assert page.inner_text(".query .unsure").startswith("unsure: the picture lies between classes (31% sure")
+    assert {card.evaluate("n => n.style.getPropertyValue('--tone')") for card in page.locator(".hit").all()} == \
+        {"#a0a8b0"}

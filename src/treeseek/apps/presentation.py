@@ -104,17 +104,29 @@ class _DistanceParts:
         for entry, position, distance, d_cos in zip(entries, positions, distances, cosine):
             leaf, distance = int(items["leaves"][position]), float(distance)
             soft = self.soft_alpha
+            meet = tree.lca(leaf_q, leaf)
             entry.update({
                 "leaf": names[leaf],
                 "distance": distance,
                 "cosine": float(d_cos),
                 "hierarchy": float(tree.normalized_lca[leaf_q, leaf]) if soft is None else
                 (float((distance - d_cos) / soft) if soft > 0 else None),
-                "lca": tree.names[tree.lca(leaf_q, leaf)],
+                "lca": tree.names[meet],
+                "relation": relation(self.model, leaf_q, leaf, meet),
+                "similarity": float(np.clip(1.0 - d_cos, 0.0, 1.0)),
             })
             if items.get("sources") is not None:
                 entry["path"] = str(items["sources"][position])
         return entries
+
+
+def relation(model, query_leaf: int, item_leaf: int, meet: int) -> str:
+    """In words, how an item relates to the query's place in the tree: ``same class``, ``related: both are
+    <node>`` (their lowest common ancestor) or ``unrelated`` (they meet only at the root)."""
+    if model.leaf_class_[query_leaf] == model.leaf_class_[item_leaf]:
+        return "same class"
+    tree = model.hierarchy_
+    return "unrelated" if meet == tree.root else f"related: both are {tree.names[meet]}"
 
 
 def placement_confidence(model, queries: np.ndarray) -> np.ndarray:

@@ -50,6 +50,8 @@ class Hit(BaseModel):
     cosine: float = Field(description="1 - cosine similarity to the query.")
     hierarchy: Optional[float] = Field(description="Normalised LCA height (soft: its expectation); None at alpha 0.")
     lca: str = Field(description="The lowest common ancestor of the query's leaf and the item's.")
+    relation: str = Field(description="In words: same class, related: both are <node>, or unrelated.")
+    similarity: float = Field(description="Cosine similarity to the query, clipped to [0, 1].")
     path: Optional[str] = Field(None, description="Its file, relative to the collection unless --show-paths.")
     image_url: Optional[str] = Field(None, description="Its picture, when the index holds images.")
 
