@@ -85,3 +85,25 @@ def test_the_tree_counts_and_lists_the_items_under_every_node(feature_index):
         assert page["total"] == len(inside) and [i["id"] for i in page["items"]] == inside[2:7].tolist()
     assert answer["nodes"][answer["root"]]["items"] == len(items["ids"])
     assert client.get("/api/tree/9999/items").status_code == 404
+
+
+@pytest.mark.parametrize("command", [["search", "{out}", "--query", "q.npz"], ["duplicates", "{out}"],
+                                     ["serve", "{out}"], ["index", "info", "{out}"]])
+def test_an_output_folder_given_for_its_index_points_at_the_index(feature_index, tmp_path, command):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(feature_index, out / "index")
+    result = run_cli(*[part.format(out=out) for part in command])
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {out} is the output of 'treeseek run'; its index is {out / 'index'}"
+
+
+def test_a_collection_of_one_class_is_refused_in_one_line(tmp_path):
+    from test_images import write_images
+
+    write_images(tmp_path / "photos" / "cats", 4)
+    result = run_cli("run", tmp_path / "photos", "--out", tmp_path / "out", "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {tmp_path / 'photos'} holds one class (cats): ranking by class needs "
+                                     f"at least two classes, one subfolder each")

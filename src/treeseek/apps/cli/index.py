@@ -218,7 +218,7 @@ def open_index(directory: Path) -> TreeIndex:
 @index_app.command("info")
 def info(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
     """Items, segments, removed items, vector type, backend and tree of an index."""
-    index = TreeIndex.open(directory)
+    index = open_index(directory)
     tree = index.model.hierarchy_
     typer.echo(f"{directory}: {len(index)} items in {len(index.segments_)} segment(s), "
                f"{len(index.removed_)} removed awaiting compaction")
@@ -231,6 +231,6 @@ def info(directory: Path = typer.Argument(..., help="Index directory.")) -> None
 @index_app.command("verify")
 def verify(directory: Path = typer.Argument(..., help="Index directory.")) -> None:
     """Check every file's checksum, the vectors included."""
-    index = TreeIndex.open(directory)
+    index = open_index(directory)
     index.verify(progress=True)
     typer.echo(f"{directory}: every file matches its checksum")

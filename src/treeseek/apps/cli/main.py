@@ -21,7 +21,7 @@ from treeseek.apps.cli.engine import (
 )
 from treeseek.apps.cli.hashing import hash_app
 from treeseek.apps.cli.images import SUBCLASSES_HELP, experiment, parse_subclasses, run, train
-from treeseek.apps.cli.index import index_app
+from treeseek.apps.cli.index import index_app, not_an_index_output
 from treeseek.apps.cli.search import search
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
 from treeseek.errors import TreeseekError
@@ -250,6 +250,7 @@ def serve(
     from treeseek.apps.server import create_app
     from treeseek.apps.server.access_log import ACCESS_LOGS, configure_access_log
 
+    not_an_index_output(index_dir)
     if workers < 1:
         raise TreeseekError(f"--workers must be at least 1, got {workers}")
     if access_log not in ACCESS_LOGS:

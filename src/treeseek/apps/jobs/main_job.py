@@ -11,6 +11,7 @@ import numpy as np
 from treeseek.apps.jobs.config import ImageJob
 from treeseek.apps.plots import plot_hierarchy, plot_map_curves
 from treeseek.embed.extraction import extract_features
+from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import select_parameters, select_subclasses
 from treeseek.hierarchy import load_taxonomy, save_hierarchy
@@ -55,6 +56,12 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     images = job.images()
     names = images.class_names
+    counts = np.bincount(images.labels, minlength=len(names))
+    present = [name for name, count in zip(names, counts) if count]
+    if len(present) < 2:
+        raise TreeseekError(f"{job.source} holds {'one class' if present else 'no images'}"
+                            f"{' (' + present[0] + ')' if present else ''}: ranking by class needs at least two "
+                            f"classes, one subfolder each")
     tax = load_taxonomy(taxonomy, names) if taxonomy else None
     backbone = job.load_backbone()
     logger.info(f"{len(images)} images, {len(names)} classes; backbone {backbone.name} ({backbone.feature_dim}-d)")
