@@ -266,6 +266,7 @@ def test_the_threshold_hides_results_and_the_export_holds_the_search_rows(page, 
     search_picture(page, query, 10)
     cli = run_cli("search", main_job / "index", query, "-k", "10", "--json", tmp_path / "r.json", "--grid",
                   tmp_path / "g.png")
+    assert cli.returncode == 0, cli.stderr
     hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
     with page.expect_download() as download:
         page.click("#export-csv")
