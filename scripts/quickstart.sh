@@ -34,13 +34,19 @@ else
     fi
     $ts run "$fmnist" --dataset fashion-mnist --out "$out" --per-class "$per_class" \
         --taxonomy taxonomies/fashion-mnist.paths.tsv
-    query="$out/query.png"
-    .venv/bin/python - "$fmnist" "$query" <<'PY'
+    # the last test image, never in the index, saved under its true class: the grid shows it beside the results
+    query=$(.venv/bin/python - "$fmnist" "$out" <<'PY'
 import sys
+from pathlib import Path
 from treeseek.data.datasets import fashion_mnist
 data = fashion_mnist(sys.argv[1])
-data.image(len(data) - 1).save(sys.argv[2])  # the last test image, never in the index
+name = data.class_names[data.labels[-1]].replace("/", "-")
+path = Path(sys.argv[2]) / name / "query.png"
+path.parent.mkdir(parents=True, exist_ok=True)
+data.image(len(data) - 1).save(path)
+print(path)
 PY
+)
 fi
 $ts search "$out/index" "$query" -k 8 --grid "$out/query.results.png"
 echo

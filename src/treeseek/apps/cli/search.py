@@ -160,7 +160,10 @@ def present(report: dict, queries: Queries, json_out: Optional[Path], grid_out: 
                 target = grid_out.with_name(f"{grid_out.stem}-{q}{grid_out.suffix}")
             thumbs = [(images.thumbnail(e["id"], e["path"]), f"{e['class']}\nD={e['distance']:.3f}")
                       for e in query["results"]]
-            image_grid(queries.pictures[q], f"query\n{query['leaf']}?", thumbs, target)
+            # the query's own folder is its class in a collection laid out as treeseek reads it
+            shown = Path(str(queries.names[q]))
+            label = f"{shown.parent.name}/{shown.name}" if shown.parent.name else shown.name
+            image_grid(queries.pictures[q], f"{label}\nplaced at {query['leaf']}", thumbs, target)
             typer.echo(f"  grid: {target}")
     if json_out is not None:
         atomic_write_json(json_out, report)

@@ -24,6 +24,15 @@ from treeseek.search import METHODS
 logger = logging.getLogger(__name__)
 
 REPORT_KS = (1, 5, 10, 20, 50, 100)
+METHOD_MEANINGS = {
+    "euclidean": "the Euclidean distance between the features, no tree.",
+    "cosine": "D_cos alone: what the picture looks like, no tree.",
+    "flat": "D_cos + alpha if the item is placed in another class than the query: the predicted class, no tree.",
+    "hierarchy": "the height of the node where query and item meet first, then D_cos: the tree before the looks.",
+    "combined": "D_cos + alpha * height(meeting node) / H: the paper's ranking, each picture at its nearest class.",
+    "soft": "D_cos + alpha * the expected height / H over how likely each class is for query and item: treeseek's "
+            "default.",
+}
 SOFT_GRID = {"alpha": [1.0, 2.0, 4.0, 8.0, 16.0]}
 
 
@@ -108,8 +117,7 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
     result = evaluate_retrieval(model, FeatureSet(features[test], images.labels[test], names),
                                 FeatureSet(features[train], images.labels[train], names),
                                 methods=METHODS, ks=REPORT_KS, taxonomy=tax, progress=job.progress)  # what it serves
-    plot_map_curves({m: result.curves[m] for m in ("cosine", "flat", "hierarchy", "combined", "soft")},
-                    out / "map_at_k.png", "mAP@k on the held-out split")
+    plot_map_curves({m: result.curves[m] for m in METHODS}, out / "map_at_k.png", "mAP@k on the held-out split")
     report = {
         "dataset": {"source": str(job.source), "kind": job.kind, "classes": len(names), "train": int(train.sum()),
                     "test": int(test.sum()), "skipped_images": images.skipped},
@@ -145,5 +153,12 @@ def _markdown(report: dict, taxonomy: str | None) -> str:
     ]
     for method, values in metrics.items():
         lines.append(f"| {method} | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |")
-    lines += ["", "![mAP@k](map_at_k.png)", "", "![hierarchy](hierarchy.png)", ""]
+    lines += ["", "What the rows rank by (D_cos = 1 - cosine similarity, H = the tree's height):", ""]
+    lines += [f"- **{method}**: {meaning}" for method, meaning in METHOD_MEANINGS.items() if method in metrics]
+    lines += ["", "map@k is the mean over test queries of the average precision of their top k (an item is relevant "
+              "when it has the query's class); map is over the whole ranking"
+              + ("; mahp@250 is the mean average hierarchical precision of the top 250 (Barz & Denzler): how close "
+                 "to the query's class the retrieved classes are in the evaluation taxonomy, 1 when every item of "
+                 "the top 250 is as close as the collection allows" if taxonomy else "") + ".", ""]
+    lines += ["![mAP@k](map_at_k.png)", "", "![hierarchy](hierarchy.png)", ""]
     return "\n".join(lines)
