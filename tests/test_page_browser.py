@@ -308,3 +308,20 @@ def test_a_low_confidence_query_is_shown_as_such(page, served, caltech_subset):
     assert page.inner_text(".query .unsure").startswith("unsure: the picture lies between classes (31% sure")
     assert {card.evaluate("n => n.style.getPropertyValue('--tone')") for card in page.locator(".hit").all()} == \
         {"#a0a8b0"}
+
+
+def test_the_page_lists_the_near_duplicates_of_the_api(page, served):
+    base, _ = served
+    with urllib.request.urlopen(f"{base}/api/duplicates?threshold=0.3") as answer:  # a looser threshold: some groups
+        groups = json.load(answer)["groups"]
+    assert groups  # the 10-class subset holds some at this threshold: the view has something to show
+    page.route(f"{base}/api/duplicates", lambda route: route.continue_(url=f"{base}/api/duplicates?threshold=0.3"))
+    page.goto(base + "/")
+    page.wait_for_selector("#method option", state="attached")
+    page.click("#show-duplicates")
+    page.wait_for_selector("#duplicates .query")
+    shown = page.eval_on_selector_all("#duplicates .duplicate-group", "groups => groups.map(g => "
+                                      "[...g.querySelectorAll('.member')].map(card => Number(card.dataset.id)))")
+    assert shown == [[item["id"] for item in group] for group in groups]
+    assert page.inner_text("#duplicates .query").startswith(f"{len(groups)} groups" if groups else "no near-identical")
+    assert page.outside == []

@@ -158,6 +158,17 @@ class NodeItems(BaseModel):
     items: List[NodeItem]
 
 
+class DuplicateItem(NodeItem):
+    distance: float = Field(description="Cosine distance to the group's first picture.")
+
+
+class DuplicateGroups(BaseModel):
+    """Groups of near-identical pictures, largest first."""
+
+    threshold: float
+    groups: List[List[DuplicateItem]]
+
+
 class Error(BaseModel):
     """Every refusal: one line."""
 

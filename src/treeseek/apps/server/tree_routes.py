@@ -1,4 +1,5 @@
-"""The tree as a browser shows it: every node with its item count, and the items under a node, page by page."""
+"""What a browser shows of the collection: the tree with every node's item count, the items under a node page by
+page, and the groups of near-identical pictures."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -10,7 +11,8 @@ from starlette.exceptions import HTTPException
 from treeseek.apps.server.answers import image_url, shown
 from treeseek.apps.server.dependencies import ServerSettings, current_index, settings
 from treeseek.apps.server.live_index import LiveIndex
-from treeseek.apps.server.schemas import ERRORS, NodeItems, TreeNodes
+from treeseek.apps.server.schemas import ERRORS, DuplicateGroups, NodeItems, TreeNodes
+from treeseek.index.duplicates import DEFAULT_THRESHOLD, near_duplicates
 from treeseek.index.subtree_search import ids_under, node_counts
 
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -49,3 +51,21 @@ def node_items(node: NodeId, offset: Annotated[int, Query(ge=0, description="Ite
               "image_url": image_url(live, int(i))}
              for i, label, source in zip(shown_ids, found["labels"], found["sources"])]
     return {"node": node, "name": hierarchy.names[node], "total": int(len(ids)), "offset": offset, "items": items}
+
+
+@router.get("/duplicates", response_model=DuplicateGroups)
+def duplicate_groups(threshold: Annotated[float, Query(ge=0, lt=2, description="Largest cosine distance between "
+                                                       "near-identical pictures.")] = DEFAULT_THRESHOLD,
+                     live: LiveIndex = Depends(current_index), server: ServerSettings = Depends(settings)) -> dict:
+    """Groups of near-identical pictures (copies, re-encodings, resized or mirrored versions), largest first."""
+    groups = near_duplicates(live.index, threshold)
+    names = live.index.model.class_names_
+    answer = []
+    for group in groups:
+        found = live.index.items(group.ids)
+        answer.append([{"id": int(i), "class": names[int(label)] if label >= 0 else None,
+                        "file": shown(live, source, server), "image_url": image_url(live, int(i)),
+                        "distance": float(distance)}
+                       for i, label, source, distance in zip(group.ids, found["labels"], found["sources"],
+                                                             group.distances)])
+    return {"threshold": threshold, "groups": answer}
