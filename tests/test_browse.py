@@ -107,3 +107,15 @@ def test_a_collection_of_one_class_is_refused_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: {tmp_path / 'photos'} holds one class (cats): ranking by class needs "
                                      f"at least two classes, one subfolder each")
+
+
+def test_a_collection_too_small_to_test_names_its_classes_and_the_minimum(tmp_path):
+    from test_images import write_images
+
+    for name in ("ant", "bee", "cat"):
+        write_images(tmp_path / "photos" / name, 2)
+    result = run_cli("run", tmp_path / "photos", "--out", tmp_path / "out", "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: too few images to tune and test on: each class needs at least 3 (one to "
+                                     "index, one to tune the settings on, one to test); these have fewer: ant (2), "
+                                     "bee (2), cat (2)")

@@ -24,6 +24,7 @@ from treeseek.search import METHODS
 logger = logging.getLogger(__name__)
 
 REPORT_KS = (1, 5, 10, 20, 50, 100)
+MIN_IMAGES = 3  # of a class: one to index, one to tune the settings on, one to test
 METHOD_MEANINGS = {
     "euclidean": "the Euclidean distance between the features, no tree.",
     "cosine": "D_cos alone: what the picture looks like, no tree.",
@@ -71,6 +72,7 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
         raise TreeseekError(f"{job.source} holds {'one class' if present else 'no images'}"
                             f"{' (' + present[0] + ')' if present else ''}: ranking by class needs at least two "
                             f"classes, one subfolder each")
+    _check_enough_images(images, counts)
     tax = load_taxonomy(taxonomy, names) if taxonomy else None
     backbone = job.load_backbone()
     logger.info(f"{len(images)} images, {len(names)} classes; backbone {backbone.name} ({backbone.feature_dim}-d)")
@@ -131,6 +133,19 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
     atomic_write_bytes(out / "report.md", _markdown(report, taxonomy).encode())
     logger.info(f"wrote {out}/report.md, report.json, map_at_k.png, hierarchy.png, model/, index/, features/")
     return report
+
+
+def _check_enough_images(images, counts: np.ndarray) -> None:
+    """Refuse a collection too small to tune and test on, naming its smallest classes; warn of small classes."""
+    small = [f"{name} ({count})" for name, count in zip(images.class_names, counts) if 0 < count < MIN_IMAGES]
+    train_counts = np.bincount(images.labels[images.splits == "train"], minlength=len(counts))
+    if not np.any(images.splits == "test") or not np.any(train_counts >= 2):
+        raise TreeseekError(f"too few images to tune and test on: each class needs at least {MIN_IMAGES} (one to "
+                            f"index, one to tune the settings on, one to test); these have fewer: "
+                            f"{', '.join(small[:8])}{' ...' if len(small) > 8 else ''}")
+    if small:
+        logger.warning("%d class(es) have fewer than %d images (%s): they are indexed, but cannot all be tested",
+                       len(small), MIN_IMAGES, ", ".join(small[:8]) + (" ..." if len(small) > 8 else ""))
 
 
 def _markdown(report: dict, taxonomy: str | None) -> str:
