@@ -216,7 +216,7 @@ def test_the_page_says_when_no_known_class_is_close(page, served, main_job, tmp_
     page.click("#search button[type=submit]")
     page.wait_for_selector(".hit >> nth=3")
     assert page.inner_text(".query .novel") == "no known class is close: results are visual only"
-    assert "ranked by cosine" in page.inner_text(".query")
+    assert "ranked by soft at alpha 0 (cosine alone)" in page.inner_text(".query")
     assert card_ids(page) == [hit["id"] for hit in expected["results"]]
     assert {card.evaluate("n => n.style.getPropertyValue('--tone')") for card in page.locator(".hit").all()} == \
         {"#a0a8b0"}  # not coloured as matches

@@ -204,7 +204,7 @@ def test_flagged_queries_are_ranked_by_the_visual_distance_alone(tmp_path):
     for query, is_flagged in zip(report["queries"], flagged):
         assert query["novelty"]["flagged"] == is_flagged and 0.0 <= query["novelty"]["p_value"] <= 1.0
         assert query.get("note") == ("no known class is close: results are visual only" if is_flagged else None)
-        assert query.get("method") == ("cosine" if is_flagged else None)
+        assert query.get("method") == ("combined at alpha 0 (cosine alone)" if is_flagged else None)
 
 
 def test_the_command_line_and_the_api_say_when_no_known_class_is_close(tmp_path):

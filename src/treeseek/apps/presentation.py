@@ -11,7 +11,7 @@ import numpy as np
 
 from treeseek.model import Novelty
 from treeseek.search import Ranking, cosine_distances
-from treeseek.search.open_set import VISUAL_ONLY
+from treeseek.search.open_set import VISUAL_ONLY, describe_fallback
 
 
 def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Sequence, distances: np.ndarray,
@@ -81,7 +81,7 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
                                      "p_value": None if np.isnan(p_value) else p_value,
                                      "flagged": bool(novelty.flagged[q])}
             if visual:
-                record.update(method=fallback.describe(), note=VISUAL_ONLY)
+                record.update(method=describe_fallback(fallback), note=VISUAL_ONLY)
             record["results"] = (visual_parts if visual else parts).added(q, entries, distances[q], items, positions)
             report.append(record)
     alpha = ranking.alpha_for(model) if model is not None else ranking.alpha

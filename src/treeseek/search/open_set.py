@@ -3,10 +3,11 @@
 The hierarchy term places a query in the tree through its nearest class. When the query shows something the
 collection has no class for (a new species under the microscope), that placement is a guess, and ranking by it
 would push visually close images down for the guess's sake. The rule: a query the model flags
-(``TreeseekModel.novelty``: its smallest Mahalanobis distance to a known leaf lies beyond what
-``novelty_quantile`` of held-out known-class images reach) is ranked by the cosine distance alone, alpha = 0;
-a Hamming search keeps its candidates and re-ranks them by cosine. Rankings without a hierarchy term are
-unchanged.
+(``TreeseekModel.novelty``: its score lies beyond what ``novelty_quantile`` of held-out known-class images
+reach) is ranked by the cosine distance alone: its ranking runs with alpha = 0, which leaves exactly the cosine
+distance and which any index or engine that serves the ranking serves; ``hierarchy``, whose tree term alpha
+does not weigh, becomes ``cosine``; a Hamming search keeps its candidates and re-ranks them with alpha = 0.
+Rankings without a hierarchy term are unchanged.
 """
 from __future__ import annotations
 
@@ -26,15 +27,24 @@ def visual_fallback(ranking: Ranking) -> Ranking | None:
 
     Examples
     --------
-    >>> visual_fallback(Ranking("soft")).describe(), visual_fallback(Ranking("cosine"))
-    ('cosine', None)
-    >>> visual_fallback(Ranking("hamming", rerank=100)).describe()
-    'hamming (flat), top 100 re-ranked by cosine'
+    >>> visual_fallback(Ranking("soft", alpha=2.0)).alpha, visual_fallback(Ranking("cosine"))
+    (0.0, None)
+    >>> visual_fallback(Ranking("hierarchy")).method
+    'cosine'
     """
-    if ranking.method == "hamming":
-        return replace(ranking, rerank_method="cosine") if ranking.rerank and \
-            ranking.rerank_method in TREE_METHODS else None
-    return Ranking("cosine") if ranking.method in TREE_METHODS else None
+    if ranking.method == "hierarchy":
+        return Ranking("cosine")
+    if ranking.method == "hamming" and ranking.rerank and ranking.rerank_method == "hierarchy":
+        return replace(ranking, rerank_method="cosine")
+    if ranking.method in TREE_METHODS or (ranking.method == "hamming" and ranking.rerank and
+                                          ranking.rerank_method in TREE_METHODS):
+        return replace(ranking, alpha=0.0)
+    return None
+
+
+def describe_fallback(fallback: Ranking) -> str:
+    """What ranked a flagged query, for reports."""
+    return fallback.describe() + ("" if fallback.distance_method == "cosine" else " at alpha 0 (cosine alone)")
 
 
 def open_set_search(index: SearchIndex, flagged: np.ndarray, X: np.ndarray, k: int, *, ranking: Ranking,
