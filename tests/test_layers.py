@@ -26,3 +26,16 @@ def test_no_module_imports_itself_through_others():
             if back is not None:
                 cycles.append(" -> ".join((module, *back)))
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_help_loads_no_heavy_library():
+    """'treeseek --help' answers at once: none of torch, scikit-learn, SciPy, matplotlib, FAISS or pandas (nor the
+    treeseek modules that need them) is imported to print it."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom treeseek.apps.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+              "    pass\nheavy = ('torch', 'sklearn', 'scipy', 'matplotlib', 'faiss', 'pandas', 'treeseek.model', "
+              "'treeseek.index', 'treeseek.evaluation')\nprint(sorted(m for m in heavy if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert shown.strip().splitlines()[-1] == "[]", shown

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from treeseek import __version__
+from treeseek import __version__, choices
 from treeseek.data.datasets import stratified_split
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
@@ -36,7 +36,7 @@ MODEL_VERSION = 1
 # Chosen on validation splits of Caltech-101 and CIFAR-10 (benchmarks/bench_trees.py, README): a tree by
 # average linkage over cosine distances between class means, cut into 8 levels, beat the paper's
 # threshold tree on mAHP@250 on both; soft leaves at temperature 4 beat hard leaves on mAP@10 and mAHP@250.
-DEFAULT_HIERARCHY = "average:8:cosine"
+DEFAULT_HIERARCHY = choices.DEFAULT_HIERARCHY
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score

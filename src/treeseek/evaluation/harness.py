@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import metrics as M
 from treeseek.evaluation.conventions import TO_R, RankedBatch, aggregate, get_convention
@@ -28,7 +29,7 @@ CURVE_K = 100
 # Karthik et al.'s conditional-risk rule (CRM, ICLR 2021) as a retrieval baseline: the query's class is the one
 # of lowest expected LCA height under its posterior, argmin_c sum_a p(a|q) L[a, c], and the database is ranked
 # as ``combined`` ranks it from that class. ``soft`` keeps the whole expectation per item instead of one class.
-BASELINES = ("crm",)
+BASELINES = choices.BASELINES
 EVALUATION_METHODS = (*METHODS, *BASELINES)
 
 

@@ -13,11 +13,10 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 
-#: copies re-encoded at JPEG quality 40, mirrored or scaled to 75% stay within 0.15 of their original
-#: (EfficientNet-Lite0 features, 60 Caltech-101 pictures); distinct pictures rarely come closer (README)
-DEFAULT_THRESHOLD = 0.15
+DEFAULT_THRESHOLD = choices.DUPLICATE_THRESHOLD
 QUERY_CHUNK = 4096
 
 

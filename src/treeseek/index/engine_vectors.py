@@ -13,13 +13,14 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.index.soft_search import segment_vectors
 from treeseek.model import TreeseekModel
 from treeseek.search.inner_product import augment, augment_leaves, tree_factor
 
-ENGINE_METHODS = ("soft", "combined")
+ENGINE_METHODS = choices.ENGINE_METHODS
 
 
 class ItemBatch(NamedTuple):

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.index.engine_vectors import (
@@ -31,8 +32,7 @@ from treeseek.search.contract import RANKING_METHODS, Capabilities, Ranking, che
 from treeseek.search.inner_product import distances_from_similarities
 
 # build parameters of each index type, and the search parameters that tune it
-INDEX_TYPES = {"FLAT": ({}, ()), "IVF_FLAT": ({"nlist": 1024}, ("nprobe",)),
-               "HNSW": ({"M": 16, "efConstruction": 200}, ("ef",))}
+INDEX_TYPES = choices.MILVUS_INDEX_TYPES
 FINGERPRINT, METHOD, INDEX_TYPE = "treeseek.fingerprint", "treeseek.method", "treeseek.index_type"  # properties
 MAX_SOURCE_BYTES = 65535      # Milvus's longest VARCHAR
 MAX_TOPK = 16384              # Milvus's largest limit per search

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.io.files import _fsync_directory, current_umask, read_json
 
@@ -247,7 +248,7 @@ def check_target(directory: Path) -> None:
                                 f"overwrite it")
 
 
-DEFAULT_WAIT_SECONDS = 300.0  # how long a writer waits for another by default before it gives up
+DEFAULT_WAIT_SECONDS = choices.DEFAULT_WAIT_SECONDS
 _POLL_SECONDS = 0.05
 _held_locks: dict[tuple, int] = {}  # (thread, index directory) whose writer lock is held -> nesting depth
 

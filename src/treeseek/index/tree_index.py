@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.index.code_search import hamming_search
@@ -32,7 +33,7 @@ from treeseek.search.distances import hierarchy_weight, method_hierarchy, normal
 from treeseek.search.hierarchical_index import SEARCH_METHODS, hierarchical_topk
 from treeseek.search.topk import merge_smallest_k, no_candidates
 
-DTYPES = ("float32", "float16")
+DTYPES = choices.DTYPES
 INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
 ADD_CHUNK = 65536  # rows placed at once: bounds the float64 copies made while adding

@@ -19,12 +19,13 @@ import math
 
 import numpy as np
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.search.segment import Segment
 from treeseek.search.threads import faiss_threads_for
 from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
-BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
+BACKENDS = choices.BACKENDS
 ITEM_CHUNK = 65536       # rows converted and scanned at once
 KEYS_PER_CHUNK = 2 ** 24  # bound on the query x item key matrix held at once
 MIN_SELECTIVITY = 0.05    # rings holding a smaller share of a segment are scanned exactly

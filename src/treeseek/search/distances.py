@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 
-METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined", "soft")
+METHODS = choices.METHODS
 
 
 def normalize_rows(X: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from treeseek.index.duplicates import DEFAULT_THRESHOLD
+from treeseek.choices import DUPLICATE_THRESHOLD as DEFAULT_THRESHOLD
 
 
 def duplicates(

@@ -8,9 +8,8 @@ from typing import List, Optional
 import typer
 
 from treeseek.apps.cli.index import parse_params
-from treeseek.index import TreeIndex
-from treeseek.index.engine_vectors import ENGINE_METHODS
-from treeseek.index.milvus import INDEX_TYPES, MilvusTarget, default_collection
+from treeseek.choices import ENGINE_METHODS
+from treeseek.choices import MILVUS_INDEX_TYPES as INDEX_TYPES
 
 engine_app = typer.Typer(no_args_is_help=True, help="Serve an index's ranking from Milvus (any inner-product engine "
                                                     "can: see treeseek.index.engine_vectors).")
@@ -31,7 +30,10 @@ MILVUS_PARAM_OPTION = typer.Option(None, "--milvus-param", help="With --milvus: 
 
 
 def milvus_target(index_dir: Path, uri: str, collection: Optional[str], search_param: Optional[List[str]],
-                  token: str) -> MilvusTarget:
+                  token: str):
+    """The Milvus collection of ``--milvus``: a ``MilvusTarget``."""
+    from treeseek.index.milvus import MilvusTarget, default_collection
+
     _quiet_pymilvus()
     return MilvusTarget(uri, collection or default_collection(index_dir), parse_params(search_param), token)
 
@@ -64,6 +66,8 @@ def push(
 
     Then 'treeseek search DIRECTORY ... --milvus URI' ranks in Milvus and describes the hits from the index.
     """
+    from treeseek.index import TreeIndex
+
     index = TreeIndex.open(directory)
     target = milvus_target(directory, uri, collection, None, token)
     engine = target.open(index.model, method, index_type=index_type, index_params=parse_params(param))
@@ -81,6 +85,8 @@ def status(
     token: str = TOKEN_OPTION,
 ) -> None:
     """Whether a collection is in step with the index: what a push would add and delete (nothing changes)."""
+    from treeseek.index import TreeIndex
+
     index = TreeIndex.open(directory)
     target = milvus_target(directory, uri, collection, None, token)
     found = target.open(index.model, method).status(index)

@@ -6,22 +6,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
-from treeseek.apps.cli.search import present
-from treeseek.apps.querying import codes_target, feature_queries, run_search
-from treeseek.codes import hierarchy_level_labels
-from treeseek.codes.hpdh import group_counts
-from treeseek.codes.storage import KINDS, load_hasher, save_hasher
 from treeseek.errors import TreeseekError
-from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, level_scales, select_coarse_weight
-from treeseek.evaluation.conventions import get_convention
-from treeseek.evaluation.hashing import evaluate_codes
-from treeseek.hierarchy import Hierarchy, load_taxonomy
-from treeseek.io.features import align_labels, load_features
-from treeseek.io.files import atomic_save_npz, atomic_write_json
-from treeseek.search import Ranking
 
 hash_app = typer.Typer(no_args_is_help=True, help="Binary codes: HPDH, DCWH, ITQ, sign-of-PCA; Hamming search.")
 
@@ -59,6 +46,13 @@ def train(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a hasher on frozen features, or end to end with its backbone."""
+    from treeseek.codes import hierarchy_level_labels
+    from treeseek.codes.hpdh import group_counts
+    from treeseek.codes.storage import KINDS, save_hasher
+    from treeseek.evaluation.code_tuning import level_scales
+    from treeseek.hierarchy import Hierarchy, load_taxonomy
+    from treeseek.io.features import load_features
+
     if method not in ("hpdh", "dcwh", "itq", "pca"):
         raise TreeseekError(f"method must be hpdh, dcwh, itq or pca, got {method!r}")
     if end_to_end and (method not in ("hpdh", "dcwh") or backbone_out is None):
@@ -111,6 +105,8 @@ def train(
 
 
 def _coarse_weight(text: str, features, labels, tree, bits: int, params: dict, progress: bool) -> float:
+    from treeseek.evaluation.code_tuning import COARSE_WEIGHTS, select_coarse_weight
+
     if text == "select" or text.startswith("select:"):
         if features is None:
             raise TreeseekError("--coarse-weight select needs frozen features: with --end-to-end give a number")
@@ -141,6 +137,12 @@ def encode(
     out: Path = typer.Option(..., "--out", help="Codes file (.npz with codes, ids and labels when known)."),
 ) -> None:
     """Packed binary codes of a feature file."""
+    import numpy as np
+
+    from treeseek.codes.storage import load_hasher
+    from treeseek.io.features import load_features
+    from treeseek.io.files import atomic_save_npz
+
     hasher, _, _, _ = load_hasher(hasher_dir)
     data = load_features(features, require_labels=False)
     arrays = {"codes": _encode(hasher, data), "ids": data.row_ids(), "bits": np.array(hasher.bits)}
@@ -159,6 +161,12 @@ def search(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
 ) -> None:
     """Top-k by Hamming distance (exact; ties in database order): 'treeseek search HASHER DB.npz --query Q.npz'."""
+    from treeseek.apps.cli.search import present
+    from treeseek.apps.querying import codes_target, feature_queries, run_search
+    from treeseek.codes.storage import load_hasher
+    from treeseek.io.features import load_features
+    from treeseek.search import Ranking
+
     hasher, names, _, _ = load_hasher(hasher_dir)
     target = codes_target(hasher, names, load_features(database, require_labels=False))
     queries = feature_queries(load_features(query, require_labels=False))
@@ -178,6 +186,13 @@ def evaluate(
     """HPDH's protocol: mAP over the full ranking, mAHP@250, nDCG averaged over k = 1..100, and mAHP@250's
     parts: precision@250 and the mean similarity of the other results (treeseek's definitions; --convention
     hpdh for HPDH's own code's)."""
+    from treeseek.codes.storage import load_hasher
+    from treeseek.evaluation.conventions import get_convention
+    from treeseek.evaluation.hashing import evaluate_codes
+    from treeseek.hierarchy import load_taxonomy
+    from treeseek.io.features import align_labels, load_features
+    from treeseek.io.files import atomic_write_json
+
     get_convention(convention)
     hasher, names, tree, _ = load_hasher(hasher_dir)
     tree = load_taxonomy(taxonomy, names) if taxonomy is not None else tree
@@ -191,7 +206,7 @@ def evaluate(
         atomic_write_json(json_out, metrics)
 
 
-def _encode(hasher, data) -> np.ndarray:
+def _encode(hasher, data):
     """Packed codes of a feature set, after checking it has the dimension the hasher was trained on."""
     if data.dim != hasher.mean_.shape[0]:
         raise TreeseekError(f"{data.source}: features have {data.dim} dimensions, the hasher expects "

@@ -6,9 +6,8 @@ from typing import Optional
 
 import typer
 
-from treeseek.apps.jobs.config import ImageJob
+from treeseek.choices import DEFAULT_HIERARCHY
 from treeseek.errors import TreeseekError
-from treeseek.model import DEFAULT_HIERARCHY
 
 SUBCLASSES_HELP = ("Split classes that are not one Gaussian into sub-classes (X-means): off, auto (kept only when "
                    "the validation split gains), or the most parts per class.")
@@ -46,6 +45,7 @@ def run(
     subclasses: str = typer.Option("auto", help=SUBCLASSES_HELP),
 ) -> None:
     """The main job: features, a model tuned on a validation split, an index, a report and pictures."""
+    from treeseek.apps.jobs.config import ImageJob
     from treeseek.apps.jobs.main_job import run_main_job
 
     most = parse_subclasses(subclasses)
@@ -81,6 +81,7 @@ def experiment(
                                    "deephash, pml or bertinetto."),
 ) -> None:
     """The paper's study: every baseline, the t/alpha grid search, robustness, and a self-contained HTML report."""
+    from treeseek.apps.jobs.config import ImageJob
     from treeseek.apps.jobs.experiment import run_experiment
     from treeseek.evaluation.conventions import get_convention
 
@@ -122,6 +123,8 @@ def train(
     """Fine-tune a classifier (cross-entropy, SGD, flips and +-30 degree rotations), or with --gaussian learn a
     Gaussian latent space (a head on frozen features; with --end-to-end, the whole network); each is usable as
     a backbone."""
+    from treeseek.apps.jobs.config import ImageJob
+
     job = ImageJob(source, classes=classes, per_class=per_class, backbone=backbone, weights=weights,
                    batch_size=batch_size, device=device, progress=progress)
     if end_to_end and not gaussian:

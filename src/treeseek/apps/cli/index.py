@@ -7,12 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from treeseek.choices import BACKENDS, DEFAULT_WAIT_SECONDS, DTYPES
 from treeseek.errors import TreeseekError
-from treeseek.hierarchy.builders import parse_threshold
-from treeseek.index import DEFAULT_WAIT_SECONDS, DTYPES, TreeIndex, is_index
-from treeseek.io.features import align_labels, load_features
-from treeseek.model import TreeseekModel
-from treeseek.search import BACKENDS
 
 index_app = typer.Typer(no_args_is_help=True, help="Persistent indexes: create, add, add-images, prune, remove, refit, compact, backend, codes, info, verify.")
 
@@ -37,7 +33,9 @@ def parse_params(pairs: list[str] | None) -> dict:
     return params
 
 
-def _labelled_items(path: Path, model: TreeseekModel):
+def _labelled_items(path: Path, model):
+    from treeseek.io.features import align_labels, load_features
+
     data = load_features(path, require_labels=False)
     labels = align_labels(data, model.class_names_)
     return data.features, labels, [str(item) for item in data.row_ids()]
@@ -54,6 +52,9 @@ def create(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Build an index from a feature file and a fitted model."""
+    from treeseek.index import TreeIndex
+    from treeseek.model import TreeseekModel
+
     model = TreeseekModel.load(model_dir)
     index = TreeIndex(model, dtype=dtype, backend=backend, **parse_params(param))
     vectors, labels, sources = _labelled_items(features, model)
@@ -69,6 +70,8 @@ def add(
     wait: float = WAIT_OPTION,
 ) -> None:
     """Add items; each is placed at its leaf by Mahalanobis distance, without rebuilding anything."""
+    from treeseek.index import TreeIndex
+
     with TreeIndex.updating(directory, wait=wait) as index:
         vectors, labels, sources = _labelled_items(features, index.model)
         ids = index.add(vectors, labels, sources)
@@ -136,6 +139,8 @@ def remove(
     wait: float = WAIT_OPTION,
 ) -> None:
     """Remove items by id; they never show up in a result again."""
+    from treeseek.index import TreeIndex
+
     with TreeIndex.updating(directory, wait=wait) as index:
         index.remove(ids)
         index.save(directory)
@@ -151,6 +156,9 @@ def refit(
     wait: float = WAIT_OPTION,
 ) -> None:
     """Fit the model again on the labelled items in the index, and re-place every item."""
+    from treeseek.hierarchy.builders import parse_threshold
+    from treeseek.index import TreeIndex
+
     params = {name: value for name, value in (("threshold", threshold), ("alpha", alpha)) if value is not None}
     if "threshold" in params:
         params["threshold"] = parse_threshold(params["threshold"])
@@ -163,6 +171,8 @@ def refit(
 @index_app.command("compact")
 def compact(directory: Path = typer.Argument(..., help="Index directory."), wait: float = WAIT_OPTION) -> None:
     """Rewrite all segments as one, dropping removed items."""
+    from treeseek.index import TreeIndex
+
     with TreeIndex.updating(directory, wait=wait) as index:
         index.compact(progress=True)
         index.save(directory, progress=True)
@@ -177,6 +187,8 @@ def set_backend(
     wait: float = WAIT_OPTION,
 ) -> None:
     """Switch the search backend (builds its structure, e.g. an HNSW graph)."""
+    from treeseek.index import TreeIndex
+
     params = parse_params(param)
     with TreeIndex.updating(directory, wait=wait) as index:
         index.set_backend(backend, progress=True, **params)
@@ -193,6 +205,7 @@ def attach_codes(
 ) -> None:
     """Store every item's packed binary code from a hasher, for 'treeseek search --hamming'."""
     from treeseek.codes.storage import load_hasher
+    from treeseek.index import TreeIndex
 
     if (hasher is None) != drop:
         raise TreeseekError("give a hasher directory, or --drop")
@@ -205,12 +218,16 @@ def attach_codes(
 
 def not_an_index_output(directory: Path) -> None:
     """Refuse, pointing at the index, an output folder of 'treeseek run' given where its index is expected."""
+    from treeseek.index import is_index
+
     if not is_index(directory) and is_index(directory / "index"):
         raise TreeseekError(f"{directory} is the output of 'treeseek run'; its index is {directory / 'index'}")
 
 
-def open_index(directory: Path) -> TreeIndex:
+def open_index(directory: Path):
     """The index in ``directory``, or one line saying where it is or why it is not one."""
+    from treeseek.index import TreeIndex
+
     not_an_index_output(directory)
     return TreeIndex.open(directory)
 

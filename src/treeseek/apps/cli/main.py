@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 from typer.core import TyperGroup
 
@@ -23,16 +22,8 @@ from treeseek.apps.cli.hashing import hash_app
 from treeseek.apps.cli.images import SUBCLASSES_HELP, experiment, parse_subclasses, run, train
 from treeseek.apps.cli.index import index_app, not_an_index_output
 from treeseek.apps.cli.search import search
-from treeseek.apps.plots import plot_hierarchy, plot_map_curves
+from treeseek.choices import BASELINES, DEFAULT_HIERARCHY, METHODS
 from treeseek.errors import TreeseekError
-from treeseek.evaluation import evaluate_retrieval
-from treeseek.evaluation.harness import EVALUATION_METHODS
-from treeseek.evaluation.tuning import select_subclasses
-from treeseek.hierarchy import Hierarchy, load_taxonomy, save_hierarchy
-from treeseek.hierarchy.builders import lca_agreement, parse_threshold
-from treeseek.io.features import load_features, save_features
-from treeseek.io.files import atomic_write_json
-from treeseek.model import DEFAULT_HIERARCHY, TreeseekModel
 
 
 class OneLineErrors(TyperGroup):
@@ -81,6 +72,13 @@ def fit(
     subclasses: str = typer.Option("off", help=SUBCLASSES_HELP),
 ) -> None:
     """Fit PCA, class Gaussians and a hierarchy on training features."""
+    from treeseek.apps.plots import plot_hierarchy
+    from treeseek.evaluation.tuning import select_subclasses
+    from treeseek.hierarchy import save_hierarchy
+    from treeseek.hierarchy.builders import parse_threshold
+    from treeseek.io.features import load_features
+    from treeseek.model import TreeseekModel
+
     most = parse_subclasses(subclasses)
     data = load_features(train)
     params = {"variance": variance, "max_components": max_dim, "covariance": covariance, "hierarchy": hierarchy,
@@ -125,7 +123,7 @@ def evaluate(
     alpha: Optional[float] = typer.Option(None, help="Weight of the hierarchy term (default: the model's)."),
     k: str = typer.Option("1,5,10", "--k", help="Cut-offs, comma-separated."),
     taxonomy: Optional[Path] = typer.Option(None, help="Evaluation taxonomy for mAHP, nDCG and mistake severity."),
-    methods: str = typer.Option(",".join(EVALUATION_METHODS), help="Comma-separated methods (crm: Karthik et al.'s "
+    methods: str = typer.Option(",".join((*METHODS, *BASELINES)), help="Comma-separated methods (crm: Karthik et al.'s "
                                 "conditional-risk class, ranked as combined)."),
     use_database_labels: bool = typer.Option(False, help="Place database items at their known labels."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric as JSON."),
@@ -136,6 +134,13 @@ def evaluate(
     only: Optional[str] = typer.Option(None, "--metrics", help="Only these metrics, comma-separated (e.g. ahp,map)."),
 ) -> None:
     """Score every ranking method on a query set."""
+    from treeseek.apps.plots import plot_map_curves
+    from treeseek.evaluation import evaluate_retrieval
+    from treeseek.hierarchy import load_taxonomy
+    from treeseek.io.features import load_features
+    from treeseek.io.files import atomic_write_json
+    from treeseek.model import TreeseekModel
+
     model = TreeseekModel.load(model_dir)
     ks = _parse_ks(k)
     query_data = load_features(queries)
@@ -174,6 +179,11 @@ def show_hierarchy(
                                            "agrees with it (correlation of LCA heights over class pairs)."),
 ) -> None:
     """Print a tree's shape and export it."""
+    from treeseek.apps.plots import plot_hierarchy
+    from treeseek.hierarchy import Hierarchy, load_taxonomy, save_hierarchy
+    from treeseek.hierarchy.builders import lca_agreement
+    from treeseek.model import TreeseekModel
+
     model = TreeseekModel.load(source) if source.is_dir() else None
     tree: Hierarchy = model.hierarchy_ if model is not None else load_taxonomy(source)
     typer.echo(f"{tree.n_leaves} leaves, {tree.n_nodes - tree.n_leaves} inner nodes, height {tree.max_height}")
@@ -201,7 +211,11 @@ def synthetic(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Write features with a planted hierarchy (for trying treeseek without images)."""
+    import numpy as np
+
+    from treeseek.hierarchy import save_hierarchy
     from treeseek.hierarchy.synthetic import planted_hierarchy
+    from treeseek.io.features import save_features
 
     try:
         shape = tuple(int(b) for b in branching.split(","))

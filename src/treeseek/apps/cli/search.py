@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -14,29 +14,11 @@ from treeseek.apps.cli.engine import (
     milvus_target,
 )
 from treeseek.apps.cli.index import not_an_index_output
-from treeseek.apps.plots import image_grid
-from treeseek.apps.presentation import report_lines
-from treeseek.apps.querying import (
-    Queries,
-    SearchTarget,
-    codes_target,
-    engine_for,
-    feature_queries,
-    features_target,
-    index_target,
-    item_queries,
-    picture_queries,
-    run_search,
-)
-from treeseek.codes.storage import is_hasher, load_hasher
-from treeseek.data.decoding import UnreadableImage, load_rgb
 from treeseek.errors import TreeseekError
-from treeseek.index import TreeIndex, is_index
-from treeseek.index.image_index import ImageIndex
-from treeseek.io.features import load_features
-from treeseek.io.files import atomic_write_json
-from treeseek.model import TreeseekModel
-from treeseek.search import Ranking
+
+if TYPE_CHECKING:  # imported where they are used: 'treeseek --help' loads none of what they need
+    from treeseek.apps.querying import Queries, SearchTarget
+    from treeseek.search import Ranking
 
 
 def search(
@@ -83,6 +65,12 @@ def search(
     with the hierarchy-aware distance. With --milvus the ranking runs in
     Milvus, on the collection that 'treeseek engine push' filled.
     """
+    from treeseek.apps.querying import feature_queries, run_search
+    from treeseek.codes.storage import is_hasher
+    from treeseek.index import is_index
+    from treeseek.io.features import load_features
+    from treeseek.search import Ranking
+
     if k < 1:
         raise TreeseekError(f"-k must be at least 1, got {k}")
     codes_only = is_hasher(target)  # a hasher directory and a feature file: ranked by codes alone
@@ -101,6 +89,10 @@ def search(
 
 
 def _index(directory: Path, ranking: Ranking, milvus) -> SearchTarget:
+    from treeseek.apps.querying import engine_for, index_target
+    from treeseek.index import TreeIndex
+    from treeseek.index.image_index import ImageIndex
+
     images = ImageIndex.load(directory) if ImageIndex.holds_images(directory) else None
     index = images.index if images is not None else TreeIndex.open(directory)
     engine = engine_for(milvus.open, index.model, ranking) if milvus else None
@@ -109,6 +101,10 @@ def _index(directory: Path, ranking: Ranking, milvus) -> SearchTarget:
 
 def _index_queries(target: SearchTarget, directory: Path, images: list[Path], query: Optional[Path],
                    items: list[int]) -> Queries:
+    from treeseek.apps.querying import feature_queries, item_queries, picture_queries
+    from treeseek.data.decoding import UnreadableImage, load_rgb
+    from treeseek.io.features import load_features
+
     if sum((bool(images), query is not None, bool(items))) > 1:
         raise TreeseekError("give query images, --query Q.npz or --item ID: one of them")
     if items:
@@ -131,6 +127,11 @@ def _index_queries(target: SearchTarget, directory: Path, images: list[Path], qu
 def _features(directory: Path, inputs: list[Path], query: Optional[Path], item, milvus, ranking: Ranking,
               use_database_labels: bool, codes_only: bool) -> SearchTarget:
     """A feature file searched in memory: with a model (every ranking but Hamming) or a hasher (Hamming)."""
+    from treeseek.apps.querying import codes_target, features_target
+    from treeseek.codes.storage import load_hasher
+    from treeseek.io.features import load_features
+    from treeseek.model import TreeseekModel
+
     if item:
         raise TreeseekError("--item names an item of an index; give the index directory")
     if milvus:
@@ -150,6 +151,10 @@ def present(report: dict, queries: Queries, json_out: Optional[Path], grid_out: 
             images=None, grid_dir: Optional[Path] = None) -> None:
     """Print each query's hits; draw its grid when the queries and the index have pictures (into ``grid_out``,
     or ``grid_dir/<query>.results.png``); write the JSON."""
+    from treeseek.apps.plots import image_grid
+    from treeseek.apps.presentation import report_lines
+    from treeseek.io.files import atomic_write_json
+
     for q, query in enumerate(report["queries"]):
         for line in report_lines(query):
             typer.echo(line)
