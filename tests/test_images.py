@@ -152,3 +152,22 @@ def test_image_files_expands_folders_and_refuses_missing_paths(tmp_path, monkeyp
                                                    str(tmp_path / "one" / "img0.png")]
     with pytest.raises(TreeseekError, match="no such image file or folder: missing"):
         image_files(["new", "missing"])
+
+
+def test_per_class_draws_the_same_images_of_a_class_whatever_the_other_folders_are_called(tmp_path):
+    from pathlib import Path
+
+    from treeseek.data.collections import load_images
+
+    for name in ("ant", "bee", "cat"):
+        write_images(tmp_path / "first" / name, 12)
+    drawn = load_images(tmp_path / "first", per_class=4, seed=3)
+    (tmp_path / "first").rename(tmp_path / "second")
+    (tmp_path / "second" / "ant").rename(tmp_path / "second" / "zebra")  # now last of the classes, not first
+    again = load_images(tmp_path / "second", per_class=4, seed=3)
+    picked = lambda images, name: sorted(Path(item).name for item, label, split in  # noqa: E731
+                                         zip(images.items, images.labels, images.splits)
+                                         if images.class_names[label] == name)
+    assert again.class_names == ["bee", "cat", "zebra"]
+    for name in ("bee", "cat"):
+        assert picked(again, name) == picked(drawn, name) and len(picked(drawn, name)) == 4

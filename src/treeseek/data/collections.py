@@ -1,6 +1,8 @@
 """An image collection as the jobs read it: a folder or a dataset file, always with a train and a test split."""
 from __future__ import annotations
 
+import zlib
+
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -81,16 +83,19 @@ def load_images(source: str | Path, kind: str = "folder", split_files: Sequence[
 
 
 def _subset(images: ImageSet, classes: int | None, per_class: int | None, seed: int) -> ImageSet:
-    """The first ``classes`` classes and at most ``per_class`` images of each per split, drawn at random."""
+    """The first ``classes`` classes and at most ``per_class`` images of each per split, drawn at random.
+
+    Each class's draw has its own generator, seeded by ``seed``, the class's name and the split's, so that it does
+    not depend on the other classes: adding, removing or renaming another folder leaves it as it was."""
     keep = np.ones(len(images), dtype=bool)
     if classes is not None:
         keep &= images.labels < classes
     if per_class is not None:
-        rng = np.random.default_rng(seed)
         chosen = np.zeros(len(images), dtype=bool)
         for split in np.unique(images.splits):
             for label in np.unique(images.labels[keep]):
                 members = np.flatnonzero(keep & (images.labels == label) & (images.splits == split))
+                rng = np.random.default_rng([seed, _stable_number(images.class_names[label]), _stable_number(split)])
                 chosen[rng.permutation(members)[:per_class]] = True
         keep &= chosen
     result = images.subset(keep)
@@ -98,3 +103,7 @@ def _subset(images: ImageSet, classes: int | None, per_class: int | None, seed: 
         result.class_names = images.class_names[:classes]
     return result
 
+
+def _stable_number(text: str) -> int:
+    """A number that depends on ``text`` alone, the same in every process (unlike ``hash``)."""
+    return zlib.crc32(str(text).encode("utf-8"))
