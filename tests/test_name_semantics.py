@@ -106,3 +106,29 @@ def test_the_cli_fits_a_tree_with_names_and_rejects_a_bad_weight(look_alikes, tm
     result = run_cli("fit", tmp_path / "train.npz", "--out", tmp_path / "m2", "--hierarchy", "average:names=2")
     assert result.returncode == 2 and result.stderr.startswith("error: ")
     assert len(result.stderr.strip().splitlines()) == 1 and "[0, 1]" in result.stderr
+
+
+@pytest.mark.parametrize("name, identifier", [
+    ("n01443537", True), ("n02084071", True), ("class_07", True), ("Category 3", True), ("17", True),
+    ("x7b2", True), ("snow_leopard", False), ("001.Black_footed_Albatross", False), ("OrchidPocket", False),
+    ("ox", False), ("class_of_birds", False)])
+def test_identifier_like_names_follow_the_stated_rule(name, identifier):
+    from treeseek.hierarchy.name_semantics import looks_like_identifier
+
+    assert looks_like_identifier(name) is identifier
+
+
+def test_a_tree_over_identifier_names_warns_and_leaves_the_names_out(caplog):
+    import numpy as np
+
+    from treeseek.hierarchy.builders import make_builder
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6)) + np.repeat(rng.normal(size=(6, 6)) * 4, 20, axis=0)
+    y = np.repeat(np.arange(6), 20)
+    wnids = ["n01443537", "n01484850", "n01494475", "n01496331", "n01498041", "n01514668"]
+    with caplog.at_level("WARNING"):
+        named = make_builder("average:4:cosine:names").fit(X, y, wnids)  # no language model is needed, or loaded
+    plain = make_builder("average:4:cosine").fit(X, y, wnids)
+    assert not named.names_used_ and named.hierarchy_ == plain.hierarchy_
+    assert "6 of the 6 class names look like identifiers" in caplog.text

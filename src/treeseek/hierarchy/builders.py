@@ -5,6 +5,7 @@ the tree as ``hierarchy_`` after ``fit``. Fit them on the training split only.
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -14,12 +15,20 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist, squareform
 
 from treeseek.errors import TreeseekError
-from treeseek.hierarchy.name_semantics import BUNDLED_MODEL, NAME_TEMPLATE, name_distances
+from treeseek.hierarchy.name_semantics import (
+    BUNDLED_MODEL,
+    IDENTIFIER_SHARE,
+    NAME_TEMPLATE,
+    looks_like_identifier,
+    name_distances,
+)
 from treeseek.hierarchy.taxonomy_io import load_taxonomy
 from treeseek.hierarchy.tree import Hierarchy
 from treeseek.statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
 from treeseek.statistics.bhattacharyya import mixture_bhattacharyya_coefficient
 from treeseek.statistics.subclasses import SubclassSplit
+
+logger = logging.getLogger(__name__)
 
 
 def parse_threshold(text: str) -> float | str:
@@ -196,7 +205,8 @@ class LinkageHierarchyBuilder:
             raise TreeseekError(f"the {self.distance} distance between class means is undefined for some classes "
                                 f"(a class mean at the origin of PCA space); choose another distance, e.g. "
                                 f"{self.method}:{self.levels or 8}:euclidean")
-        if self.names_weight > 0:
+        self.names_used_ = self.names_weight > 0 and _names_readable(names)
+        if self.names_used_:
             condensed = _mixed(condensed, name_distances(names, self.name_model, self.name_template),
                                self.names_weight)
         self.merges_ = linkage(condensed, method=self.method)
@@ -213,6 +223,18 @@ class LinkageHierarchyBuilder:
                                                     names)
         self.shape_ = self.hierarchy_.shape()
         return self
+
+
+def _names_readable(names: Sequence[str]) -> bool:
+    """Whether the class names are words a language model can read; when more than ``IDENTIFIER_SHARE`` of them
+    look like identifiers (``looks_like_identifier``), a warning says so and the tree is built without them."""
+    identifiers = [name for name in names if looks_like_identifier(name)]
+    if len(identifiers) > IDENTIFIER_SHARE * len(names):
+        logger.warning("%d of the %d class names look like identifiers, not words (e.g. %s): a language model would "
+                       "rate them alike by their form alone, so the tree is built without them", len(identifiers),
+                       len(names), ", ".join(identifiers[:3]))
+        return False
+    return True
 
 
 def _mixed(visual: np.ndarray, names: np.ndarray, names_weight: float) -> np.ndarray:

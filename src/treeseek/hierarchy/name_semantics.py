@@ -35,6 +35,28 @@ def name_phrase(name: str) -> str:
     return " ".join(words) or name.strip()
 
 
+#: words that name no kind of thing: a folder called "class_07" or "category 3" says nothing a model can read
+GENERIC_WORDS = frozenset({"class", "category", "cat", "label", "folder", "group", "type", "item", "id", "dir",
+                           "set", "sample", "samples", "unknown", "other", "misc"})
+IDENTIFIER_SHARE = 0.5  # more than this share of identifier-like names: no name term
+
+
+def looks_like_identifier(name: str) -> bool:
+    """Whether a class name is an identifier rather than words: once split into words (``name_phrase``), digits
+    and generic words ("class", "category", ...) removed, no word of two letters or more is left, or some word
+    mixes letters and digits (a WordNet id such as ``n01443537``, a code such as ``x7b2``).
+
+    Examples
+    --------
+    >>> [looks_like_identifier(n) for n in ("n01443537", "class_07", "17", "snow_leopard", "001.Black_footed_Albatross")]
+    [True, True, True, False, False]
+    """
+    words = name_phrase(name).split()
+    if any(re.search(r"[a-z]", word) and re.search(r"\d", word) for word in words):
+        return True
+    return not [word for word in words if word.isalpha() and len(word) >= 2 and word not in GENERIC_WORDS]
+
+
 def embed_class_names(names: Sequence[str], model: str = BUNDLED_MODEL,
                       template: str = NAME_TEMPLATE) -> np.ndarray:
     """Unit vectors, one row per class name, from a sentence-embedding model."""
