@@ -41,9 +41,10 @@ def test_main_job_writes_every_output(main_job):
     grid = [g for g in selection["grid"] if "step" not in g]
     assert len(grid) == 2 and selection["split"]["n_validation"] > 0
     assert [g["subclasses"] for g in selection["grid"] if g.get("step") == "subclasses"] == [1]
+    searched = grid + [g for g in selection["grid"] if g.get("step") == "alpha beyond the grid"]
     assert selection["chosen"] in [{**{k: g[k] for k in ("max_components", "covariance", "threshold", "alpha")},
                                     "variance": 0.95, "hierarchy": "average:8:cosine:names", "subclasses": 1}
-                                   for g in grid]
+                                   for g in searched]
 
 
 def test_search_an_image_against_the_index(main_job, caltech_subset, tmp_path):

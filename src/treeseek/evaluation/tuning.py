@@ -44,6 +44,7 @@ class Selection:
     grid: list[dict] = field(default_factory=list)
     split: dict = field(default_factory=dict)
     method: str = "combined"          # the ranking method chosen with them
+    notes: list[str] = field(default_factory=list)  # what the search did beyond its grid, in words
 
 
 def threshold_spec(edges_per_class: float, n_classes: int) -> str:
@@ -105,7 +106,44 @@ def select_parameters(
               "hierarchy": hierarchy, "threshold": best["threshold"], "alpha": best["alpha"]}
     split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
              "n_validation": int(is_val.sum()), "metric": SELECTION_METRIC}
-    return Selection(params, best[SELECTION_METRIC], results, split, method)
+    model = TreeseekModel(**params).fit(fit_x, fit_y, list(class_names))
+
+    def score_at(alpha: float) -> float:
+        result = evaluate_retrieval(model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
+                                    alpha=alpha, ks=(10,), progress=False, full_ranking=False)
+        results.append({**{k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha")}, "alpha": alpha,
+                        SELECTION_METRIC: result.metrics[method][SELECTION_METRIC], "step": "alpha beyond the grid"})
+        return result.metrics[method][SELECTION_METRIC]
+
+    alpha, score, note = widened_alpha(score_at, best["alpha"], best[SELECTION_METRIC], grid["alpha"])
+    return Selection({**params, "alpha": alpha}, score, results, split, method, [note] if note else [])
+
+
+MAX_WIDENING = 6  # doublings (or halvings) of alpha tried past an edge of its grid
+
+
+def widened_alpha(score_at, best_alpha: float, best_score: float, grid_alphas) -> tuple[float, float, str | None]:
+    """Past the grid's edge while the score still rises: from a best alpha at the largest (smallest) grid value,
+    double (halve) it while the validation score rises, at most ``MAX_WIDENING`` times.
+
+    Returns ``(alpha, score, note)``; ``note`` says what was searched, None when the best alpha was inside the grid.
+    """
+    largest, smallest = max(grid_alphas), min(grid_alphas)
+    if best_alpha == largest and largest > 0:
+        step, edge = 2.0, "largest"
+    elif best_alpha == smallest and smallest > 0 and len(set(grid_alphas)) > 1:
+        step, edge = 0.5, "smallest"
+    else:
+        return best_alpha, best_score, None
+    alpha, score = best_alpha, best_score
+    for _ in range(MAX_WIDENING):
+        candidate = alpha * step
+        candidate_score = score_at(candidate)
+        if not candidate_score > score:
+            break
+        alpha, score = candidate, candidate_score
+    return alpha, score, (f"the best alpha on the grid was its {edge} value, {best_alpha:g}; searching on past it "
+                          f"(x{step:g} while the validation score rose) chose {alpha:g}")
 
 
 RANKING_GRID = {

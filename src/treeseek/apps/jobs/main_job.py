@@ -101,7 +101,9 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
         chosen = {**chosen, "subclasses": int(subclasses)}
     logger.info(f"validation search ({len(selection.grid)} points, {time.perf_counter() - started:.0f} s): {chosen} "
                 f"-> {selection.split['metric']} {selection.score:.4f}")
-    atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,
+    for note in selection.notes:
+        logger.info("validation search: %s", note)
+    atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score, "notes": selection.notes,
                                                "split": selection.split, "grid": selection.grid})
 
     model = TreeseekModel(**chosen).fit(features[train], images.labels[train], names)
@@ -125,7 +127,8 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
                     "test": int(test.sum()), "skipped_images": images.skipped},
         "backbone": backbone.describe(),
         "extraction": stats,
-        "selection": {"chosen": chosen, "score": selection.score, "split": selection.split},
+        "selection": {"chosen": chosen, "score": selection.score, "split": selection.split,
+                      "notes": selection.notes},
         "model": model.fit_info_,
         "evaluation": {"info": result.info, "metrics": result.metrics},
     }
@@ -157,6 +160,7 @@ def _markdown(report: dict, taxonomy: str | None) -> str:
         f"{data['train']} train / {data['test']} test images, {len(data['skipped_images'])} skipped",
         f"- backbone: {report['backbone']['name']} ({report['backbone']['feature_dim']}-d features)",
         f"- chosen on validation: `{json.dumps(report['selection']['chosen'])}`",
+        *[f"- {note}" for note in report["selection"].get("notes", [])],
         f"- PCA {model['input_dim']} -> {model['pca_dim']} dims; tree shape {model['tree_shape']} "
         f"(height {model['tree_height']}" + ("" if model["threshold"] is None else f", t = {model['threshold']:.3g}")
         + ")",

@@ -1,0 +1,46 @@
+"""The validation search (#31): alpha searched on past the edge of its grid while the score still rises."""
+from __future__ import annotations
+
+import numpy as np
+
+from treeseek.data.datasets import stratified_split
+from treeseek.evaluation import evaluate_retrieval
+from treeseek.evaluation.tuning import select_parameters, widened_alpha
+from treeseek.hierarchy.synthetic import planted_hierarchy
+from treeseek.io.features import FeatureSet
+from treeseek.model import TreeseekModel
+
+
+def test_a_best_alpha_beyond_the_grid_is_found():
+    data = planted_hierarchy((3, 4), dim=24, samples_per_class=40, scale=3.0, seed=2)
+    grid = {"max_components": [None], "covariance": ["tied"], "alpha": [0.01, 0.02]}  # far too small
+    chosen = select_parameters(data.features, data.labels, data.class_names, grid, hierarchy="average",
+                               method="combined")
+    # brute force over a wide grid of alphas, with the same model, split and score
+    is_val = stratified_split(data.labels, 0.25, 0)  # select_parameters's split
+    model = TreeseekModel(**{k: v for k, v in chosen.params.items() if k != "alpha"}).fit(
+        data.features[~is_val], data.labels[~is_val], data.class_names)
+    scores = {alpha: evaluate_retrieval(model, FeatureSet(data.features[is_val], data.labels[is_val]),
+                                        FeatureSet(data.features[~is_val], data.labels[~is_val]), methods=["combined"],
+                                        alpha=alpha, ks=(10,), progress=False,
+                                        full_ranking=False).metrics["combined"]["map@10"]
+              for alpha in 0.01 * 2.0 ** np.arange(0, 12)}
+    best = max(scores.values())
+    assert best > max(scores[0.01], scores[0.02])  # the premise: the grid's edge is not the optimum
+    assert chosen.params["alpha"] > 0.02 and chosen.score >= 0.9 * best
+    assert chosen.notes and "largest value, 0.02" in chosen.notes[0]
+
+
+def test_widening_stops_where_the_score_stops_rising_and_says_nothing_inside_the_grid():
+    calls = []
+
+    def score_at(alpha):  # rises up to alpha = 8, falls after
+        calls.append(alpha)
+        return -abs(np.log2(alpha) - 3)
+
+    alpha, score, note = widened_alpha(score_at, 1.0, score_at(1.0), [0.5, 1.0])
+    assert (alpha, score) == (8.0, 0.0) and "largest value, 1" in note and "chose 8" in note
+    assert calls == [1.0, 2.0, 4.0, 8.0, 16.0]  # tried once past the optimum, then stopped
+    assert widened_alpha(score_at, 1.0, -2.0, [0.5, 1.0, 2.0])[2] is None  # a best alpha inside the grid
+    alpha, _, note = widened_alpha(lambda a: -a, 0.5, -0.5, [0.5, 1.0])  # the smallest edge: halving
+    assert alpha == 0.5 * 2.0 ** -6 and "smallest value" in note
