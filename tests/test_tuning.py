@@ -44,3 +44,24 @@ def test_widening_stops_where_the_score_stops_rising_and_says_nothing_inside_the
     assert widened_alpha(score_at, 1.0, -2.0, [0.5, 1.0, 2.0])[2] is None  # a best alpha inside the grid
     alpha, _, note = widened_alpha(lambda a: -a, 0.5, -0.5, [0.5, 1.0])  # the smallest edge: halving
     assert alpha == 0.5 * 2.0 ** -6 and "smallest value" in note
+
+
+def test_a_covariance_model_with_far_worse_leaves_is_not_scored():
+    from treeseek.statistics import ClassGaussians, VariancePCA
+
+    data = planted_hierarchy((3, 4), dim=64, samples_per_class=8, scale=3.0, seed=2)
+    scales = np.where(np.random.default_rng(1).random((12, 64)) < 0.5, 4.0, 1.0)  # classes of unlike spreads
+    X = data.features * scales[data.labels]
+    covariances = ("tied", "diag", "full")
+    grid = {"max_components": [None], "covariance": list(covariances), "alpha": [1.0, 2.0]}
+    chosen = select_parameters(X, data.labels, data.class_names, grid, hierarchy="average", method="combined")
+    is_val = stratified_split(data.labels, 0.25, 0)  # select_parameters's split
+    pca = VariancePCA(0.95).fit(X[~is_val])
+    accuracy = {cov: np.mean(ClassGaussians(cov).fit(pca.transform(X[~is_val]), data.labels[~is_val], 12)
+                             .assign(pca.transform(X[is_val])) == data.labels[is_val]) for cov in covariances}
+    expected = {cov for cov in covariances if accuracy[cov] < max(accuracy.values()) - 0.1}
+    pruned = {r["covariance"] for r in chosen.grid if r.get("step") == "pruned"}
+    assert pruned == expected and expected  # the premise: some model's leaves are far worse
+    scored = {r["covariance"] for r in chosen.grid if r.get("step") is None}
+    assert scored == set(covariances) - pruned and chosen.params["covariance"] in scored
+    assert any("not scored" in note for note in chosen.notes)
