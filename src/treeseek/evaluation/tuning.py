@@ -17,6 +17,7 @@ leaves with their temperature, and alpha, scored against a taxonomy when one is 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -70,8 +71,14 @@ def select_parameters(
     seed: int = 0,
     hierarchy: str = "visual",
     method: str = "combined",
+    *,
+    prune_margin: float | None = LEAF_ACCURACY_MARGIN,
+    widen: bool = True,
 ) -> Selection:
-    """Grid search for ``hierarchy`` ranked by ``method``; t is searched only for the paper's ``visual`` tree."""
+    """Grid search for ``hierarchy`` ranked by ``method``; t is searched only for the paper's ``visual`` tree.
+
+    ``prune_margin``: leave out covariance models whose validation leaf accuracy is more than this below the best
+    (None: score them all); ``widen``: search alpha on past an edge of its grid (``widened_alpha``)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
     n_classes = len(class_names)
     is_val = stratified_split(y, validation_fraction, seed)
@@ -90,7 +97,7 @@ def select_parameters(
         accuracy = {covariance: float(np.mean(gaussians.assign(pca.transform(val_x)) == val_y))
                     for covariance, gaussians in fitted.items()}
         for covariance, gaussians in fitted.items():
-            if accuracy[covariance] < max(accuracy.values()) - LEAF_ACCURACY_MARGIN:
+            if prune_margin is not None and accuracy[covariance] < max(accuracy.values()) - prune_margin:
                 results.append({"max_components": cap, "pca_dim": int(pca.n_components_), "covariance": covariance,
                                 "val_leaf_accuracy": accuracy[covariance], "step": "pruned", SELECTION_METRIC: None,
                                 "pruned": f"leaf accuracy {accuracy[covariance]:.3f} against "
@@ -122,22 +129,23 @@ def select_parameters(
               "hierarchy": hierarchy, "threshold": best["threshold"], "alpha": best["alpha"]}
     split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
              "n_validation": int(is_val.sum()), "metric": SELECTION_METRIC}
-    model = TreeseekModel(**params).fit(fit_x, fit_y, list(class_names))
+    chosen_model = functools.cache(lambda: TreeseekModel(**params).fit(fit_x, fit_y, list(class_names)))
 
     def score_at(alpha: float) -> float:
-        result = evaluate_retrieval(model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
+        result = evaluate_retrieval(chosen_model(), FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
                                     alpha=alpha, ks=(10,), progress=False, full_ranking=False)
         results.append({**{k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha")}, "alpha": alpha,
                         SELECTION_METRIC: result.metrics[method][SELECTION_METRIC], "step": "alpha beyond the grid"})
         return result.metrics[method][SELECTION_METRIC]
 
-    alpha, score, note = widened_alpha(score_at, best["alpha"], best[SELECTION_METRIC], grid["alpha"])
+    alpha, score, note = widened_alpha(score_at, best["alpha"], best[SELECTION_METRIC], grid["alpha"]) if widen \
+        else (best["alpha"], best[SELECTION_METRIC], None)
     notes = [note] if note else []
     pruned = [r for r in results if r.get("step") == "pruned"]
     if pruned:
         per_model = len(grid["alpha"]) * (len(grid["edges_per_class"]) if hierarchy == "visual" else 1)
         notes.append(f"{len(pruned)} covariance model(s) left out before scoring, their validation leaf accuracy "
-                     f"more than {LEAF_ACCURACY_MARGIN:g} below the best at the same PCA size: "
+                     f"more than {prune_margin:g} below the best at the same PCA size: "
                      f"{len(pruned) * per_model} grid points not scored")
     return Selection({**params, "alpha": alpha}, score, results, split, method, notes)
 
