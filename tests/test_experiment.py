@@ -42,7 +42,9 @@ def test_every_row_and_condition_is_scored(study):
         assert list(table) == rows and all(0 <= v["map@10"] <= 1 and 0 <= v["mahp@250"] <= 1 for v in table.values())
     assert report["robustness"]["blur"]["cosine"]["map@10"] != report["metrics"]["cosine"]["map@10"]
     grid = json.loads((out / "selection.json").read_text())
-    assert len(grid["grid"]) == 4 and grid["chosen"]["alpha"] in (1.0, 3.0)
+    widened = [g["alpha"] for g in grid["grid"] if g.get("step") == "alpha beyond the grid"]
+    assert len([g for g in grid["grid"] if "step" not in g]) == 4 and grid["chosen"]["alpha"] in (1.0, 3.0, *widened)
+    assert all(alpha > 3.0 or alpha < 1.0 for alpha in widened)  # only past an edge of the grid (1, 3)
 
 
 def test_rows_match_the_harness_run_directly(study, caltech_subset):
