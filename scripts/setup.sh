@@ -30,6 +30,15 @@ if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null; then
         echo "note: no chromium, so the web page's browser tests will be skipped (sudo apt-get install chromium)" >&2
     fi
 fi
+# WordNet 3.0 (Debian's wordnet-base): ImageNet-style folders named n01443537 are read as their words
+if [ ! -f /usr/share/wordnet/data.noun ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "treeseek setup: installing WordNet (wordnet-base)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null
+    else
+        echo "note: no WordNet, so folders named by WordNet ids stay ids (sudo apt-get install wordnet-base)" >&2
+    fi
+fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 echo "treeseek setup: installing into .venv (torch, FAISS, numpy... a few minutes the first time)"

@@ -126,9 +126,23 @@ def test_a_tree_over_identifier_names_warns_and_leaves_the_names_out(caplog):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 6)) + np.repeat(rng.normal(size=(6, 6)) * 4, 20, axis=0)
     y = np.repeat(np.arange(6), 20)
-    wnids = ["n01443537", "n01484850", "n01494475", "n01496331", "n01498041", "n01514668"]
+    codes = ["class_01", "class_02", "17", "18", "x7b2", "id 4"]
     with caplog.at_level("WARNING"):
-        named = make_builder("average:4:cosine:names").fit(X, y, wnids)  # no language model is needed, or loaded
-    plain = make_builder("average:4:cosine").fit(X, y, wnids)
+        named = make_builder("average:4:cosine:names").fit(X, y, codes)  # no language model is needed, or loaded
+    plain = make_builder("average:4:cosine").fit(X, y, codes)
     assert not named.names_used_ and named.hierarchy_ == plain.hierarchy_
     assert "6 of the 6 class names look like identifiers" in caplog.text
+
+
+def test_wnid_folders_resolve_to_their_wordnet_words():
+    """Checked by hand against WordNet 3.0 (ImageNet's first classes, and 'dog')."""
+    from pathlib import Path
+
+    from treeseek.hierarchy.wordnet_names import WORDNET_DIR, wordnet_words
+
+    if not (WORDNET_DIR / "data.noun").is_file():
+        pytest.fail("WordNet is not installed: scripts/setup.sh installs Debian's wordnet-base with the test extras")
+    names = ["n01440764", "n01443537", "n01484850", "n01491361", "n02084071", "snow_leopard", "n99999999"]
+    assert wordnet_words(names) == ["tench", "goldfish", "great white shark", "tiger shark", "dog", "snow_leopard",
+                                    "n99999999"]
+    assert wordnet_words(["n01443537"], Path("/nowhere")) == ["n01443537"]  # no WordNet: the ids stay

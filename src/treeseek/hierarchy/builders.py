@@ -24,6 +24,7 @@ from treeseek.hierarchy.name_semantics import (
 )
 from treeseek.hierarchy.taxonomy_io import load_taxonomy
 from treeseek.hierarchy.tree import Hierarchy
+from treeseek.hierarchy.wordnet_names import wordnet_words
 from treeseek.statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
 from treeseek.statistics.bhattacharyya import mixture_bhattacharyya_coefficient
 from treeseek.statistics.subclasses import SubclassSplit
@@ -205,9 +206,10 @@ class LinkageHierarchyBuilder:
             raise TreeseekError(f"the {self.distance} distance between class means is undefined for some classes "
                                 f"(a class mean at the origin of PCA space); choose another distance, e.g. "
                                 f"{self.method}:{self.levels or 8}:euclidean")
-        self.names_used_ = self.names_weight > 0 and _names_readable(names)
+        words = wordnet_words(names) if self.names_weight > 0 else names  # ImageNet's wnid folders, as words
+        self.names_used_ = self.names_weight > 0 and _names_readable(words)
         if self.names_used_:
-            condensed = _mixed(condensed, name_distances(names, self.name_model, self.name_template),
+            condensed = _mixed(condensed, name_distances(words, self.name_model, self.name_template),
                                self.names_weight)
         self.merges_ = linkage(condensed, method=self.method)
         if self.levels is None:
