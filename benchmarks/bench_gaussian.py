@@ -31,7 +31,6 @@ split, to report whether the default would turn sub-classes on.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -46,7 +45,7 @@ from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
 from treeseek.training.gaussian_latent import GaussianLatentHead, GaussianTraining
 
-from common import DATASETS, markdown_table, train_test_features, write_json
+from common import markdown_table, real_data_arguments, write_json
 
 SUBCLASSES = 4
 MARDIA_DIMS, MARDIA_MIN = 5, 30
@@ -114,11 +113,7 @@ def open_set(variant_x, train_y, test_y, subclasses: int, seed: int = 0) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(DATASETS))
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    names, train_x, train_y, test_x, test_y, taxonomy = train_test_features(args.dataset)
+    args, (names, train_x, train_y, test_x, test_y, taxonomy) = real_data_arguments(__doc__.splitlines()[0])
     started = time.perf_counter()
     head = GaussianLatentHead(GaussianTraining()).fit(train_x, train_y)
     head_seconds = time.perf_counter() - started

@@ -12,7 +12,6 @@ with them on the training split and scored on the test split.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 from treeseek.apps.jobs.main_job import SOFT_GRID
@@ -21,15 +20,11 @@ from treeseek.evaluation.tuning import select_parameters
 from treeseek.io.features import FeatureSet
 from treeseek.model import DEFAULT_HIERARCHY, TreeseekModel
 
-from common import DATASETS, markdown_table, train_test_features, write_json
+from common import markdown_table, real_data_arguments, write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(DATASETS))
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    names, train_x, train_y, test_x, test_y, taxonomy = train_test_features(args.dataset)
+    args, (names, train_x, train_y, test_x, test_y, taxonomy) = real_data_arguments(__doc__.splitlines()[0])
     rows = []
     for label, options in (("before (every point, alpha within the grid)", {"prune_margin": None, "widen": False}),
                            ("after (pruned grid, widened alpha)", {})):

@@ -69,6 +69,16 @@ def train_test_features(dataset: str):
     return names, features[train], images.labels[train], features[test], images.labels[test], taxonomy
 
 
+def real_data_arguments(description: str):
+    """The command line of a real-data benchmark (DATASET, --json) and the dataset's ``train_test_features``:
+    ``(args, (class names, train x, train y, test x, test y, taxonomy))``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    return args, train_test_features(args.dataset)
+
+
 def synthetic_split(per_class: int):
     """Planted 100-class data in 128 dims: (database X, queries Q, their labels y and yq, rows of X to fit on,
     class names). 10 queries per class (1,000 in all); the model is fitted on 100 items per class."""
