@@ -34,7 +34,8 @@ fi
 if [ ! -f /usr/share/wordnet/data.noun ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "treeseek setup: installing WordNet (wordnet-base)"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            wordnet-base >/dev/null; } || echo "note: could not install wordnet-base; WordNet ids stay ids" >&2
     else
         echo "note: no WordNet, so folders named by WordNet ids stay ids (sudo apt-get install wordnet-base)" >&2
     fi
