@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Sequence
 
 import numpy as np
@@ -55,7 +56,7 @@ def search_report(model, ranking: Ranking, queries: np.ndarray, query_names: Seq
     found = np.unique(ids[ids >= 0])
     items = lookup(found)
     parts = None if model is None else _DistanceParts(model, ranking, queries)
-    visual_parts = None if model is None or fallback is None else _DistanceParts(model, fallback, queries)
+    visual_parts = None if parts is None or fallback is None else parts.ranked_by(fallback)
     report = []
     for q, query_name in enumerate(query_names):
         positions = np.searchsorted(found, ids[q][ids[q] >= 0])
@@ -93,9 +94,15 @@ class _DistanceParts:
 
     def __init__(self, model, ranking: Ranking, queries: np.ndarray):
         self.model, self.queries = model, queries
-        self.query_leaves = model.assign(queries) if len(queries) else np.zeros(0, dtype=np.int64)
-        self.confidence = placement_confidence(model, queries)
+        # one pass over the class distances places every query and says how sure that is
+        self.query_leaves, self.confidence = placements(model, queries)
         self.soft_alpha = ranking.alpha_for(model) if ranking.distance_method == "soft" else None
+
+    def ranked_by(self, ranking: Ranking) -> "_DistanceParts":
+        """The same queries and placements, with the distances of another ranking."""
+        other = copy.copy(self)
+        other.soft_alpha = ranking.alpha_for(self.model) if ranking.distance_method == "soft" else None
+        return other
 
     def added(self, q: int, entries: list[dict], distances: np.ndarray, items: dict, positions) -> list[dict]:
         tree, names, leaf_q = self.model.hierarchy_, self.model.leaf_names_, int(self.query_leaves[q])
@@ -129,14 +136,14 @@ def relation(model, query_leaf: int, item_leaf: int, meet: int) -> str:
     return "unrelated" if meet == tree.root else f"related: both are {tree.names[meet]}"
 
 
-def placement_confidence(model, queries: np.ndarray) -> np.ndarray:
-    """Per query, the posterior probability of the class it is placed in (its sub-classes' together), at the
-    model's temperature: how sure the placement is."""
+def placements(model, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, its leaf (``model.assign``) and the posterior probability of the class it is placed in (its
+    sub-classes' together), at the model's temperature: how sure the placement is."""
     if not len(queries):
-        return np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     leaves, classes, weights = model.place(queries)
     same_class = model.leaf_class_[classes] == model.leaf_class_[leaves][:, None]
-    return np.sum(weights * same_class, axis=1)
+    return leaves, np.sum(weights * same_class, axis=1)
 
 
 def report_lines(query: dict) -> list[str]:
