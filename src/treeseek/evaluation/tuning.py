@@ -93,8 +93,9 @@ def select_parameters(
             continue
         seen_dims.add(pca.n_components_)
         z_fit = pca.transform(fit_x)
+        z_val = pca.transform(val_x)
         fitted = {covariance: ClassGaussians(covariance).fit(z_fit, fit_y, n_classes) for covariance in grid["covariance"]}
-        accuracy = {covariance: float(np.mean(gaussians.assign(pca.transform(val_x)) == val_y))
+        accuracy = {covariance: float(np.mean(gaussians.assign(z_val) == val_y))
                     for covariance, gaussians in fitted.items()}
         for covariance, gaussians in fitted.items():
             if prune_margin is not None and accuracy[covariance] < max(accuracy.values()) - prune_margin:
@@ -197,6 +198,18 @@ def validation_split(y: np.ndarray, validation_fraction: float = 0.25, max_queri
     return is_val, val_rows
 
 
+def _validation_sets(X: np.ndarray, y: np.ndarray, taxonomy: Hierarchy | None, validation_fraction: float,
+                     max_queries: int, seed: int):
+    """``validation_split``'s fitting part ``(fit_x, fit_y)``, its queries and database as feature sets, and the
+    split's record, whose ``metric`` is mAHP@250 against ``taxonomy`` when one is given, else mAP@10."""
+    is_val, val_rows = validation_split(y, validation_fraction, max_queries, seed)
+    fit_x, fit_y = X[~is_val], y[~is_val]
+    split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
+             "n_validation_queries": int(len(val_rows)),
+             "metric": "mahp@250" if taxonomy is not None else SELECTION_METRIC}
+    return fit_x, fit_y, FeatureSet(X[val_rows], y[val_rows]), FeatureSet(fit_x, fit_y), split
+
+
 def select_ranking(
     X: np.ndarray,
     y: np.ndarray,
@@ -215,10 +228,8 @@ def select_ranking(
     at most ``max_queries`` validation images (stratified) are the queries.
     """
     grid = {**RANKING_GRID, **(grid or {})}
-    is_val, val_rows = validation_split(y, validation_fraction, max_queries, seed)
-    fit_x, fit_y = X[~is_val], y[~is_val]
-    queries, database = FeatureSet(X[val_rows], y[val_rows]), FeatureSet(fit_x, fit_y)
-    metric = "mahp@250" if taxonomy is not None else SELECTION_METRIC
+    fit_x, fit_y, queries, database, split = _validation_sets(X, y, taxonomy, validation_fraction, max_queries, seed)
+    metric = split["metric"]
     base = TreeseekModel(**{**(params or {}), "hierarchy": "visual"}).fit(fit_x, fit_y, class_names)
     results = []
     for kind in grid["hierarchy"]:
@@ -241,8 +252,6 @@ def select_ranking(
                                        np.nan_to_num(r[SELECTION_METRIC], nan=-1.0), -r["alpha"]))
     chosen = {**base.get_params(), "hierarchy": best["hierarchy"], "alpha": best["alpha"],
               "temperature": best["temperature"] or base.temperature}  # hard leaves: keep the default
-    split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
-             "n_validation_queries": int(len(val_rows)), "metric": metric}
     return Selection(chosen, best[metric], results, split, best["method"])
 
 
@@ -269,10 +278,8 @@ def select_subclasses(
     only when it scores strictly higher than the model without; when no class is large enough to split, the
     answer is 1 without a search.
     """
-    is_val, val_rows = validation_split(y, validation_fraction, max_queries, seed)
-    fit_x, fit_y = X[~is_val], y[~is_val]
-    queries, database = FeatureSet(X[val_rows], y[val_rows]), FeatureSet(fit_x, fit_y)
-    metric = "mahp@250" if taxonomy is not None else SELECTION_METRIC
+    fit_x, fit_y, queries, database, split = _validation_sets(X, y, taxonomy, validation_fraction, max_queries, seed)
+    metric = split["metric"]
     counts = np.bincount(fit_y, minlength=len(class_names))
     results = []
     for maximum in sorted(set(candidates)):
@@ -287,6 +294,4 @@ def select_subclasses(
                         **{m: result.metrics[method][m] for m in (SELECTION_METRIC, "mahp@250")
                            if m in result.metrics[method]}})
     best = max(results, key=lambda r: (np.nan_to_num(r[metric], nan=-1.0), -r["subclasses"]))
-    split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
-             "n_validation_queries": int(len(val_rows)), "metric": metric}
     return Selection({**(params or {}), "subclasses": best["subclasses"]}, best[metric], results, split, method)
