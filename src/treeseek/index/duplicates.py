@@ -83,3 +83,17 @@ def near_duplicates(index, threshold: float = DEFAULT_THRESHOLD) -> list[Duplica
         distances = np.clip(1.0 - vectors[members] @ vectors[members[0]], 0.0, 2.0).astype(np.float64)
         groups.append(DuplicateGroup(ids[members], distances))
     return sorted(groups, key=lambda g: (-len(g.ids), int(g.ids[0])))
+
+
+def group_members(index, groups: list[DuplicateGroup]) -> list[list[dict]]:
+    """Each group's items as ``{"id", "class" (its name, or None), "source", "distance"}``: what the command line
+    and the server show of them."""
+    names = index.model.class_names_
+    described = []
+    for group in groups:
+        items = index.items(group.ids)
+        described.append([{"id": int(i), "class": names[int(label)] if label >= 0 else None, "source": source,
+                           "distance": float(distance)}
+                          for i, label, source, distance in zip(group.ids, items["labels"], items["sources"],
+                                                                group.distances)])
+    return described

@@ -46,11 +46,8 @@ def duplicates(
 
 def duplicate_rows(index, groups) -> list[dict]:
     """One record per picture of every group: group number, id, file, class and distance to the first."""
-    names = index.model.class_names_
-    rows = []
-    for number, group in enumerate(groups, start=1):
-        items = index.items(group.ids)
-        for item_id, label, source, distance in zip(group.ids, items["labels"], items["sources"], group.distances):
-            rows.append({"group": number, "id": int(item_id), "file": source,
-                         "class": names[label] if label >= 0 else "", "distance": round(float(distance), 6)})
-    return rows
+    from treeseek.index.duplicates import group_members
+
+    return [{"group": number, "id": item["id"], "file": item["source"], "class": item["class"] or "",
+             "distance": round(item["distance"], 6)}
+            for number, members in enumerate(group_members(index, groups), start=1) for item in members]

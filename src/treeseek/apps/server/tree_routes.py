@@ -12,7 +12,7 @@ from treeseek.apps.server.answers import image_url, shown
 from treeseek.apps.server.dependencies import ServerSettings, current_index, settings
 from treeseek.apps.server.live_index import LiveIndex
 from treeseek.apps.server.schemas import ERRORS, DuplicateGroups, NodeItems, TreeNodes
-from treeseek.index.duplicates import DEFAULT_THRESHOLD, near_duplicates
+from treeseek.index.duplicates import DEFAULT_THRESHOLD, group_members, near_duplicates
 from treeseek.index.subtree_search import ids_under, node_counts
 
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -58,14 +58,8 @@ def duplicate_groups(threshold: Annotated[float, Query(ge=0, lt=2, description="
                                                        "near-identical pictures.")] = DEFAULT_THRESHOLD,
                      live: LiveIndex = Depends(current_index), server: ServerSettings = Depends(settings)) -> dict:
     """Groups of near-identical pictures (copies, re-encodings, resized or mirrored versions), largest first."""
-    groups = near_duplicates(live.index, threshold)
-    names = live.index.model.class_names_
-    answer = []
-    for group in groups:
-        found = live.index.items(group.ids)
-        answer.append([{"id": int(i), "class": names[int(label)] if label >= 0 else None,
-                        "file": shown(live, source, server), "image_url": image_url(live, int(i)),
-                        "distance": float(distance)}
-                       for i, label, source, distance in zip(group.ids, found["labels"], found["sources"],
-                                                             group.distances)])
-    return {"threshold": threshold, "groups": answer}
+    groups = group_members(live.index, near_duplicates(live.index, threshold))
+    return {"threshold": threshold, "groups": [
+        [{"id": item["id"], "class": item["class"], "file": shown(live, item["source"], server),
+          "image_url": image_url(live, item["id"]), "distance": item["distance"]} for item in group]
+        for group in groups]}
