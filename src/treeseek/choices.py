@@ -23,5 +23,6 @@ ENGINE_METHODS = ("soft", "combined")
 MILVUS_INDEX_TYPES = {"FLAT": ({}, ()), "IVF_FLAT": ({"nlist": 1024}, ("nprobe",)),
                       "HNSW": ({"M": 16, "efConstruction": 200}, ("ef",))}
 #: copies re-encoded at JPEG quality 40, mirrored or scaled to 75% stay within this cosine distance of their
-#: original (EfficientNet-Lite0 features, 60 Caltech-101 pictures: benchmarks/bench_duplicates.py) (``treeseek.index.duplicates``)
+#: original (EfficientNet-Lite0 features, 60 Caltech-101 pictures: benchmarks/bench_duplicates.py)
+#: (``treeseek.index.duplicates``)
 DUPLICATE_THRESHOLD = 0.15

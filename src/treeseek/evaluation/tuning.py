@@ -94,7 +94,8 @@ def select_parameters(
         seen_dims.add(pca.n_components_)
         z_fit = pca.transform(fit_x)
         z_val = pca.transform(val_x)
-        fitted = {covariance: ClassGaussians(covariance).fit(z_fit, fit_y, n_classes) for covariance in grid["covariance"]}
+        fitted = {covariance: ClassGaussians(covariance).fit(z_fit, fit_y, n_classes)
+                  for covariance in grid["covariance"]}
         accuracy = {covariance: float(np.mean(gaussians.assign(z_val) == val_y))
                     for covariance, gaussians in fitted.items()}
         for covariance, gaussians in fitted.items():
@@ -133,8 +134,8 @@ def select_parameters(
     chosen_model = functools.cache(lambda: TreeseekModel(**params).fit(fit_x, fit_y, list(class_names)))
 
     def score_at(alpha: float) -> float:
-        result = evaluate_retrieval(chosen_model(), FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
-                                    alpha=alpha, ks=(10,), progress=False, full_ranking=False)
+        result = evaluate_retrieval(chosen_model(), FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y),
+                                    methods=[method], alpha=alpha, ks=(10,), progress=False, full_ranking=False)
         results.append({**{k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha")}, "alpha": alpha,
                         SELECTION_METRIC: result.metrics[method][SELECTION_METRIC], "step": "alpha beyond the grid"})
         return result.metrics[method][SELECTION_METRIC]
