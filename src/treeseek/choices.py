@@ -11,6 +11,9 @@ DEFAULT_HIERARCHY = "average:8:cosine"
 #: the rankings of ``ranking_keys`` (``treeseek.search.distances``), and the baselines evaluation adds
 METHODS = ("euclidean", "cosine", "hierarchy", "flat", "combined", "soft")
 BASELINES = ("crm",)
+#: where the cosine term of every ranking is taken (``TreeseekModel.cosine``): on the raw features (the paper's),
+#: centred on the training mean, or centred with the principal components PCA keeps rescaled to equal variance
+COSINE_SPACES = ("raw", "centred", "whitened")
 #: how a level-by-level search scans a subtree (``treeseek.search.backends``)
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 #: how an index stores its unit vectors (``treeseek.index.tree_index``)

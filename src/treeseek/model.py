@@ -39,6 +39,7 @@ MODEL_VERSION = 1
 DEFAULT_HIERARCHY = choices.DEFAULT_HIERARCHY
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
+COSINE_SPACES = choices.COSINE_SPACES
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
 NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value
 
@@ -82,6 +83,10 @@ class TreeseekModel:
     subclasses : int
         At most this many Gaussians per class, found by X-means (``statistics.subclasses``); a class split in
         several becomes an inner node over one leaf per sub-class. 1: one Gaussian per class (the paper).
+    cosine : str
+        Where the cosine term of every ranking is taken (``cosine_features``): ``raw`` features (the paper's),
+        ``centred`` on the training mean, or ``whitened`` (centred, and the kept principal components rescaled to
+        equal variance; the rest left as it is).
     novelty_quantile : float
         The share of held-out images of known classes whose out-of-distribution score passes as known: a query
         scoring above it is flagged (``novelty``), and its results are ranked by the visual distance alone.
@@ -109,6 +114,7 @@ class TreeseekModel:
         top_m: int | None = DEFAULT_TOP_M,
         subclasses: int = 1,
         novelty_quantile: float = 0.99,
+        cosine: str = "raw",
     ):
         self.variance = variance
         self.max_components = max_components
@@ -120,11 +126,12 @@ class TreeseekModel:
         self.top_m = top_m
         self.subclasses = subclasses
         self.novelty_quantile = novelty_quantile
+        self.cosine = cosine
 
     def get_params(self) -> dict:
         return {name: getattr(self, name) for name in
                 ("variance", "max_components", "covariance", "hierarchy", "threshold", "alpha",
-                 "temperature", "top_m", "subclasses", "novelty_quantile")}
+                 "temperature", "top_m", "subclasses", "novelty_quantile", "cosine")}
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None) -> "TreeseekModel":
         X = check_features(X, "training features")
@@ -134,6 +141,8 @@ class TreeseekModel:
         if self.covariance not in COVARIANCE_MODELS:
             raise TreeseekError(f"covariance must be one of {', '.join(COVARIANCE_MODELS)}, got {self.covariance!r}")
         check_max_subclasses(self.subclasses)
+        if self.cosine not in COSINE_SPACES:
+            raise TreeseekError(f"cosine must be one of {', '.join(COSINE_SPACES)}, got {self.cosine!r}")
         if not 0.0 < self.novelty_quantile < 1.0:
             raise TreeseekError(f"novelty_quantile must lie in (0, 1), got {self.novelty_quantile}")
         n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
@@ -254,6 +263,42 @@ class TreeseekModel:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return self.pca_.transform(self.check_dim(X, "features"))
+
+    def cosine_features(self, X: np.ndarray) -> np.ndarray:
+        """The rows in the space where the rankings take their cosine (``cosine``), as float64 of the same width:
+        x itself (``raw``), x - mean (``centred``), or x - mean with its coordinates along the kept principal
+        components rescaled to their mean variance (``whitened``): (I + V diag(s - 1) V^T)(x - mean),
+        s_j = sqrt(mean(lambda) / lambda_j), which is invertible (``features_from_cosine``)."""
+        X = np.asarray(X, dtype=np.float64)
+        space = getattr(self, "cosine", "raw")
+        if space == "raw":
+            return X
+        centred = X - self.pca_.mean_
+        if space == "centred":
+            return centred
+        scale = self._whitening_scale()
+        return centred + ((centred @ self.pca_.components_.T) * (scale - 1.0)) @ self.pca_.components_
+
+    def features_from_cosine(self, V: np.ndarray) -> np.ndarray:
+        """The raw features of rows in the cosine space: the inverse of ``cosine_features``."""
+        V = np.asarray(V, dtype=np.float64)
+        space = getattr(self, "cosine", "raw")
+        if space == "raw":
+            return V
+        if space == "whitened":
+            V = V + ((V @ self.pca_.components_.T) * (1.0 / self._whitening_scale() - 1.0)) @ self.pca_.components_
+        return V + self.pca_.mean_
+
+    def cosine_units(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(unit rows, lengths)`` of ``cosine_features(X)``: what an index stores and scans; a zero row stays
+        zero."""
+        V = self.cosine_features(X)
+        norms = np.linalg.norm(V, axis=1)
+        return V / np.where(norms > 0, norms, 1.0)[:, None], norms
+
+    def _whitening_scale(self) -> np.ndarray:
+        variances = np.maximum(self.pca_.explained_variance_, np.finfo(float).tiny)
+        return np.sqrt(variances.mean() / variances)
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4): its class, or its sub-class."""

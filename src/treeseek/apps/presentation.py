@@ -106,7 +106,8 @@ class _DistanceParts:
 
     def added(self, q: int, entries: list[dict], distances: np.ndarray, items: dict, positions) -> list[dict]:
         tree, names, leaf_q = self.model.hierarchy_, self.model.leaf_names_, int(self.query_leaves[q])
-        cosine = cosine_distances(self.queries[q : q + 1], np.asarray(items["vectors"][positions]))[0] \
+        cosine = cosine_distances(self.model.cosine_features(self.queries[q : q + 1]),
+                                  np.asarray(items["vectors"][positions]))[0] \
             if len(positions) else []
         for entry, position, distance, d_cos in zip(entries, positions, distances, cosine):
             leaf, distance = int(items["leaves"][position]), float(distance)

@@ -147,7 +147,8 @@ def item_queries(target: SearchTarget, item_ids, *, pictures: bool = False) -> Q
     shown = None
     if pictures and target.images is not None:
         shown = [target.images.thumbnail(i, source) for i, source in zip(item_ids, items["sources"])]
-    return Queries(items["vectors"] * items["norms"][:, None], [f"item {i}" for i in item_ids],
+    return Queries(target.catalogue.model.features_from_cosine(items["vectors"] * items["norms"][:, None]),
+                   [f"item {i}" for i in item_ids],
                    np.asarray(item_ids, dtype=np.int64), shown, [f"item-{i}" for i in item_ids])
 
 

@@ -153,7 +153,11 @@ def evaluate_retrieval(
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(methods) * len(query_x), desc="evaluate", unit="query", disable=not progress, leave=False)
+    # every ranking but the Euclidean takes its cosine in the model's cosine space (TreeseekModel.cosine)
+    query_c = model.cosine_features(query_x)
+    db_c = query_c if leave_one_out else model.cosine_features(db_x)
     for method in methods:
+        method_q, method_db = (query_x, db_x) if method == "euclidean" else (query_c, db_c)
         parts: dict[str, list] = {name: [] for name, _, _ in reported}
         curve_parts = []
         for start in range(0, len(query_x), batch):
@@ -161,9 +165,10 @@ def evaluate_retrieval(
             qy = query_y[rows]
             if method == "crm":  # the conditional-risk class, ranked as combined ranks a query's leaf
                 risk_leaves = np.argmin(query_post[rows] @ model.hierarchy_.normalized_lca, axis=1)
-                keys = ranking_keys("combined", query_x[rows], db_x, risk_leaves, db_leaves, model.hierarchy_, alpha)
+                keys = ranking_keys("combined", method_q[rows], method_db, risk_leaves, db_leaves, model.hierarchy_,
+                                    alpha)
             else:
-                keys = ranking_keys(method, query_x[rows], db_x, query_leaves[rows], db_leaves, model.hierarchy_,
+                keys = ranking_keys(method, method_q[rows], method_db, query_leaves[rows], db_leaves, model.hierarchy_,
                                     alpha, None if query_post is None else query_post[rows], db_post)
             if leave_one_out:
                 keys[np.arange(len(rows)), rows] = np.inf  # the query ranks last, then is cut off

@@ -12,7 +12,7 @@ import numpy as np
 
 from treeseek.index.soft_search import ready_soft
 from treeseek.index.stored_segment import StoredSegment
-from treeseek.search.distances import hierarchy_weight, normalize_rows
+from treeseek.search.distances import hierarchy_weight
 from treeseek.search.hamming import HammingIndex
 from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates, smallest_k
 
@@ -53,7 +53,7 @@ def hamming_search(segments: list[StoredSegment], model, hasher, queries: np.nda
                 return ready_soft(stored, model)
         else:
             costs, posteriors = weight * tree.normalized_lca[model.assign(queries)], None
-        keys, ids = rerank_candidates(segments, ids, normalize_rows(queries), costs, k, posteriors)
+        keys, ids = rerank_candidates(segments, ids, model.cosine_units(queries)[0], costs, k, posteriors)
     return keys[:, :k], ids[:, :k]
 
 

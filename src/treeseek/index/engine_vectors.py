@@ -45,7 +45,8 @@ def model_fingerprint(model: TreeseekModel, method: str) -> str:
     """A digest of everything the item vectors of ``method`` depend on: what was pushed under another
     fingerprint must not be searched with this model."""
     digest = hashlib.sha256()
-    described = {"method": check_method(method), "classes": model.class_names_, "tree": model.hierarchy_.to_dict()}
+    described = {"method": check_method(method), "classes": model.class_names_, "tree": model.hierarchy_.to_dict(),
+                 "cosine": getattr(model, "cosine", "raw")}
     if method == "soft":
         described.update(temperature=model.temperature, top_m=model.top_m)
     digest.update(json.dumps(described, sort_keys=True).encode())
@@ -82,6 +83,7 @@ def query_vectors(model: TreeseekModel, queries: np.ndarray, method: str, alpha:
     """The augmented query vectors of raw query features."""
     queries = model.check_dim(queries, "queries")
     factor = tree_factor(model.hierarchy_)
+    unit = model.cosine_units(queries)[0]  # as the index stores its items
     if check_method(method) == "combined":
-        return augment_leaves(queries, model.assign(queries), factor, alpha)
-    return augment(queries, model.posteriors(queries), factor, alpha)
+        return augment_leaves(unit, model.assign(queries), factor, alpha)
+    return augment(unit, model.posteriors(queries), factor, alpha)

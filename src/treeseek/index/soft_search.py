@@ -14,7 +14,6 @@ import numpy as np
 
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
-from treeseek.search.distances import normalize_rows
 from treeseek.search.inner_product import augment, augment_leaves
 from treeseek.search.soft_groups import SoftPosteriors, leaf_group_topk, soft_group_topk
 from treeseek.search.topk import merge_smallest_k, no_candidates
@@ -32,7 +31,7 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
               k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k ``(D, ids)`` of the soft ranking for raw query features; padded with inf and ``MISSING_ID``."""
     _, classes, weights = model.place(queries)
-    unit = normalize_rows(queries)
+    unit = model.cosine_units(queries)[0]
     lca = model.hierarchy_.normalized_lca
     best_keys, best_ids = no_candidates(len(queries), k)
     for stored in segments:
@@ -42,12 +41,12 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
     return best_keys, best_ids
 
 
-def leaf_topk(segments: list[StoredSegment], tree, leaves: np.ndarray, queries: np.ndarray, alpha: float,
+def leaf_topk(segments: list[StoredSegment], tree, leaves: np.ndarray, unit: np.ndarray, alpha: float,
               k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k ``(D, ids)`` of D_cos + alpha * L[leaf(q), leaf(i)] (``combined`` over ``tree``, or ``flat``) by the
-    same exact group-by-group search, each item's posterior being one-hot at its stored leaf."""
-    unit = normalize_rows(queries)
-    best_keys, best_ids = no_candidates(len(queries), k)
+    same exact group-by-group search, each item's posterior being one-hot at its stored leaf; ``unit``: the
+    queries' unit vectors in the model's cosine space (``TreeseekModel.cosine_units``)."""
+    best_keys, best_ids = no_candidates(len(unit), k)
     for stored in segments:
         if stored.one_hot_ is None:
             stored.one_hot_ = SoftPosteriors.one_hot(stored.segment)
@@ -71,10 +70,10 @@ def ready_soft(stored: StoredSegment, model: TreeseekModel) -> SoftPosteriors:
 
 def restored_placement(model: TreeseekModel, unit: np.ndarray,
                        norms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``model.place`` of stored rows, from their unit vectors times their lengths, ``CHUNK`` rows at a time:
-    ``(leaves, classes, weights)``."""
-    parts = [model.place(np.asarray(unit[first : first + CHUNK], np.float64)
-                         * np.asarray(norms[first : first + CHUNK], np.float64)[:, None])
+    """``model.place`` of stored rows, from their unit vectors times their lengths (in the model's cosine space),
+    ``CHUNK`` rows at a time: ``(leaves, classes, weights)``."""
+    parts = [model.place(model.features_from_cosine(np.asarray(unit[first : first + CHUNK], np.float64)
+                                                    * np.asarray(norms[first : first + CHUNK], np.float64)[:, None]))
              for first in range(0, len(unit), CHUNK)]
     if not parts:
         width = model.posterior_width_

@@ -14,7 +14,7 @@ from treeseek.index.soft_search import ready_soft
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
 from treeseek.search.contract import Ranking
-from treeseek.search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from treeseek.search.distances import hierarchy_weight, method_hierarchy
 from treeseek.search.topk import merge_smallest_k, no_candidates, smallest_k
 
 ROWS_AT_ONCE = 1 << 15  # rows scored per step: bounds the query x rows matrices
@@ -38,7 +38,7 @@ def subtree_topk(segments: list[StoredSegment], model: TreeseekModel, queries: n
                             f"{ranking.method}")
     tree = model.hierarchy_
     alpha = ranking.alpha_for(model)
-    unit = normalize_rows(queries)
+    unit = model.cosine_units(queries)[0]
     if ranking.method == "soft":
         _, classes, weights = model.place(queries)
         query_terms = np.zeros((len(queries), model.n_leaves_))

@@ -29,7 +29,7 @@ from treeseek.index.subtree_search import subtree_node, subtree_topk
 from treeseek.model import TreeseekModel
 from treeseek.search.backends import make_backend
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
-from treeseek.search.distances import hierarchy_weight, method_hierarchy, normalize_rows
+from treeseek.search.distances import hierarchy_weight, method_hierarchy
 from treeseek.search.hierarchical_index import SEARCH_METHODS, hierarchical_topk
 from treeseek.search.topk import merge_smallest_k, no_candidates
 
@@ -108,11 +108,10 @@ class TreeIndex:
             rows = slice(first, first + len(chunk))
             # one pass over the class distances gives the leaf and the posteriors that the soft ranking stores
             part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = self.model.place(chunk)
-            norms = np.linalg.norm(chunk, axis=1)  # float64: the stored float32 copy is rounded
-            part["norms"][rows] = norms
-            part["unit"][rows] = normalize_rows(chunk, norms)
+            # the vectors the cosine term is taken on; their float64 lengths restore them (the float32 copy is rounded)
+            part["unit"][rows], part["norms"][rows] = self.model.cosine_units(chunk)
         if self.hasher is not None:
-            part["codes"] = _codes(self.hasher, part)
+            part["codes"] = _codes(self.model, self.hasher, part)
         self._pending.append(part)
         self.next_id_ += n
         return part["ids"]
@@ -191,12 +190,14 @@ class TreeIndex:
         missing = sorted(set(range(self.model.n_classes_)) - set(np.unique(labels[known]).tolist()))
         if missing:
             raise TreeseekError(f"refit needs items of every class; '{self.model.class_names_[missing[0]]}' has none")
-        features = np.concatenate([_restored(part)[part["labels"] >= 0] for part in parts])
+        features = np.concatenate([_restored(self.model, part)[part["labels"] >= 0] for part in parts])
         model = TreeseekModel(**{**self.model.get_params(), **params})
         model.fit(features, labels[known], self.model.class_names_)
         for part in parts:  # one pass over the new model's distances places every item and gives its posterior
-            part["leaves"], part["soft_classes"], part["soft_weights"] = restored_placement(model, part["unit"],
-                                                                                            part["norms"])
+            raw = _restored(self.model, part)
+            part["leaves"], part["soft_classes"], part["soft_weights"] = model.place(raw)
+            part["unit"], part["norms"] = (array.astype(part[key].dtype) for array, key in
+                                           zip(model.cosine_units(raw), ("unit", "norms")))
             part["soft_state"] = soft_settings(model)
         self._replace_all(parts, model, progress)
 
@@ -214,7 +215,7 @@ class TreeIndex:
         for part in parts:
             part.pop("codes", None)
             if hasher is not None:
-                part["codes"] = _codes(hasher, part)
+                part["codes"] = _codes(self.model, hasher, part)
         self.hasher, self._hasher_name = hasher, None
         self._replace_all(parts, self.model, progress)
 
@@ -326,8 +327,8 @@ class TreeIndex:
         weight = hierarchy_weight(ranking.method, alpha, tree)
         leaves = self.model.assign(queries)
         if ranking.method in GROUP_METHODS and self.backend["name"] == "exact":
-            return leaf_topk(self.segments_, tree, leaves, queries, alpha, k)
-        unit = normalize_rows(queries)
+            return leaf_topk(self.segments_, tree, leaves, self.model.cosine_units(queries)[0], alpha, k)
+        unit = self.model.cosine_units(queries)[0]
         best_keys, best_ids = no_candidates(len(unit), k)
         for stored in self.segments_:
             keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)
@@ -417,8 +418,8 @@ def _held(rows: list[np.ndarray], n: int) -> np.ndarray:
     return functools.reduce(np.logical_or, (where >= 0 for where in rows), np.zeros(n, dtype=bool))
 
 
-def _codes(hasher, part: dict) -> np.ndarray:
-    return np.concatenate([hasher.encode(_restored(part, rows)) for rows in _chunks(len(part["ids"]))]
+def _codes(model: TreeseekModel, hasher, part: dict) -> np.ndarray:
+    return np.concatenate([hasher.encode(_restored(model, part, rows)) for rows in _chunks(len(part["ids"]))]
                           or [np.zeros((0, hasher.bits // 8), np.uint8)])
 
 
@@ -426,6 +427,7 @@ def _chunks(n: int):
     return [slice(first, first + ADD_CHUNK) for first in range(0, n, ADD_CHUNK)]
 
 
-def _restored(part: dict, rows=slice(None)) -> np.ndarray:
-    """The original feature vectors of a part: unit rows times their lengths."""
-    return np.asarray(part["unit"][rows], dtype=np.float64) * part["norms"][rows, None].astype(np.float64)
+def _restored(model: TreeseekModel, part: dict, rows=slice(None)) -> np.ndarray:
+    """The original feature vectors of a part: unit rows times their lengths, back from the model's cosine space."""
+    return model.features_from_cosine(np.asarray(part["unit"][rows], dtype=np.float64)
+                                      * part["norms"][rows, None].astype(np.float64))

@@ -11,7 +11,7 @@ import numpy as np
 
 from treeseek.errors import TreeseekError
 from treeseek.search.contract import Capabilities, Ranking, check_request, search_excluding
-from treeseek.search.distances import euclidean_distances, method_hierarchy, normalize_rows
+from treeseek.search.distances import euclidean_distances, method_hierarchy
 from treeseek.search.hierarchical_index import HierarchicalIndex
 from treeseek.search.soft_groups import SoftPosteriors, leaf_group_topk, soft_group_topk
 from treeseek.search.topk import MISSING_ID, no_candidates, smallest_k
@@ -109,12 +109,13 @@ class MemoryIndex:
         self.leaves_ = np.concatenate([self.leaves_, leaves])
         self.known_ = np.concatenate([self.known_, known])
         self.labels_ = np.concatenate([self.labels_, labels])
-        self._tree_index.add(X, leaves, ids)
+        self._tree_index.add(self.model.cosine_features(X), leaves, ids)  # where the rankings take their cosine
         self._soft = None
         return ids
 
     def items(self, ids) -> dict:
-        """Unit vector, length, leaf, label (-1: unknown) and source ("") of each id."""
+        """Unit vector and length (in the model's cosine space), leaf, label (-1: unknown) and source ("") of each
+        id."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         order = np.argsort(self.ids_)
         where = np.searchsorted(self.ids_[order], ids)
@@ -122,8 +123,8 @@ class MemoryIndex:
         if not found.all():
             raise TreeseekError(f"item {ids[~found][0]} is not in the index")
         rows = order[where]
-        features = self.features_[rows]
-        return {"vectors": normalize_rows(features), "norms": np.linalg.norm(features, axis=1),
+        unit, norms = self.model.cosine_units(self.features_[rows])
+        return {"vectors": unit, "norms": norms,
                 "leaves": self.leaves_[rows], "labels": self.labels_[rows],
                 "sources": [""] * len(ids)}
 
@@ -144,13 +145,14 @@ class MemoryIndex:
         if method == "soft":
             _, classes, weights = self.model.place(X)
             segment = self._tree_index.segment()
-            keys, ids, _ = soft_group_topk(segment, self._soft_posteriors(segment),
-                                           self.model.hierarchy_.normalized_lca, normalize_rows(X), classes, weights,
-                                           alpha, k)
+            lca = self.model.hierarchy_.normalized_lca
+            keys, ids, _ = soft_group_topk(segment, self._soft_posteriors(segment), lca, self.model.cosine_units(X)[0],
+                                           classes, weights, alpha, k)
             return keys, np.where(ids == MISSING_ID, -1, ids)
         if method in ("combined", "flat") and self.backend == "exact":
             return self._leaf_groups(X, k, method, alpha)
-        found = self._tree_index.search(X, self.model.assign(X), k, method=method, alpha=alpha)
+        found = self._tree_index.search(self.model.cosine_features(X), self.model.assign(X), k, method=method,
+                                        alpha=alpha)
         self.scored_fraction_ = self._tree_index.scored_fraction_
         return found
 
@@ -160,8 +162,9 @@ class MemoryIndex:
         if self._one_hot is None or self._one_hot[0] is not segment:
             self._one_hot = (segment, SoftPosteriors.one_hot(segment))
         tree = method_hierarchy(method, self.model.hierarchy_)
-        keys, ids, scored = leaf_group_topk(segment, self._one_hot[1], tree.normalized_lca, normalize_rows(X),
-                                            self.model.assign(X), alpha, k)
+        unit = self.model.cosine_units(X)[0]
+        keys, ids, scored = leaf_group_topk(segment, self._one_hot[1], tree.normalized_lca, unit, self.model.assign(X),
+                                            alpha, k)
         self.scored_fraction_ = scored / max(1, len(X) * len(segment))
         return keys, np.where(ids == MISSING_ID, -1, ids)
 

@@ -22,7 +22,7 @@ from treeseek.apps.cli.hashing import hash_app
 from treeseek.apps.cli.images import SUBCLASSES_HELP, experiment, parse_subclasses, run, train
 from treeseek.apps.cli.index import index_app, not_an_index_output
 from treeseek.apps.cli.search import search
-from treeseek.choices import BASELINES, DEFAULT_HIERARCHY, METHODS
+from treeseek.choices import BASELINES, COSINE_SPACES, DEFAULT_HIERARCHY, METHODS
 from treeseek.errors import TreeseekError
 
 
@@ -70,6 +70,9 @@ def fit(
     alpha: float = typer.Option(1.0, help="Default weight of the hierarchy term."),
     plot: bool = typer.Option(True, help="Also write hierarchy.png and hierarchy.nwk into the model directory."),
     subclasses: str = typer.Option("off", help=SUBCLASSES_HELP),
+    cosine: str = typer.Option("raw", help="Where every ranking takes its cosine: raw features (the paper's), "
+                               "centred on the training mean, or whitened (centred, the kept principal components "
+                               "at equal variance)."),
 ) -> None:
     """Fit PCA, class Gaussians and a hierarchy on training features."""
     from treeseek.apps.plots import plot_hierarchy
@@ -82,7 +85,9 @@ def fit(
     most = parse_subclasses(subclasses)
     data = load_features(train)
     params = {"variance": variance, "max_components": max_dim, "covariance": covariance, "hierarchy": hierarchy,
-              "threshold": parse_threshold(threshold), "alpha": alpha}
+              "threshold": parse_threshold(threshold), "alpha": alpha, "cosine": cosine}
+    if cosine not in COSINE_SPACES:
+        raise TreeseekError(f"--cosine must be one of {', '.join(COSINE_SPACES)}, got {cosine!r}")
     if most == "auto":
         if data.labels is None:
             raise TreeseekError(f"{train}: the training features need labels")
