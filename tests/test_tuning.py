@@ -5,7 +5,7 @@ import numpy as np
 
 from treeseek.data.datasets import stratified_split
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.evaluation.tuning import select_parameters, widened_alpha
+from treeseek.evaluation.tuning import select_parameters, widened
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel
@@ -28,7 +28,7 @@ def test_a_best_alpha_beyond_the_grid_is_found():
     best = max(scores.values())
     assert best > max(scores[0.01], scores[0.02])  # the premise: the grid's edge is not the optimum
     assert chosen.params["alpha"] > 0.02 and chosen.score >= 0.9 * best
-    assert chosen.notes and "largest value, 0.02" in chosen.notes[0]
+    assert any("alpha on the grid was its largest value, 0.02" in note for note in chosen.notes)
 
 
 def test_widening_stops_where_the_score_stops_rising_and_says_nothing_inside_the_grid():
@@ -38,11 +38,11 @@ def test_widening_stops_where_the_score_stops_rising_and_says_nothing_inside_the
         calls.append(alpha)
         return -abs(np.log2(alpha) - 3)
 
-    alpha, score, note = widened_alpha(score_at, 1.0, score_at(1.0), [0.5, 1.0])
+    alpha, score, note = widened(score_at, 1.0, score_at(1.0), [0.5, 1.0])
     assert (alpha, score) == (8.0, 0.0) and "largest value, 1" in note and "chose 8" in note
     assert calls == [1.0, 2.0, 4.0, 8.0, 16.0]  # tried once past the optimum, then stopped
-    assert widened_alpha(score_at, 1.0, -2.0, [0.5, 1.0, 2.0])[2] is None  # a best alpha inside the grid
-    alpha, _, note = widened_alpha(lambda a: -a, 0.5, -0.5, [0.5, 1.0])  # the smallest edge: halving
+    assert widened(score_at, 1.0, -2.0, [0.5, 1.0, 2.0])[2] is None  # a best alpha inside the grid
+    alpha, _, note = widened(lambda a: -a, 0.5, -0.5, [0.5, 1.0])  # the smallest edge: halving
     assert alpha == 0.5 * 2.0 ** -6 and "smallest value" in note
 
 
@@ -65,3 +65,25 @@ def test_a_covariance_model_with_far_worse_leaves_is_not_scored():
     scored = {r["covariance"] for r in chosen.grid if r.get("step") is None}
     assert scored == set(covariances) - pruned and chosen.params["covariance"] in scored
     assert any("not scored" in note for note in chosen.notes)
+
+
+def test_the_cosine_space_and_the_temperature_are_chosen_on_validation():
+    data = planted_hierarchy((3, 4), dim=24, samples_per_class=30, scale=3.0, seed=5)
+    X = data.features + np.linspace(30.0, 60.0, 24)  # a common offset that raw cosine mostly sees
+    grid = {"max_components": [None], "covariance": ["tied"], "alpha": [0.5, 1.0], "temperature": [1.0, 4.0]}
+    chosen = select_parameters(X, data.labels, data.class_names, grid, hierarchy="average", method="soft")
+    # every (space, alpha) pair and every temperature was scored, and the chosen point is the best of those rows
+    rows = [r for r in chosen.grid if r.get("step") != "pruned"]
+    spaces = {(r.get("cosine", "raw"), r["alpha"]) for r in rows if r.get("temperature", 4.0) == 4.0}
+    assert {(s, a) for s in ("raw", "centred", "whitened") for a in (0.5, 1.0)} <= spaces
+    assert {1.0, 4.0} <= {r["temperature"] for r in rows if "temperature" in r}
+    assert chosen.score == max(r["map@10"] for r in rows)
+    best_row = max(rows, key=lambda r: r["map@10"])
+    assert chosen.params["cosine"] == best_row.get("cosine", "raw") and chosen.params["alpha"] == best_row["alpha"]
+    # the score recorded is what an independent fit with the chosen parameters scores on the same split
+    is_val = stratified_split(data.labels, 0.25, 0)
+    model = TreeseekModel(**chosen.params).fit(X[~is_val], data.labels[~is_val], data.class_names)
+    again = evaluate_retrieval(model, FeatureSet(X[is_val], data.labels[is_val]),
+                               FeatureSet(X[~is_val], data.labels[~is_val]), methods=["soft"], ks=(10,),
+                               progress=False, full_ranking=False).metrics["soft"]["map@10"]
+    assert again == chosen.score

@@ -9,15 +9,16 @@ candidate is the quantile of the class-pair Bhattacharyya coefficients that
 leaves c x K pairs above t, for a few c, so the grid means the same thing on
 any dataset. Before a covariance model is scored, its Mahalanobis leaf accuracy on the validation images is
 compared with the others' at the same PCA size: one more than ``LEAF_ACCURACY_MARGIN`` below the best is left
-out. A best alpha at an edge of its grid is searched on past it (``widened_alpha``). The whole grid is returned
-for the record, with what was left out and why.
+out. The chosen model is then scored with its cosine taken in each space of the grid (raw, centred, whitened) at
+each alpha, the soft ranking's temperature is chosen at the best alpha, and a best alpha or temperature at an edge
+of its grid is searched on past it (``widened``). The whole grid is returned for the record, with what was left
+out and why.
 
 ``select_ranking`` then chooses, for fixed PCA and covariance, the tree builder, hard or soft
 leaves with their temperature, and alpha, scored against a taxonomy when one is given.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -37,6 +38,10 @@ DEFAULT_GRID = {
     "covariance": ["tied", "diag"],
     "edges_per_class": [0.25, 0.5, 1.0, 2.0],
     "alpha": [0.5, 1.0, 2.0, 3.0],
+    # scored at the chosen PCA size and covariance, with each alpha of the grid (``TreeseekModel.cosine``)
+    "cosine": ["raw", "centred", "whitened"],
+    # scored for the soft ranking at the chosen alpha, and widened like alpha
+    "temperature": [1.0, 4.0, 16.0],
 }
 SELECTION_METRIC = "map@10"
 # a covariance model whose Mahalanobis leaves are this much less accurate on the validation images than another's
@@ -78,7 +83,7 @@ def select_parameters(
     """Grid search for ``hierarchy`` ranked by ``method``; t is searched only for the paper's ``visual`` tree.
 
     ``prune_margin``: leave out covariance models whose validation leaf accuracy is more than this below the best
-    (None: score them all); ``widen``: search alpha on past an edge of its grid (``widened_alpha``)."""
+    (None: score them all); ``widen``: search alpha and the temperature on past an edge of their grids (``widened``)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
     n_classes = len(class_names)
     is_val = stratified_split(y, validation_fraction, seed)
@@ -131,36 +136,76 @@ def select_parameters(
               "hierarchy": hierarchy, "threshold": best["threshold"], "alpha": best["alpha"]}
     split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
              "n_validation": int(is_val.sum()), "metric": SELECTION_METRIC}
-    chosen_model = functools.cache(lambda: TreeseekModel(**params).fit(fit_x, fit_y, list(class_names)))
-
-    def score_at(alpha: float) -> float:
-        result = evaluate_retrieval(chosen_model(), FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y),
-                                    methods=[method], alpha=alpha, ks=(10,), progress=False, full_ranking=False)
-        results.append({**{k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha")}, "alpha": alpha,
-                        SELECTION_METRIC: result.metrics[method][SELECTION_METRIC], "step": "alpha beyond the grid"})
-        return result.metrics[method][SELECTION_METRIC]
-
-    alpha, score, note = widened_alpha(score_at, best["alpha"], best[SELECTION_METRIC], grid["alpha"]) if widen \
-        else (best["alpha"], best[SELECTION_METRIC], None)
-    notes = [note] if note else []
+    fitted = TreeseekModel(**params).fit(fit_x, fit_y, list(class_names))
+    refined, score, notes = _refine(fitted, best, grid, method, widen, results,
+                                    lambda model, alpha: evaluate_retrieval(
+                                        model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
+                                        alpha=alpha, ks=(10,), progress=False,
+                                        full_ranking=False).metrics[method][SELECTION_METRIC])
     pruned = [r for r in results if r.get("step") == "pruned"]
     if pruned:
         per_model = len(grid["alpha"]) * (len(grid["edges_per_class"]) if hierarchy == "visual" else 1)
         notes.append(f"{len(pruned)} covariance model(s) left out before scoring, their validation leaf accuracy "
                      f"more than {prune_margin:g} below the best at the same PCA size: "
                      f"{len(pruned) * per_model} grid points not scored")
-    return Selection({**params, "alpha": alpha}, score, results, split, method, notes)
+    return Selection({**params, **refined}, score, results, split, method, notes)
 
 
-MAX_WIDENING = 6  # doublings (or halvings) of alpha tried past an edge of its grid
+def _refine(model: TreeseekModel, best: dict, grid: dict, method: str, widen: bool, results: list,
+            score_of) -> tuple[dict, float, list[str]]:
+    """After the main grid: the cosine space (with every alpha of the grid), then the soft ranking's temperature,
+    then alpha past the edge of its grid. ``score_of(model, alpha)`` is the validation score; every point scored is
+    appended to ``results``. Returns the chosen ``{cosine, alpha[, temperature]}``, their score and notes."""
+    base = {k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha", "step")}
+    chosen = {"cosine": model.cosine, "alpha": best["alpha"], "temperature": model.temperature}
+    score, notes = best[SELECTION_METRIC], []
+
+    def score_at(**change) -> float:
+        point = {**chosen, **change}
+        variant = model.with_class_hierarchy(model.class_hierarchy_, cosine=point["cosine"],
+                                             temperature=point["temperature"])
+        value = score_of(variant, point["alpha"])
+        results.append({**base, **point, SELECTION_METRIC: value, "step": ", ".join(change)})
+        return value
+
+    for space in grid["cosine"]:
+        for alpha in grid["alpha"]:
+            if (space, alpha) == (chosen["cosine"], best["alpha"]):
+                continue
+            value = score_at(cosine=space, alpha=alpha)
+            if value > score:
+                score, chosen = value, {**chosen, "cosine": space, "alpha": alpha}
+    if len(grid["cosine"]) > 1:
+        notes.append(f"the cosine taken on {chosen['cosine']} features scored best "
+                     f"(candidates: {', '.join(grid['cosine'])})")
+    if method == "soft":
+        temperatures = sorted(set(grid["temperature"]) | {chosen["temperature"]})
+        for temperature in temperatures:
+            if temperature != chosen["temperature"]:
+                value = score_at(temperature=temperature)
+                if value > score:
+                    score, chosen = value, {**chosen, "temperature": temperature}
+        if widen:
+            chosen["temperature"], score, note = widened(lambda t: score_at(temperature=t), chosen["temperature"],
+                                                         score, temperatures, "temperature")
+            notes += [note] if note else []
+    if widen:
+        chosen["alpha"], score, note = widened(lambda a: score_at(alpha=a), chosen["alpha"], score, grid["alpha"])
+        notes += [note] if note else []
+    return ({k: v for k, v in chosen.items() if k != "temperature" or method == "soft"}, score, notes)
 
 
-def widened_alpha(score_at, best_alpha: float, best_score: float, grid_alphas) -> tuple[float, float, str | None]:
-    """Past the grid's edge while the score still rises: from a best alpha at the largest (smallest) grid value,
+MAX_WIDENING = 6  # doublings (or halvings) tried past an edge of a grid
+
+
+def widened(score_at, best_value: float, best_score: float, grid_values, name: str = "alpha"
+            ) -> tuple[float, float, str | None]:
+    """Past the grid's edge while the score still rises: from a best value at the largest (smallest) grid value,
     double (halve) it while the validation score rises, at most ``MAX_WIDENING`` times.
 
-    Returns ``(alpha, score, note)``; ``note`` says what was searched, None when the best alpha was inside the grid.
+    Returns ``(value, score, note)``; ``note`` says what was searched, None when the best value was inside the grid.
     """
+    best_alpha, grid_alphas = best_value, grid_values
     largest, smallest = max(grid_alphas), min(grid_alphas)
     if best_alpha == largest and largest > 0:
         step, edge = 2.0, "largest"
@@ -175,8 +220,8 @@ def widened_alpha(score_at, best_alpha: float, best_score: float, grid_alphas) -
         if not candidate_score > score:
             break
         alpha, score = candidate, candidate_score
-    return alpha, score, (f"the best alpha on the grid was its {edge} value, {best_alpha:g}; searching on past it "
-                          f"(x{step:g} while the validation score rose) chose {alpha:g}")
+    return alpha, score, (f"the best {name} on the grid was its {edge} value, {best_alpha:g}; searching on past "
+                          f"it (x{step:g} while the validation score rose) chose {alpha:g}")
 
 
 RANKING_GRID = {

@@ -101,7 +101,8 @@ def run_experiment(job: ImageJob, out: str | Path, *, taxonomy: str | Path,
     logger.info(f"{len(names)} classes, {len(X)} database / {len(Q)} query images; grid search of t and alpha ...")
 
     started = time.perf_counter()
-    selection = select_parameters(X, y, names, grid, seed=job.seed)
+    # the paper's study: its cosine, on the raw features
+    selection = select_parameters(X, y, names, {**(grid or {}), "cosine": ["raw"]}, seed=job.seed)
     chosen = selection.params
     atomic_write_json(out / "selection.json", {"chosen": chosen, "score": selection.score,
                                                "split": selection.split, "grid": selection.grid})
