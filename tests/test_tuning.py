@@ -5,7 +5,8 @@ import numpy as np
 
 from treeseek.data.datasets import stratified_split
 from treeseek.evaluation import evaluate_retrieval
-from treeseek.evaluation.tuning import select_parameters, widened
+from treeseek.evaluation.refinement import widened
+from treeseek.evaluation.tuning import select_parameters
 from treeseek.hierarchy.synthetic import planted_hierarchy
 from treeseek.io.features import FeatureSet
 from treeseek.model import TreeseekModel

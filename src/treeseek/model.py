@@ -192,6 +192,8 @@ class TreeseekModel:
             "subclasses": int(split.n_components),
             "split_classes": [self.class_names_[c] for c in np.flatnonzero(np.bincount(split.component_class) > 1)],
             "novelty_threshold": self.novelty_threshold_,
+            # how a name tree's class names resolved in WordNet: coverage, domain and each class's synset
+            **({"wordnet": builder.wordnet_} if getattr(builder, "wordnet_", None) else {}),
             # their covariances rest on shrinkage (or, with a single sample, on the pooled one)
             "classes_with_fewer_samples_than_dims": int(np.sum(np.bincount(y, minlength=n_classes) < pca_dim)),
         }

@@ -11,7 +11,7 @@ any dataset. Before a covariance model is scored, its Mahalanobis leaf accuracy 
 compared with the others' at the same PCA size: one more than ``LEAF_ACCURACY_MARGIN`` below the best is left
 out. The chosen model is then scored with its cosine taken in each space of the grid (raw, centred, whitened) at
 each alpha, the soft ranking's temperature is chosen at the best alpha, and a best alpha or temperature at an edge
-of its grid is searched on past it (``widened``). The whole grid is returned for the record, with what was left
+of its grid is searched on past it (``refinement.widened``). The whole grid is returned for the record, with what was left
 out and why.
 
 ``select_ranking`` then chooses, for fixed PCA and covariance, the tree builder, hard or soft
@@ -26,6 +26,7 @@ import numpy as np
 
 from treeseek.data.datasets import stratified_split
 from treeseek.evaluation import evaluate_retrieval
+from treeseek.evaluation.refinement import SELECTION_METRIC, refine_choice, with_wordnet_prior
 from treeseek.hierarchy import Hierarchy
 from treeseek.hierarchy.builders import lca_agreement, make_builder
 from treeseek.io.features import FeatureSet
@@ -43,7 +44,6 @@ DEFAULT_GRID = {
     # scored for the soft ranking at the chosen alpha, and widened like alpha
     "temperature": [1.0, 4.0, 16.0],
 }
-SELECTION_METRIC = "map@10"
 # a covariance model whose Mahalanobis leaves are this much less accurate on the validation images than another's
 # at the same PCA size is not scored: on the collections of #31 (a flower set, a 200-class set) diagonal
 # covariances at large PCA sizes fell to 13-20% leaf accuracy against 94% tied and never won, yet took half the grid
@@ -83,7 +83,7 @@ def select_parameters(
     """Grid search for ``hierarchy`` ranked by ``method``; t is searched only for the paper's ``visual`` tree.
 
     ``prune_margin``: leave out covariance models whose validation leaf accuracy is more than this below the best
-    (None: score them all); ``widen``: search alpha and the temperature on past an edge of their grids (``widened``)."""
+    (None: score them all); ``widen``: search alpha and the temperature on past an edge of their grids (``refinement.widened``)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
     n_classes = len(class_names)
     is_val = stratified_split(y, validation_fraction, seed)
@@ -137,11 +137,17 @@ def select_parameters(
     split = {"validation_fraction": validation_fraction, "seed": seed, "n_fit": int((~is_val).sum()),
              "n_validation": int(is_val.sum()), "metric": SELECTION_METRIC}
     fitted = TreeseekModel(**params).fit(fit_x, fit_y, list(class_names))
-    refined, score, notes = _refine(fitted, best, grid, method, widen, results,
-                                    lambda model, alpha: evaluate_retrieval(
-                                        model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
-                                        alpha=alpha, ks=(10,), progress=False,
-                                        full_ranking=False).metrics[method][SELECTION_METRIC])
+
+    def score_of(model: TreeseekModel, alpha: float) -> float:
+        return evaluate_retrieval(model, FeatureSet(val_x, val_y), FeatureSet(fit_x, fit_y), methods=[method],
+                                  alpha=alpha, ks=(10,), progress=False, full_ranking=False).metrics[method][
+            SELECTION_METRIC]
+
+    refined, score, notes = refine_choice(fitted, best, grid, method, widen, results, score_of)
+    lexicon, score, note = with_wordnet_prior(fitted.with_class_hierarchy(fitted.class_hierarchy_, **refined), fit_x,
+                                         fit_y, list(class_names), refined["alpha"], score, score_of, results)
+    refined.update(lexicon)
+    notes += [note] if note else []
     pruned = [r for r in results if r.get("step") == "pruned"]
     if pruned:
         per_model = len(grid["alpha"]) * (len(grid["edges_per_class"]) if hierarchy == "visual" else 1)
@@ -149,79 +155,6 @@ def select_parameters(
                      f"more than {prune_margin:g} below the best at the same PCA size: "
                      f"{len(pruned) * per_model} grid points not scored")
     return Selection({**params, **refined}, score, results, split, method, notes)
-
-
-def _refine(model: TreeseekModel, best: dict, grid: dict, method: str, widen: bool, results: list,
-            score_of) -> tuple[dict, float, list[str]]:
-    """After the main grid: the cosine space (with every alpha of the grid), then the soft ranking's temperature,
-    then alpha past the edge of its grid. ``score_of(model, alpha)`` is the validation score; every point scored is
-    appended to ``results``. Returns the chosen ``{cosine, alpha[, temperature]}``, their score and notes."""
-    base = {k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha", "step")}
-    chosen = {"cosine": model.cosine, "alpha": best["alpha"], "temperature": model.temperature}
-    score, notes = best[SELECTION_METRIC], []
-
-    def score_at(**change) -> float:
-        point = {**chosen, **change}
-        variant = model.with_class_hierarchy(model.class_hierarchy_, cosine=point["cosine"],
-                                             temperature=point["temperature"])
-        value = score_of(variant, point["alpha"])
-        results.append({**base, **point, SELECTION_METRIC: value, "step": ", ".join(change)})
-        return value
-
-    for space in grid["cosine"]:
-        for alpha in grid["alpha"]:
-            if (space, alpha) == (chosen["cosine"], best["alpha"]):
-                continue
-            value = score_at(cosine=space, alpha=alpha)
-            if value > score:
-                score, chosen = value, {**chosen, "cosine": space, "alpha": alpha}
-    if len(grid["cosine"]) > 1:
-        notes.append(f"the cosine taken on {chosen['cosine']} features scored best "
-                     f"(candidates: {', '.join(grid['cosine'])})")
-    if method == "soft":
-        temperatures = sorted(set(grid["temperature"]) | {chosen["temperature"]})
-        for temperature in temperatures:
-            if temperature != chosen["temperature"]:
-                value = score_at(temperature=temperature)
-                if value > score:
-                    score, chosen = value, {**chosen, "temperature": temperature}
-        if widen:
-            chosen["temperature"], score, note = widened(lambda t: score_at(temperature=t), chosen["temperature"],
-                                                         score, temperatures, "temperature")
-            notes += [note] if note else []
-    if widen:
-        chosen["alpha"], score, note = widened(lambda a: score_at(alpha=a), chosen["alpha"], score, grid["alpha"])
-        notes += [note] if note else []
-    return ({k: v for k, v in chosen.items() if k != "temperature" or method == "soft"}, score, notes)
-
-
-MAX_WIDENING = 6  # doublings (or halvings) tried past an edge of a grid
-
-
-def widened(score_at, best_value: float, best_score: float, grid_values, name: str = "alpha"
-            ) -> tuple[float, float, str | None]:
-    """Past the grid's edge while the score still rises: from a best value at the largest (smallest) grid value,
-    double (halve) it while the validation score rises, at most ``MAX_WIDENING`` times.
-
-    Returns ``(value, score, note)``; ``note`` says what was searched, None when the best value was inside the grid.
-    """
-    best_alpha, grid_alphas = best_value, grid_values
-    largest, smallest = max(grid_alphas), min(grid_alphas)
-    if best_alpha == largest and largest > 0:
-        step, edge = 2.0, "largest"
-    elif best_alpha == smallest and smallest > 0 and len(set(grid_alphas)) > 1:
-        step, edge = 0.5, "smallest"
-    else:
-        return best_alpha, best_score, None
-    alpha, score = best_alpha, best_score
-    for _ in range(MAX_WIDENING):
-        candidate = alpha * step
-        candidate_score = score_at(candidate)
-        if not candidate_score > score:
-            break
-        alpha, score = candidate, candidate_score
-    return alpha, score, (f"the best {name} on the grid was its {edge} value, {best_alpha:g}; searching on past "
-                          f"it (x{step:g} while the validation score rose) chose {alpha:g}")
 
 
 RANKING_GRID = {

@@ -15,6 +15,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist, squareform
 
 from treeseek.errors import TreeseekError
+from treeseek.hierarchy.lexical_prior import lexical_distances, resolve_names
 from treeseek.hierarchy.name_semantics import (
     BUNDLED_MODEL,
     IDENTIFIER_SHARE,
@@ -24,6 +25,7 @@ from treeseek.hierarchy.name_semantics import (
 )
 from treeseek.hierarchy.taxonomy_io import load_taxonomy
 from treeseek.hierarchy.tree import Hierarchy
+from treeseek.hierarchy.wordnet import noun_graph
 from treeseek.hierarchy.wordnet_names import wordnet_words
 from treeseek.statistics import ClassGaussians, bhattacharyya_coefficient, bhattacharyya_distance
 from treeseek.statistics.bhattacharyya import mixture_bhattacharyya_coefficient
@@ -146,6 +148,11 @@ LINKAGES = ("average", "complete", "single", "weighted", "ward")
 CLASS_DISTANCES = ("bhattacharyya", "euclidean", "cosine")
 # the share of class-name distances chosen on the Caltech-101 validation split (benchmarks/bench_name_trees.py)
 NAMES_WEIGHT = 0.4
+# the share of the WordNet prior: on two botanical sets of #31 the gap closed was flat for weights 0.6-1.0
+WORDNET_WEIGHT = 0.7
+#: where the lexical distances of a name tree come from: a language model, WordNet, or WordNet with the language
+#: model for the classes WordNet does not resolve
+LEXICONS = ("names", "wordnet", "names+wordnet")
 
 
 class LinkageHierarchyBuilder:
@@ -156,17 +163,21 @@ class LinkageHierarchyBuilder:
     heights, so classes merged at similar distances share one level (a full visual tree, #7).
     Ward linkage on Euclidean distances between means is the paper's Ward baseline.
 
-    ``names_weight`` > 0 mixes in cosine distances between the class names from a language model
-    (``name_semantics``): each kind of distance is divided by its mean, then
-    ``(1 - names_weight) * visual + names_weight * names``. The names must then be words;
-    ``name_template`` frames each one for the model (e.g. ``"{} is a kind of bird"``).
+    ``names_weight`` > 0 mixes in lexical distances between the classes, from ``lexicon``: cosine distances
+    between the class names from a language model (``names``, ``name_semantics``), WordNet distances between the
+    synsets the names resolve to (``wordnet``, ``lexical_prior``; unresolved classes at the mean distance), or
+    WordNet where both classes resolve and the language model elsewhere (``names+wordnet``). Each kind of
+    distance is divided by its mean, then ``(1 - names_weight) * visual + names_weight * lexical``. Names must
+    be words for the language model; ``name_template`` frames each one for it (e.g. ``"{} is a kind of bird"``).
+    ``wordnet_`` records the WordNet resolution (coverage, domain, each class's synset).
     """
 
     def __init__(self, method: str = "average", levels: int | None = None, covariance: str = "tied",
                  distance: str = "bhattacharyya", names_weight: float = 0.0, name_model: str = BUNDLED_MODEL,
-                 name_template: str = NAME_TEMPLATE):
+                 name_template: str = NAME_TEMPLATE, lexicon: str = "names"):
         self.method, self.levels, self.covariance, self.distance = method, levels, covariance, distance
         self.names_weight, self.name_model, self.name_template = names_weight, name_model, name_template
+        self.lexicon = lexicon
 
     def fit(self, X: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None, *,
             split: SubclassSplit | None = None) -> "LinkageHierarchyBuilder":
@@ -186,6 +197,8 @@ class LinkageHierarchyBuilder:
             raise TreeseekError("Ward linkage needs Euclidean distances, so it cannot mix in class-name distances")
         if self.names_weight > 0 and class_names is None:
             raise TreeseekError("mixing in class-name distances needs the class names")
+        if self.lexicon not in LEXICONS:
+            raise TreeseekError(f"the lexical distances come from {', '.join(LEXICONS)}, not {self.lexicon!r}")
         y = np.asarray(y)
         n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
         names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
@@ -206,11 +219,10 @@ class LinkageHierarchyBuilder:
             raise TreeseekError(f"the {self.distance} distance between class means is undefined for some classes "
                                 f"(a class mean at the origin of PCA space); choose another distance, e.g. "
                                 f"{self.method}:{self.levels or 8}:euclidean")
-        words = wordnet_words(names) if self.names_weight > 0 else names  # ImageNet's wnid folders, as words
-        self.names_used_ = self.names_weight > 0 and _names_readable(words)
+        prior = self._lexical_distances(names) if self.names_weight > 0 else None
+        self.names_used_ = prior is not None
         if self.names_used_:
-            condensed = _mixed(condensed, name_distances(words, self.name_model, self.name_template),
-                               self.names_weight)
+            condensed = _mixed(condensed, prior, self.names_weight)
         self.merges_ = linkage(condensed, method=self.method)
         if self.levels is None:
             parent = np.full(2 * n_classes - 1, -1, dtype=np.int64)
@@ -225,6 +237,37 @@ class LinkageHierarchyBuilder:
                                                     names)
         self.shape_ = self.hierarchy_.shape()
         return self
+
+
+    def _lexical_distances(self, names: list[str]) -> np.ndarray | None:
+        """Condensed lexical distances between the classes from ``lexicon``, or None (with a warning) when there
+        are none to be had."""
+        words = wordnet_words(names)  # ImageNet's wnid folders, as words
+        language = (lambda: name_distances(words, self.name_model, self.name_template)) \
+            if _names_readable(words) else None
+        self.wordnet_ = None
+        if self.lexicon == "names":
+            return None if language is None else language()
+        graph = noun_graph()
+        if graph is None:
+            logger.warning("WordNet is not installed (on Debian: apt-get install wordnet-base): the tree is built "
+                           "%s", "with the language model's distances alone" if language else "without names")
+            return None if language is None or self.lexicon == "wordnet" else language()
+        resolution = resolve_names(names, graph)
+        self.wordnet_ = resolution.describe(graph, names)
+        lexical = squareform(np.nan_to_num(lexical_distances(resolution, graph), nan=np.inf), checks=False)
+        resolved = np.isfinite(lexical)
+        if resolved.sum() == 0:
+            logger.warning("fewer than two class names resolve in WordNet: the tree is built %s",
+                           "with the language model's distances alone" if language else "without names")
+            return None if language is None or self.lexicon == "wordnet" else language()
+        lexical = lexical / max(lexical[resolved].mean(), np.finfo(float).tiny)
+        if self.lexicon == "names+wordnet" and language is not None and not resolved.all():
+            fallback = language()
+            fallback = fallback / max(fallback.mean(), np.finfo(float).tiny)
+        else:  # the mean WordNet distance, scaled to one
+            fallback = np.ones_like(lexical)
+        return np.where(resolved, lexical, fallback)
 
 
 def _names_readable(names: Sequence[str]) -> bool:
@@ -281,35 +324,37 @@ class TaxonomyHierarchyBuilder:
 
 
 def make_builder(kind: str, threshold: float | str = "auto", covariance: str = "tied"):
-    """``visual``, ``ward``, a linkage tree ``LINKAGE[:LEVELS][:DISTANCE][:names[=W]]`` (``average``,
+    """``visual``, ``ward``, a linkage tree ``LINKAGE[:LEVELS][:DISTANCE][:LEXICON[=W]]`` (``average``,
     ``average:4``, ``average:8:euclidean``, ``average:16:cosine:names``; linkages and distances as in
-    ``LinkageHierarchyBuilder``, ``names`` mixes in class-name distances at weight W, 0.4 by default),
-    or a taxonomy file."""
+    ``LinkageHierarchyBuilder``; the lexicon ``names``, ``wordnet`` or ``names+wordnet`` mixes in lexical distances
+    between the classes at weight W, by default 0.4 for names and 0.7 with WordNet), or a taxonomy file."""
     if kind == "visual":
         return VisualHierarchyBuilder(threshold=threshold, covariance=covariance)
     method, *options = kind.split(":")
     if method not in LINKAGES:
         return TaxonomyHierarchyBuilder(kind)
     levels, distance = None, "euclidean" if method == "ward" else "bhattacharyya"
-    names_weight = 0.0
+    names_weight, lexicon = 0.0, "names"
     for option in options:
+        source, _, weight = option.partition("=")
         if option.isdigit():
             levels = int(option)
         elif option in CLASS_DISTANCES:
             distance = option
-        elif option == "names" or option.startswith("names="):
-            names_weight = _names_weight(kind, option)
+        elif source in LEXICONS:
+            lexicon = source
+            names_weight = _names_weight(kind, source, weight)
         else:
-            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE[:LEVELS][:DISTANCE][:names[=W]], e.g. average:4, "
-                                f"average:8:euclidean or average:16:cosine:names (distances: "
-                                f"{', '.join(CLASS_DISTANCES)})")
-    return LinkageHierarchyBuilder(method, levels, covariance, distance, names_weight)
+            raise TreeseekError(f"hierarchy {kind!r}: write LINKAGE[:LEVELS][:DISTANCE][:LEXICON[=W]], e.g. average:4, "
+                                f"average:8:euclidean or average:16:cosine:names+wordnet (distances: "
+                                f"{', '.join(CLASS_DISTANCES)}; lexicons: {', '.join(LEXICONS)})")
+    return LinkageHierarchyBuilder(method, levels, covariance, distance, names_weight, lexicon=lexicon)
 
 
-def _names_weight(kind: str, option: str) -> float:
-    if option == "names":
-        return NAMES_WEIGHT
+def _names_weight(kind: str, source: str, weight: str) -> float:
+    if not weight:
+        return NAMES_WEIGHT if source == "names" else WORDNET_WEIGHT
     try:
-        return float(option.removeprefix("names="))
+        return float(weight)
     except ValueError:
-        raise TreeseekError(f"hierarchy {kind!r}: names=W takes a weight in [0, 1], got {option!r}") from None
+        raise TreeseekError(f"hierarchy {kind!r}: {source}=W takes a weight in [0, 1], got {weight!r}") from None

@@ -59,9 +59,10 @@ def _parse_ks(text: str) -> list[int]:
 def fit(
     train: Path = typer.Argument(..., help="Training features (.npz with features, labels[, class_names])."),
     out: Path = typer.Option(..., "--out", help="Model directory to write."),
-    hierarchy: str = typer.Option(DEFAULT_HIERARCHY, help="LINKAGE[:LEVELS][:DISTANCE][:names[=W]] (e.g. "
+    hierarchy: str = typer.Option(DEFAULT_HIERARCHY, help="LINKAGE[:LEVELS][:DISTANCE][:LEXICON[=W]] (e.g. "
                                   "average:8:cosine; :names also weighs what the class names mean, with the "
-                                  "'language' extra), "
+                                  "'language' extra; :wordnet the WordNet distance between them; :names+wordnet "
+                                  "both), "
                                   "visual (the paper's threshold tree), ward, or a taxonomy file."),
     threshold: str = typer.Option("auto", help="Visual builder t: a number, 'auto', or a BC quantile like q0.99."),
     variance: float = typer.Option(0.95, help="Fraction of variance PCA keeps."),

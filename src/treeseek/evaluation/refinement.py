@@ -1,0 +1,126 @@
+"""What the validation search decides after its main grid, at the chosen PCA size and covariance.
+
+``refine_choice``: where the cosine is taken (``TreeseekModel.cosine``) with every alpha of the grid, the soft
+ranking's temperature, and alpha and the temperature past the edge of their grids while the validation score
+still rises (``widened``). ``with_wordnet_prior``: for a name tree, whether WordNet's distances join the language
+model's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from treeseek.hierarchy.builders import make_builder
+from treeseek.hierarchy.lexical_prior import resolve_names
+from treeseek.hierarchy.wordnet import noun_graph
+from treeseek.model import TreeseekModel
+
+SELECTION_METRIC = "map@10"
+
+
+def refine_choice(model: TreeseekModel, best: dict, grid: dict, method: str, widen: bool, results: list,
+            score_of) -> tuple[dict, float, list[str]]:
+    """After the main grid: the cosine space (with every alpha of the grid), then the soft ranking's temperature,
+    then alpha past the edge of its grid. ``score_of(model, alpha)`` is the validation score; every point scored is
+    appended to ``results``. Returns the chosen ``{cosine, alpha[, temperature]}``, their score and notes."""
+    base = {k: best[k] for k in best if k not in (SELECTION_METRIC, "alpha", "step")}
+    chosen = {"cosine": model.cosine, "alpha": best["alpha"], "temperature": model.temperature}
+    score, notes = best[SELECTION_METRIC], []
+
+    def score_at(**change) -> float:
+        point = {**chosen, **change}
+        variant = model.with_class_hierarchy(model.class_hierarchy_, cosine=point["cosine"],
+                                             temperature=point["temperature"])
+        value = score_of(variant, point["alpha"])
+        results.append({**base, **point, SELECTION_METRIC: value, "step": ", ".join(change)})
+        return value
+
+    for space in grid["cosine"]:
+        for alpha in grid["alpha"]:
+            if (space, alpha) == (chosen["cosine"], best["alpha"]):
+                continue
+            value = score_at(cosine=space, alpha=alpha)
+            if value > score:
+                score, chosen = value, {**chosen, "cosine": space, "alpha": alpha}
+    if len(grid["cosine"]) > 1:
+        notes.append(f"the cosine taken on {chosen['cosine']} features scored best "
+                     f"(candidates: {', '.join(grid['cosine'])})")
+    if method == "soft":
+        temperatures = sorted(set(grid["temperature"]) | {chosen["temperature"]})
+        for temperature in temperatures:
+            if temperature != chosen["temperature"]:
+                value = score_at(temperature=temperature)
+                if value > score:
+                    score, chosen = value, {**chosen, "temperature": temperature}
+        if widen:
+            chosen["temperature"], score, note = widened(lambda t: score_at(temperature=t), chosen["temperature"],
+                                                         score, temperatures, "temperature")
+            notes += [note] if note else []
+    if widen:
+        chosen["alpha"], score, note = widened(lambda a: score_at(alpha=a), chosen["alpha"], score, grid["alpha"])
+        notes += [note] if note else []
+    return ({k: v for k, v in chosen.items() if k != "temperature" or method == "soft"}, score, notes)
+
+
+MIN_WORDNET_COVERAGE = 0.5  # of the class names resolved in WordNet, for a name tree to try the WordNet prior
+WORDNET_WEIGHTS = (0.4, 0.7, 1.0)
+
+
+def with_wordnet_prior(model: TreeseekModel, fit_x: np.ndarray, fit_y: np.ndarray, class_names: list[str], alpha: float,
+                  score: float, score_of, results: list) -> tuple[dict, float, str | None]:
+    """For a name tree (``...:names``): the WordNet prior (``names+wordnet`` at each of ``WORDNET_WEIGHTS``) when
+    at least ``MIN_WORDNET_COVERAGE`` of the class names resolve, kept when its validation score is at least the
+    language model's alone (validation agrees). Returns the change of parameters, the score and a note."""
+    parts = str(model.hierarchy).split(":")
+    if not any(part == "names" or part.startswith("names=") for part in parts):
+        return {}, score, None
+    graph = noun_graph()
+    coverage = 0.0 if graph is None else resolve_names(class_names, graph).coverage
+    if coverage < MIN_WORDNET_COVERAGE:
+        return {}, score, (f"the WordNet prior was not tried: {coverage:.0%} of the class names resolve in WordNet "
+                           f"(at least {MIN_WORDNET_COVERAGE:.0%} needed)" if graph is not None else
+                           "the WordNet prior was not tried: WordNet is not installed")
+    Z = model.pca_.transform(fit_x)
+    best_spec, best_score = None, -np.inf
+    for weight in WORDNET_WEIGHTS:
+        spec = ":".join(f"names+wordnet={weight:g}" if part.startswith("names") else part for part in parts)
+        builder = make_builder(spec, model.threshold, model.covariance).fit(Z, fit_y, class_names, split=model.split_)
+        value = score_of(model.with_class_hierarchy(builder.hierarchy_, hierarchy=spec), alpha)
+        results.append({"hierarchy": spec, "alpha": alpha, "wordnet_coverage": coverage, SELECTION_METRIC: value,
+                        "step": "wordnet prior"})
+        if value > best_score:
+            best_spec, best_score = spec, value
+    if best_score < score:
+        return {}, score, (f"the WordNet prior ({coverage:.0%} of the names resolved) scored {best_score:.4f} on "
+                           f"validation against {score:.4f} without: the tree keeps the language model alone")
+    return {"hierarchy": best_spec}, best_score, (f"the WordNet prior ({coverage:.0%} of the names resolved) is "
+                                                  f"mixed in: {best_spec} scored {best_score:.4f} on validation "
+                                                  f"against {score:.4f} without")
+
+
+MAX_WIDENING = 6  # doublings (or halvings) tried past an edge of a grid
+
+
+def widened(score_at, best_value: float, best_score: float, grid_values, name: str = "alpha"
+            ) -> tuple[float, float, str | None]:
+    """Past the grid's edge while the score still rises: from a best value at the largest (smallest) grid value,
+    double (halve) it while the validation score rises, at most ``MAX_WIDENING`` times.
+
+    Returns ``(value, score, note)``; ``note`` says what was searched, None when the best value was inside the grid.
+    """
+    best_alpha, grid_alphas = best_value, grid_values
+    largest, smallest = max(grid_alphas), min(grid_alphas)
+    if best_alpha == largest and largest > 0:
+        step, edge = 2.0, "largest"
+    elif best_alpha == smallest and smallest > 0 and len(set(grid_alphas)) > 1:
+        step, edge = 0.5, "smallest"
+    else:
+        return best_alpha, best_score, None
+    alpha, score = best_alpha, best_score
+    for _ in range(MAX_WIDENING):
+        candidate = alpha * step
+        candidate_score = score_at(candidate)
+        if not candidate_score > score:
+            break
+        alpha, score = candidate, candidate_score
+    return alpha, score, (f"the best {name} on the grid was its {edge} value, {best_alpha:g}; searching on past "
+                          f"it (x{step:g} while the validation score rose) chose {alpha:g}")
