@@ -11,8 +11,8 @@ any dataset. Before a covariance model is scored, its Mahalanobis leaf accuracy 
 compared with the others' at the same PCA size: one more than ``LEAF_ACCURACY_MARGIN`` below the best is left
 out. The chosen model is then scored with its cosine taken in each space of the grid (raw, centred, whitened) at
 each alpha, the soft ranking's temperature is chosen at the best alpha, and a best alpha or temperature at an edge
-of its grid is searched on past it (``refinement.widened``). The whole grid is returned for the record, with what was left
-out and why.
+of its grid is searched on past it (``refinement.widened``); a name tree tries the WordNet prior. The whole grid
+is returned for the record, with what was left out and why.
 
 ``select_ranking`` then chooses, for fixed PCA and covariance, the tree builder, hard or soft
 leaves with their temperature, and alpha, scored against a taxonomy when one is given.
@@ -83,7 +83,8 @@ def select_parameters(
     """Grid search for ``hierarchy`` ranked by ``method``; t is searched only for the paper's ``visual`` tree.
 
     ``prune_margin``: leave out covariance models whose validation leaf accuracy is more than this below the best
-    (None: score them all); ``widen``: search alpha and the temperature on past an edge of their grids (``refinement.widened``)."""
+    (None: score them all); ``widen``: search alpha and the temperature on past an edge of their grids
+    (``refinement.widened``)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
     n_classes = len(class_names)
     is_val = stratified_split(y, validation_fraction, seed)
