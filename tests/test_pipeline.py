@@ -219,3 +219,31 @@ def test_training_resumes_and_becomes_a_backbone(caltech_subset, tmp_path):
     data = image_folder(caltech_subset, classes=["accordion"])
     assert backbone.preprocess(data.image(0)).shape == (3, 224, 224)
     assert np.isfinite(head.weight.detach().numpy()).all()
+
+
+CIFAR_WNIDS = {"airplane": "n02691156", "automobile": "n02958343", "bird": "n01503061", "cat": "n02121620",
+               "deer": "n02430045", "dog": "n02084071", "frog": "n01639765", "horse": "n02374451",
+               "ship": "n04194289", "truck": "n04490091"}
+
+
+def test_a_collection_in_wordnet_id_folders_is_reported_by_word(cifar_test_subset, tmp_path):
+    from treeseek.hierarchy.wordnet import noun_graph
+
+    from conftest import SHARED
+
+    weights = SHARED / "models" / "cifar10-resnet20.safetensors"
+    if noun_graph() is None or not weights.is_file():
+        pytest.skip("needs WordNet (wordnet-base) and ../shared/models")
+    source = tmp_path / "wnids"
+    for name, wnid in CIFAR_WNIDS.items():
+        shutil.copytree(cifar_test_subset / name, source / wnid)
+    out = tmp_path / "run"
+    result = run_cli("run", source, "--out", out, "--quick", "--no-progress", "--backbone", "resnet20", "--weights",
+                     weights, "--hierarchy", "average:8:cosine:names", "--subclasses", "off")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["class_words"]["n02084071"] == "dog" and report["class_words"]["n04490091"] == "truck"
+    markdown = (out / "report.md").read_text()
+    assert "| n01503061 | bird |" in markdown
+    # the name tree tried WordNet: every wnid is its own synset
+    assert any("WordNet prior (100% of the names resolved)" in note for note in report["selection"]["notes"])

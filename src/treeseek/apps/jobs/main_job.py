@@ -14,7 +14,8 @@ from treeseek.embed.extraction import extract_features
 from treeseek.errors import TreeseekError
 from treeseek.evaluation import evaluate_retrieval
 from treeseek.evaluation.tuning import select_parameters, select_subclasses
-from treeseek.hierarchy import load_taxonomy, save_hierarchy
+from treeseek.hierarchy import Hierarchy, load_taxonomy, save_hierarchy
+from treeseek.hierarchy.wordnet_names import wordnet_words
 from treeseek.index.image_index import ImageIndex
 from treeseek.io.features import FeatureSet, save_features
 from treeseek.io.files import atomic_write_bytes, atomic_write_json
@@ -109,7 +110,10 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
     model = TreeseekModel(**chosen).fit(features[train], images.labels[train], names)
     model.save(out / "model")
     save_hierarchy(model.hierarchy_, out / "hierarchy.nwk")
-    plot_hierarchy(model.hierarchy_, out / "hierarchy.png", f"learned hierarchy {model.fit_info_['tree_shape']}")
+    words = wordnet_words(names)  # ImageNet-style wnid folders, named by their words for people
+    shown = model.hierarchy_ if words == names else Hierarchy(
+        model.hierarchy_.parent, [*words, *model.hierarchy_.names[len(words):]], model.hierarchy_.n_leaves)
+    plot_hierarchy(shown, out / "hierarchy.png", f"learned hierarchy {model.fit_info_['tree_shape']}")
     in_files = bool(images.items) and isinstance(images.items[0], str)
     sources = np.array(images.items if in_files else ids, dtype=str)  # a file path, or the dataset's own key
     pixels = None if in_files else np.stack([images.items[i] for i in np.flatnonzero(train)])
@@ -130,6 +134,7 @@ def run_main_job(job: ImageJob, out: str | Path, *, taxonomy: str | None = None,
         "selection": {"chosen": chosen, "score": selection.score, "split": selection.split,
                       "notes": selection.notes},
         "model": model.fit_info_,
+        **({"class_words": dict(zip(names, words))} if words != names else {}),
         "evaluation": {"info": result.info, "metrics": result.metrics},
     }
     atomic_write_json(out / "report.json", report)
@@ -180,4 +185,21 @@ def _markdown(report: dict, taxonomy: str | None) -> str:
                  "to the query's class the retrieved classes are in the evaluation taxonomy, 1 when every item of "
                  "the top 250 is as close as the collection allows" if taxonomy else "") + ".", ""]
     lines += ["![mAP@k](map_at_k.png)", "", "![hierarchy](hierarchy.png)", ""]
+    lines += _class_lines(report)
     return "\n".join(lines)
+
+
+def _class_lines(report: dict) -> list[str]:
+    """The classes by word: WordNet ids with their words, and how a name tree resolved the names in WordNet."""
+    words, resolved = report.get("class_words"), report["model"].get("wordnet")
+    if not words and not resolved:
+        return []
+    lines = ["## Classes", ""]
+    if resolved:
+        lines += [f"The tree's WordNet prior resolved {resolved['coverage']:.0%} of the class names, in the domain "
+                  f"*{resolved['domain']}* (unresolved classes take the language model's distance, or the mean).", ""]
+    lines += ["| class | words | WordNet synset |", "|---|---|---|"]
+    synsets = (resolved or {}).get("synsets", {})
+    for name in (words or synsets):
+        lines.append(f"| {name} | {(words or {}).get(name, name)} | {synsets.get(name) or ('—' if resolved else '')} |")
+    return lines + [""]
