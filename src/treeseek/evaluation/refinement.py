@@ -18,7 +18,7 @@ SELECTION_METRIC = "map@10"
 
 
 def refine_choice(model: TreeseekModel, best: dict, grid: dict, method: str, widen: bool, results: list,
-            score_of) -> tuple[dict, float, list[str]]:
+                  score_of) -> tuple[dict, float, list[str]]:
     """After the main grid: the cosine space (with every alpha of the grid), then the soft ranking's temperature,
     then alpha past the edge of its grid. ``score_of(model, alpha)`` is the validation score; every point scored is
     appended to ``results``. Returns the chosen ``{cosine, alpha[, temperature]}``, their score and notes."""
@@ -35,16 +35,16 @@ def refine_choice(model: TreeseekModel, best: dict, grid: dict, method: str, wid
         return value
 
     for space in grid["cosine"]:
+        if space == model.cosine:  # the main grid scored it at every alpha
+            continue
         for alpha in grid["alpha"]:
-            if (space, alpha) == (chosen["cosine"], best["alpha"]):
-                continue
             value = score_at(cosine=space, alpha=alpha)
             if value > score:
                 score, chosen = value, {**chosen, "cosine": space, "alpha": alpha}
     if len(grid["cosine"]) > 1:
         notes.append(f"the cosine taken on {chosen['cosine']} features scored best "
                      f"(candidates: {', '.join(grid['cosine'])})")
-    if method == "soft":
+    if method == "soft" and grid["temperature"]:  # an empty grid: the model's temperature, not searched
         temperatures = sorted(set(grid["temperature"]) | {chosen["temperature"]})
         for temperature in temperatures:
             if temperature != chosen["temperature"]:
@@ -65,8 +65,8 @@ MIN_WORDNET_COVERAGE = 0.5  # of the class names resolved in WordNet, for a name
 WORDNET_WEIGHTS = (0.4, 0.7, 1.0)
 
 
-def with_wordnet_prior(model: TreeseekModel, fit_x: np.ndarray, fit_y: np.ndarray, class_names: list[str], alpha: float,
-                  score: float, score_of, results: list) -> tuple[dict, float, str | None]:
+def with_wordnet_prior(model: TreeseekModel, fit_x: np.ndarray, fit_y: np.ndarray, class_names: list[str],
+                       alpha: float, score: float, score_of, results: list) -> tuple[dict, float, str | None]:
     """For a name tree (``...:names``): the WordNet prior (``names+wordnet`` at each of ``WORDNET_WEIGHTS``) when
     at least ``MIN_WORDNET_COVERAGE`` of the class names resolve, kept when its validation score is at least the
     language model's alone (validation agrees). Returns the change of parameters, the score and a note."""
