@@ -8,8 +8,10 @@ How a name is resolved (``resolve_names``):
 2. Otherwise the name as words (``name_semantics.name_phrase``) is looked up as a lemma, then its shorter tails
    ("pocket orchid", then "orchid"), the words joined ("sun flower" -> "sunflower"), the singulars of each
    ("irises" -> "iris"), for a Latin genus or binomial the genus ("genus Bolbitis", a group that its species are
-   members of), and last the leading words ("faces easy" -> "faces" -> "face"). The first phrase with a sense in
-   the collection's domain is kept (a genus is kept as it is).
+   members of), and the leading words ("faces easy" -> "faces" -> "face"). Of the phrases with a sense in the
+   collection's domain, the one that uses most of the name's words wins, then the order above (so "pink
+   primrose" is a primrose); a genus only when nothing else resolves; a last word that names a part
+   (``PART_WORDS``: "cougar face", "car side") yields to the leading words, the thing it is a part of.
 3. The domain is read from what the names are kinds of (hypernyms only): the deepest synset that the most
    frequent sense of at least four names in five (of those that resolve at all) is a kind of: for a flower set a
    plant, for CIFAR-10 and Caltech-101 a whole object. A name takes its first sense in the domain (WordNet's
@@ -34,6 +36,9 @@ from treeseek.hierarchy.wordnet_names import WNID
 logger = logging.getLogger(__name__)
 
 DOMAIN_SHARE = 0.8  # of the names that resolve at all: the domain is above the first sense of at least this many
+# a name ending in one of these names the thing it is a part of ("cougar_face", "car_side", "flamingo_head")
+PART_WORDS = frozenset({"head", "face", "body", "side", "front", "back", "top", "bottom", "leg", "tail", "wing",
+                        "part", "detail", "closeup", "view"})
 
 
 @dataclass(frozen=True)
@@ -61,22 +66,29 @@ class Resolution:
 def candidate_phrases(name: str) -> list[str]:
     """The lemmas tried for a class name, in order (the module's step 2), as WordNet writes them (underscores;
     hyphens where WordNet has them, as in "black-eyed_susan"). A name of alternatives ("T-shirt/top") tries each."""
-    phrases = []
+    return [phrase for phrase, _ in _candidates(name)]
+
+
+def _candidates(name: str) -> list[tuple[str, float]]:
+    """``candidate_phrases`` with the number of the name's words each one uses (0 for a genus, the last resort; a
+    last word in ``PART_WORDS`` counts half)."""
+    phrases: dict[str, float] = {}
     for alternative in str(name).replace("'", "").split("/"):
         words = name_phrase(alternative).split()
         if not words:
             continue
-        tails = [words[i:] for i in range(len(words))]
-        found = [joiner.join(tail) for tail in tails for joiner in ("_", "-")]
+        found = [(joiner.join(words[i:]), len(words) - i - (0.5 if i == len(words) - 1 > 0 and words[i] in PART_WORDS
+                                                             else 0)) for i in range(len(words)) for joiner in "_-"]
         if len(words) > 1:
-            found.append("".join(words))
-        found += [singular for phrase in list(found) for singular in _singulars(phrase)]
+            found.append(("".join(words), len(words)))
+        found += [(singular, used) for phrase, used in list(found) for singular in _singulars(phrase)]
         if len(words) <= 2 and words[0].isalpha():  # a Latin genus, or a binomial's: its genus
-            found.append(f"genus_{words[0]}")
-        found += ["_".join(words[:i]) for i in range(len(words) - 1, 0, -1)]
-        found += [singular for i in range(len(words) - 1, 0, -1) for singular in _singulars("_".join(words[:i]))]
-        phrases += found
-    return list(dict.fromkeys(phrases))
+            found.append((f"genus_{words[0]}", 0))
+        leading = [("_".join(words[:i]), i) for i in range(len(words) - 1, 0, -1)]
+        found += leading + [(singular, used) for phrase, used in leading for singular in _singulars(phrase)]
+        for phrase, used in found:
+            phrases.setdefault(phrase, used)
+    return list(phrases.items())
 
 
 def _singulars(phrase: str) -> list[str]:
@@ -109,18 +121,23 @@ def resolve_names(names: Sequence[str], graph: NounGraph) -> Resolution:
         if match and int(match.group(1)) in graph.words:
             fixed[i] = int(match.group(1))
             continue
-        found = [(phrase, senses) for phrase in candidate_phrases(str(name)) if (senses := _senses(graph, phrase))]
+        found = [(phrase, used, senses) for phrase, used in _candidates(str(name))
+                 if (senses := _senses(graph, phrase))]
         if found:
             options[i] = found
-    resolving = [[fixed[i]] if i in fixed else options[i][0][1][:1] for i in sorted({*fixed, *options})]
+    resolving = [[fixed[i]] if i in fixed else options[i][0][2][:1] for i in sorted({*fixed, *options})]
     domain = _domain(graph, resolving, DOMAIN_SHARE)
     synsets: list[int | None] = [fixed.get(i) for i in range(len(names))]
     phrases: list[str | None] = [f"n{fixed[i]:08d}" if i in fixed else None for i in range(len(names))]
-    for i, found in options.items():  # a genus is a group, not a kind of the domain's things: it is taken as it is
-        inside = [(phrase, s) for phrase, senses in found for s in senses
-                  if domain is None or domain in graph.kind_of(s) or phrase.startswith("genus_")]
+    for i, found in options.items():
+        # each phrase's first sense in the domain (a genus is a group, not a kind of the domain's things: taken as
+        # it is); then the phrase that uses most of the name's words, the earliest among equals
+        inside = [(phrase, used, kept[0]) for phrase, used, senses in found
+                  if (kept := [s for s in senses if phrase.startswith("genus_") or domain is None
+                               or domain in graph.kind_of(s)])]
         if inside:
-            phrases[i], synsets[i] = inside[0][0].replace("_", " "), inside[0][1]
+            phrase, _, synsets[i] = max(inside, key=lambda entry: entry[1])  # max keeps the first of equals
+            phrases[i] = phrase.replace("_", " ")
     return Resolution(synsets, phrases, domain)
 
 
