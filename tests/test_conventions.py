@@ -194,6 +194,38 @@ def test_h_ap_with_pop_relevance_by_its_formula():
         assert found == pytest.approx(_h_ap(pop), abs=1e-9)
 
 
+def _happier_h_ap(label_columns, query_columns, alpha):
+    """H-AP as HAPPIER's code computes it (elias-ramzi/HAPPIER: engine/metrics.py ``hap``, relevance type "pop" of
+    engine/compute_relevance_on_the_fly.py), transcribed in plain numpy: x = how many label columns an item shares
+    with the query, weight (x / (L - 1))^alpha with L the number of columns, divided by how many items share x."""
+    x = (label_columns == query_columns).sum(axis=1)
+    n_columns = label_columns.shape[1]
+    weights = (np.arange(n_columns + 1) / (n_columns - 1)) ** alpha
+    counts = np.bincount(x, minlength=n_columns + 1)
+    rel = np.where(x > 0, weights[x] / np.maximum(counts[x], 1), 0.0)
+    values = np.unique(rel[rel > 0])
+    hranks = sum(np.minimum(rel, v) * np.cumsum(rel == v) for v in values)  # inclusive counts, as theirs
+    return np.sum(hranks / np.arange(1, len(rel) + 1)) / rel.sum()
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_h_ap_with_pop_relevance_equals_happiers_code_on_a_three_level_tree(alpha):
+    from treeseek.evaluation import metrics as M
+
+    # leaves 0-7 under 8-11, under 12-13, under the root 14: every leaf three levels deep (HAPPIER's labels are
+    # one column per level: the leaf, its parent, its grandparent)
+    tree = Hierarchy([8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, -1], [str(i) for i in range(15)], 8)
+    columns = np.array([[leaf, *_tree_path(tree, leaf)[1:-1]] for leaf in range(8)])
+    rng = np.random.default_rng(5)
+    gallery = rng.integers(0, 8, 60)  # a gallery apart from the queries, as HAPPIER's query/gallery splits
+    for query in range(8):
+        ranking = gallery[rng.permutation(60)]
+        shared = np.array([[len(set(_tree_path(tree, query)) & set(_tree_path(tree, label))) - 1
+                            for label in ranking]])
+        found = M.hierarchical_average_precision(M.pop_relevance(shared, np.array([3]), alpha))[0]
+        assert found == pytest.approx(_happier_h_ap(columns[ranking], columns[query], alpha), abs=1e-9)
+
+
 def _tree_path(tree, leaf):  # leaf ... root, the root included (shared by all: subtracted above)
     path = [leaf]
     while tree.parent[path[-1]] >= 0:
