@@ -41,10 +41,14 @@ def test_main_job_writes_every_output(main_job):
     grid = [g for g in selection["grid"] if "step" not in g]
     assert len(grid) == 2 and selection["split"]["n_validation"] > 0
     assert [g["subclasses"] for g in selection["grid"] if g.get("step") == "subclasses"] == [1]
-    searched = grid + [g for g in selection["grid"] if g.get("step") == "alpha beyond the grid"]
-    assert selection["chosen"] in [{**{k: g[k] for k in ("max_components", "covariance", "threshold", "alpha")},
-                                    "variance": 0.95, "hierarchy": "average:8:cosine:names", "subclasses": 1}
-                                   for g in searched]
+    # then the cosine space, the temperature, alpha past its grid and the WordNet prior: the choice is a best row
+    chosen, tree = selection["chosen"], "average:8:cosine:names"
+    scored = [g for g in selection["grid"] if g.get("step") not in ("pruned", "subclasses")]
+    assert selection["score"] == max(g["map@10"] for g in scored)
+    assert any(g["map@10"] == selection["score"] and g["alpha"] == chosen["alpha"]
+               and g.get("cosine", "raw") == chosen["cosine"] and g.get("temperature", 4.0) == chosen["temperature"]
+               and g.get("hierarchy", tree) == chosen["hierarchy"] for g in scored)
+    assert chosen["hierarchy"] in (tree, "average:8:cosine:names+wordnet") and chosen["subclasses"] == 1
 
 
 def test_search_an_image_against_the_index(main_job, caltech_subset, tmp_path):

@@ -86,8 +86,8 @@ def with_wordnet_prior(model: TreeseekModel, fit_x: np.ndarray, fit_y: np.ndarra
     builder = make_builder(spec, model.threshold, model.covariance).fit(model.pca_.transform(fit_x), fit_y,
                                                                         class_names, split=model.split_)
     value = score_of(model.with_class_hierarchy(builder.hierarchy_, hierarchy=spec), alpha)
-    results.append({"hierarchy": spec, "alpha": alpha, "wordnet_coverage": coverage, SELECTION_METRIC: value,
-                    "step": "wordnet prior"})
+    results.append({"hierarchy": spec, "alpha": alpha, "cosine": model.cosine, "temperature": model.temperature,
+                    "wordnet_coverage": coverage, SELECTION_METRIC: value, "step": "wordnet prior"})
     if value < score:
         return {}, score, (f"the WordNet prior ({coverage:.0%} of the names resolved) scored {value:.4f} on "
                            f"validation against {score:.4f} without: the tree keeps the language model alone")
