@@ -227,7 +227,9 @@ class _GroupScan:
         best_keys, best_ids = no_candidates(n_queries, k)
         row_norm = 1.0 if self.segment.vectors.dtype != np.float16 else 1.0 + 2.0**-10
         self.queries = QueryBatch(self.unit_queries, row_norm)
-        self.bounds = self.alpha * group_bounds(self.segment, self.soft, self.tiling, self.heights)
+        bounds = group_bounds(self.segment, self.soft, self.tiling, self.heights)
+        # an empty group's bound is inf at any alpha (alpha = 0, the visual-only ranking, would make it NaN)
+        self.bounds = np.multiply(self.alpha, bounds, out=np.full(bounds.shape, np.inf), where=np.isfinite(bounds))
         bounds = np.minimum.reduceat(self.bounds, self.tiling.first_group[:-1], axis=1)
         order = np.argsort(bounds, axis=1, kind="stable")
         sorted_bounds = np.take_along_axis(bounds, order, axis=1)
