@@ -120,5 +120,7 @@ def widened(score_at, best_value: float, best_score: float, grid_values, name: s
         if not candidate_score > score:
             break
         alpha, score = candidate, candidate_score
+    found = f"(x{step:g} while the validation score rose) chose {alpha:g}" if alpha != best_alpha else \
+        f"(x{step:g}) scored no higher: kept {alpha:g}"
     return alpha, score, (f"the best {name} on the grid was its {edge} value, {best_alpha:g}; searching on past "
-                          f"it (x{step:g} while the validation score rose) chose {alpha:g}")
+                          f"it {found}")
