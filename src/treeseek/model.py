@@ -24,6 +24,7 @@ from treeseek.hierarchy.subclass_tree import with_subclasses
 from treeseek.io.features import check_features
 from treeseek.io.files import atomic_write_json, drop_other_arrays, load_named_arrays, read_json, save_named_arrays
 from treeseek.statistics import COVARIANCE_MODELS, ClassGaussians, VariancePCA
+from treeseek.statistics.cosine_space import COSINE_SPACES, to_cosine_space, to_raw
 from treeseek.statistics.gaussians import top_posteriors
 from treeseek.statistics.subclasses import SubclassSplit, check_max_subclasses, split_classes
 
@@ -39,7 +40,6 @@ MODEL_VERSION = 1
 DEFAULT_HIERARCHY = choices.DEFAULT_HIERARCHY
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
-COSINE_SPACES = choices.COSINE_SPACES
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
 NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value
 
@@ -267,29 +267,13 @@ class TreeseekModel:
         return self.pca_.transform(self.check_dim(X, "features"))
 
     def cosine_features(self, X: np.ndarray) -> np.ndarray:
-        """The rows in the space where the rankings take their cosine (``cosine``), as float64 of the same width:
-        x itself (``raw``), x - mean (``centred``), or x - mean with its coordinates along the kept principal
-        components rescaled to their mean variance (``whitened``): (I + V diag(s - 1) V^T)(x - mean),
-        s_j = sqrt(mean(lambda) / lambda_j), which is invertible (``features_from_cosine``)."""
-        X = np.asarray(X, dtype=np.float64)
-        space = getattr(self, "cosine", "raw")
-        if space == "raw":
-            return X
-        centred = X - self.pca_.mean_
-        if space == "centred":
-            return centred
-        scale = self._whitening_scale()
-        return centred + ((centred @ self.pca_.components_.T) * (scale - 1.0)) @ self.pca_.components_
+        """The rows in the space where the rankings take their cosine (``cosine``; ``statistics.cosine_space``),
+        as float64 of the same width."""
+        return to_cosine_space(getattr(self, "cosine", "raw"), self.pca_, X)
 
     def features_from_cosine(self, V: np.ndarray) -> np.ndarray:
         """The raw features of rows in the cosine space: the inverse of ``cosine_features``."""
-        V = np.asarray(V, dtype=np.float64)
-        space = getattr(self, "cosine", "raw")
-        if space == "raw":
-            return V
-        if space == "whitened":
-            V = V + ((V @ self.pca_.components_.T) * (1.0 / self._whitening_scale() - 1.0)) @ self.pca_.components_
-        return V + self.pca_.mean_
+        return to_raw(getattr(self, "cosine", "raw"), self.pca_, V)
 
     def cosine_units(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(unit rows, lengths)`` of ``cosine_features(X)``: what an index stores and scans; a zero row stays
@@ -297,10 +281,6 @@ class TreeseekModel:
         V = self.cosine_features(X)
         norms = np.linalg.norm(V, axis=1)
         return V / np.where(norms > 0, norms, 1.0)[:, None], norms
-
-    def _whitening_scale(self) -> np.ndarray:
-        variances = np.maximum(self.pca_.explained_variance_, np.finfo(float).tiny)
-        return np.sqrt(variances.mean() / variances)
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4): its class, or its sub-class."""
