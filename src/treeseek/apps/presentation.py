@@ -117,8 +117,9 @@ class _DistanceParts:
                 "leaf": names[leaf],
                 "distance": distance,
                 "cosine": float(d_cos),
+                # soft: the distance less its cosine, over alpha; float rounding (1e-10) may take it just past 0 or 1
                 "hierarchy": float(tree.normalized_lca[leaf_q, leaf]) if soft is None else
-                (float((distance - d_cos) / soft) if soft > 0 else None),
+                (float(np.clip((distance - d_cos) / soft, 0.0, 1.0)) if soft > 0 else None),
                 "lca": tree.names[meet],
                 "relation": relation(self.model, leaf_q, leaf, meet),
                 "similarity": float(np.clip(1.0 - d_cos, 0.0, 1.0)),
