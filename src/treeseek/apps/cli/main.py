@@ -112,6 +112,11 @@ def fit(
     typer.echo(f"  training leaf accuracy (Mahalanobis, {covariance}): {info['train_leaf_accuracy']:.1%}")
     typer.echo(f"  open set: a query scoring above {info['novelty_threshold']:.4g} (the {model.novelty_quantile:.0%} "
                f"quantile of held-out known-class images) is flagged and ranked by cosine alone")
+    if cosine != "raw":
+        typer.echo(f"  cosine: taken on {cosine} features, in every ranking")
+    if info.get("wordnet"):
+        typer.echo(f"  WordNet: {info['wordnet']['coverage']:.0%} of the class names resolved, in the domain "
+                   f"{info['wordnet']['domain']} (model.json lists each class's synset)")
     if info["split_classes"]:
         typer.echo(f"  sub-classes: {len(info['split_classes'])} classes split by X-means, {info['subclasses']} leaves "
                    f"({', '.join(info['split_classes'][:5])}{', ...' if len(info['split_classes']) > 5 else ''})")
