@@ -193,12 +193,8 @@ class TreeIndex:
         features = np.concatenate([_restored(self.model, part)[part["labels"] >= 0] for part in parts])
         model = TreeseekModel(**{**self.model.get_params(), **params})
         model.fit(features, labels[known], self.model.class_names_)
-        for part in parts:  # one pass over the new model's distances places every item and gives its posterior
-            raw = _restored(self.model, part)
-            part["leaves"], part["soft_classes"], part["soft_weights"] = model.place(raw)
-            part["unit"], part["norms"] = (array.astype(part[key].dtype) for array, key in
-                                           zip(model.cosine_units(raw), ("unit", "norms")))
-            part["soft_state"] = soft_settings(model)
+        for part in parts:
+            _replace_placement(self.model, model, part)
         self._replace_all(parts, model, progress)
 
     def set_backend(self, backend: str, progress: bool = False, **backend_params) -> None:
@@ -326,9 +322,9 @@ class TreeIndex:
         tree = self._method_tree(ranking.method)
         weight = hierarchy_weight(ranking.method, alpha, tree)
         leaves = self.model.assign(queries)
-        if ranking.method in GROUP_METHODS and self.backend["name"] == "exact":
-            return leaf_topk(self.segments_, tree, leaves, self.model.cosine_units(queries)[0], alpha, k)
         unit = self.model.cosine_units(queries)[0]
+        if ranking.method in GROUP_METHODS and self.backend["name"] == "exact":
+            return leaf_topk(self.segments_, tree, leaves, unit, alpha, k)
         best_keys, best_ids = no_candidates(len(unit), k)
         for stored in self.segments_:
             keys, ids, _ = hierarchical_topk(stored.segment, stored.ready_backend(), tree, weight, unit, leaves, k)
@@ -425,6 +421,21 @@ def _codes(model: TreeseekModel, hasher, part: dict) -> np.ndarray:
 
 def _chunks(n: int):
     return [slice(first, first + ADD_CHUNK) for first in range(0, n, ADD_CHUNK)]
+
+
+def _replace_placement(old: TreeseekModel, new: TreeseekModel, part: dict) -> None:
+    """The part's leaves, posteriors and stored vectors under ``new``, from its raw features under ``old``,
+    ``ADD_CHUNK`` rows at a time: one pass over the new model's distances places every item and gives its
+    posterior, and the unit vectors move to the new model's cosine space."""
+    n, width = len(part["ids"]), new.posterior_width_
+    placed = {"unit": np.empty(np.shape(part["unit"]), part["unit"].dtype), "norms": np.empty(n, part["norms"].dtype),
+              "leaves": np.empty(n, np.int64), "soft_classes": np.empty((n, width), np.int32),
+              "soft_weights": np.empty((n, width), np.float32)}
+    for rows in _chunks(n):
+        raw = _restored(old, part, rows)
+        placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = new.place(raw)
+        placed["unit"][rows], placed["norms"][rows] = new.cosine_units(raw)
+    part.update(placed, soft_state=soft_settings(new))
 
 
 def _restored(model: TreeseekModel, part: dict, rows=slice(None)) -> np.ndarray:
