@@ -269,11 +269,11 @@ class TreeseekModel:
     def cosine_features(self, X: np.ndarray) -> np.ndarray:
         """The rows in the space where the rankings take their cosine (``cosine``; ``statistics.cosine_space``),
         as float64 of the same width."""
-        return to_cosine_space(getattr(self, "cosine", "raw"), self.pca_, X)
+        return to_cosine_space(self.cosine, self.pca_, X)
 
     def features_from_cosine(self, V: np.ndarray) -> np.ndarray:
         """The raw features of rows in the cosine space: the inverse of ``cosine_features``."""
-        return to_raw(getattr(self, "cosine", "raw"), self.pca_, V)
+        return to_raw(self.cosine, self.pca_, V)
 
     def cosine_units(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(unit rows, lengths)`` of ``cosine_features(X)``: what an index stores and scans; a zero row stays

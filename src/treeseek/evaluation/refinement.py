@@ -105,22 +105,21 @@ def widened(score_at, best_value: float, best_score: float, grid_values, name: s
 
     Returns ``(value, score, note)``; ``note`` says what was searched, None when the best value was inside the grid.
     """
-    best_alpha, grid_alphas = best_value, grid_values
-    largest, smallest = max(grid_alphas), min(grid_alphas)
-    if best_alpha == largest and largest > 0:
+    largest, smallest = max(grid_values), min(grid_values)
+    if best_value == largest and largest > 0:
         step, edge = 2.0, "largest"
-    elif best_alpha == smallest and smallest > 0 and len(set(grid_alphas)) > 1:
+    elif best_value == smallest and smallest > 0 and len(set(grid_values)) > 1:
         step, edge = 0.5, "smallest"
     else:
-        return best_alpha, best_score, None
-    alpha, score = best_alpha, best_score
+        return best_value, best_score, None
+    value, score = best_value, best_score
     for _ in range(MAX_WIDENING):
-        candidate = alpha * step
+        candidate = value * step
         candidate_score = score_at(candidate)
         if not candidate_score > score:
             break
-        alpha, score = candidate, candidate_score
-    found = f"(x{step:g} while the validation score rose) chose {alpha:g}" if alpha != best_alpha else \
-        f"(x{step:g}) scored no higher: kept {alpha:g}"
-    return alpha, score, (f"the best {name} on the grid was its {edge} value, {best_alpha:g}; searching on past "
+        value, score = candidate, candidate_score
+    found = f"(x{step:g} while the validation score rose) chose {value:g}" if value != best_value else \
+        f"(x{step:g}) scored no higher: kept {value:g}"
+    return value, score, (f"the best {name} on the grid was its {edge} value, {best_value:g}; searching on past "
                           f"it {found}")

@@ -238,7 +238,6 @@ class LinkageHierarchyBuilder:
         self.shape_ = self.hierarchy_.shape()
         return self
 
-
     def _lexical_distances(self, names: list[str]) -> np.ndarray | None:
         """Condensed lexical distances between the classes from ``lexicon``, or None (with a warning) when there
         are none to be had."""
@@ -248,18 +247,18 @@ class LinkageHierarchyBuilder:
         self.wordnet_ = None
         if self.lexicon == "names":
             return None if language is None else language()
+        without = "with the language model's distances alone" if language else "without names"
         graph = noun_graph()
         if graph is None:
-            logger.warning("WordNet is not installed (on Debian: apt-get install wordnet-base): the tree is built "
-                           "%s", "with the language model's distances alone" if language else "without names")
-            return None if language is None or self.lexicon == "wordnet" else language()
-        resolution = resolve_names(names, graph)
-        self.wordnet_ = resolution.describe(graph, names)
-        lexical = squareform(np.nan_to_num(lexical_distances(resolution, graph), nan=np.inf), checks=False)
-        resolved = np.isfinite(lexical)
-        if resolved.sum() == 0:
-            logger.warning("fewer than two class names resolve in WordNet: the tree is built %s",
-                           "with the language model's distances alone" if language else "without names")
+            reason = "WordNet is not installed (on Debian: apt-get install wordnet-base)"
+        else:
+            resolution = resolve_names(names, graph)
+            self.wordnet_ = resolution.describe(graph, names)
+            lexical = squareform(lexical_distances(resolution, graph), checks=False)
+            resolved = ~np.isnan(lexical)
+            reason = None if resolved.any() else "fewer than two class names resolve in WordNet"
+        if reason is not None:
+            logger.warning("%s: the tree is built %s", reason, without)
             return None if language is None or self.lexicon == "wordnet" else language()
         lexical = lexical / max(lexical[resolved].mean(), np.finfo(float).tiny)
         if self.lexicon == "names+wordnet" and language is not None and not resolved.all():

@@ -23,7 +23,6 @@ How a name is resolved (``resolve_names``):
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,8 +31,6 @@ import numpy as np
 from treeseek.hierarchy.name_semantics import name_phrase
 from treeseek.hierarchy.wordnet import NounGraph
 from treeseek.hierarchy.wordnet_names import WNID
-
-logger = logging.getLogger(__name__)
 
 DOMAIN_SHARE = 0.8  # of the names that resolve at all: the domain is above the first sense of at least this many
 # a name ending in one of these names the thing it is a part of ("cougar_face", "car_side", "flamingo_head")
@@ -77,8 +74,10 @@ def _candidates(name: str) -> list[tuple[str, float]]:
         words = name_phrase(alternative).split()
         if not words:
             continue
-        found = [(joiner.join(words[i:]), len(words) - i - (0.5 if i == len(words) - 1 > 0 and words[i] in PART_WORDS
-                                                             else 0)) for i in range(len(words)) for joiner in "_-"]
+        # a tail uses its words; the last word alone, when it names a part of the thing before it, counts half
+        part_tail = len(words) > 1 and words[-1] in PART_WORDS
+        found = [(joiner.join(words[i:]), len(words) - i - (0.5 if part_tail and i == len(words) - 1 else 0))
+                 for i in range(len(words)) for joiner in "_-"]
         if len(words) > 1:
             found.append(("".join(words), len(words)))
         found += [(singular, used) for phrase, used in list(found) for singular in _singulars(phrase)]
@@ -113,7 +112,7 @@ def _senses(graph: NounGraph, phrase: str) -> list[int]:
 
 
 def resolve_names(names: Sequence[str], graph: NounGraph) -> Resolution:
-    """Each class name's synset in the collection's domain, or None (the module's steps 1-4)."""
+    """Each class name's synset in the collection's domain, or None (the module's steps 1-3)."""
     fixed: dict[int, int] = {}
     options: dict[int, list[tuple[str, list[int]]]] = {}
     for i, name in enumerate(names):

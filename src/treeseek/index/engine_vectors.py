@@ -46,7 +46,7 @@ def model_fingerprint(model: TreeseekModel, method: str) -> str:
     fingerprint must not be searched with this model."""
     digest = hashlib.sha256()
     described = {"method": check_method(method), "classes": model.class_names_, "tree": model.hierarchy_.to_dict(),
-                 "cosine": getattr(model, "cosine", "raw")}
+                 "cosine": model.cosine}
     if method == "soft":
         described.update(temperature=model.temperature, top_m=model.top_m)
     digest.update(json.dumps(described, sort_keys=True).encode())
