@@ -68,6 +68,32 @@ def test_searched_on_threads_equal_a_full_sort(overlapping, queries_per_tile, me
         assert np.allclose(D, expected_D, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("method", ["soft", "combined"])
+def test_many_duplicates_at_the_cut_are_searched_again_wider(overlapping, method, monkeypatch):
+    """Thirty copies of one item straddle the k-th: more than the first margin can hold, so the queries are
+    searched again with a wider one, and the copies still come in id order."""
+    from treeseek.search import soft_groups
+
+    monkeypatch.setattr(soft_groups, "FIRST_MARGIN", 1)
+    monkeypatch.setattr(soft_groups, "MARGIN_GROWTH", 2)  # several widenings before the margin holds them all
+    monkeypatch.setattr(soft_groups, "TILE_ROWS", 7)
+    model = TreeseekModel(hierarchy="average", top_m=3).fit(overlapping.features, overlapping.labels)
+    index = TreeIndex(model, dtype="float32")
+    features = np.vstack([overlapping.features, np.repeat(overlapping.features[3:4], 30, axis=0)])
+    index.add(features)
+    Q = np.vstack([overlapping.features[3:4] + 0.01, queries(overlapping, n=4, seed=5)])
+    widened = []
+    original = soft_groups._search
+    monkeypatch.setattr(soft_groups, "_search", lambda *args: widened.append(args[-1]) or original(*args))
+    for k in (5, 17, 31):
+        widened.clear()
+        expected_D, expected_ids = index_ranking(index, Q, k, method, 2.0, added=features)
+        D, ids = index.search(Q, k, ranking=Ranking(method, alpha=2.0))
+        assert np.array_equal(ids, expected_ids), k
+        assert np.allclose(D, expected_D, rtol=0, atol=1e-9)
+        assert len(widened) > 1, k  # the first query's copies overflowed the first margin
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("top_m, tile_rows", [(None, 1), (3, 40)])
 def test_every_k_from_one_to_all_items_equals_a_full_sort(overlapping, top_m, tile_rows, monkeypatch):

@@ -27,11 +27,13 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from treeseek.search.segment import Segment
-from treeseek.search.tile_scan import QueryBatch, merge_scored_block
-from treeseek.search.topk import MISSING_ID, merge_smallest_k, no_candidates
+from treeseek.search.tile_scan import Candidates, QueryBatch, approximate_keys, exact_top_k
+from treeseek.search.topk import no_candidates
 
 # the stored float32 weights of an item sum to 1 only to within m roundings: the bounds give that much away
 BOUND_MARGIN = 1e-5
+FIRST_MARGIN = 8            # candidates kept beyond k (plus k / 8): room for the items within rounding of the k-th
+MARGIN_GROWTH = 8           # a query whose margin was too narrow is searched again with this many times more
 DENSE_UNION_CLASSES = 4096  # up to this many classes, the groups' class sets are marked in a K x K table
 QUERY_CHUNK = 64            # queries whose group bounds are computed at once (bounds the gathered matrix)
 TILE_ROWS = 2048            # neighbouring groups are scanned together up to this many rows: one product, one merge
@@ -59,6 +61,7 @@ class SoftPosteriors:
 
     ARRAYS = ("classes", "weights", "floors", "union_start", "union")
     tiling_: tuple | None = field(default=None, repr=False)  # (leaf_start it was made for, ``Tiling``)
+    unit_weights: bool = False  # every item's one weight is 1 (``one_hot``): the hierarchy term needs no product
 
     @classmethod
     def build(cls, segment: Segment, classes: np.ndarray, weights: np.ndarray) -> "SoftPosteriors":
@@ -89,7 +92,9 @@ class SoftPosteriors:
     @classmethod
     def one_hot(cls, segment: Segment) -> "SoftPosteriors":
         """Every item's posterior all on its stored leaf: ``combined`` and ``flat`` through the same search."""
-        return cls.build(segment, segment.leaves[:, None], np.ones((len(segment), 1)))
+        one_hot = cls.build(segment, segment.leaves[:, None], np.ones((len(segment), 1)))
+        one_hot.unit_weights = True
+        return one_hot
 
     def dense(self, rows, n_classes: int) -> np.ndarray:
         """The posteriors of the given rows as a len(rows) x K matrix."""
@@ -170,22 +175,36 @@ def soft_group_topk(segment: Segment, soft: SoftPosteriors, lca: np.ndarray, uni
     if soft.tiling_ is None or soft.tiling_[0] is not segment.leaf_start:
         soft.tiling_ = (segment.leaf_start, Tiling.of(segment, soft))
     heights = expected_heights(lca, query_classes, query_weights)
+    keys, ids = no_candidates(n_queries, k)
+    pending, margin, scored = np.arange(n_queries), FIRST_MARGIN + k // 8, 0
+    while len(pending):  # a query with many items within rounding of its k-th is searched again, wider
+        part_keys, part_ids, resolved, part_scored = _search(segment, soft, heights[pending], unit_queries[pending],
+                                                             alpha, k, k + margin)
+        keys[pending[resolved]], ids[pending[resolved]] = part_keys[resolved], part_ids[resolved]
+        pending, margin, scored = pending[~resolved], margin * MARGIN_GROWTH, scored + part_scored
+    return keys, ids, scored
+
+
+def _search(segment: Segment, soft: SoftPosteriors, heights: np.ndarray, unit_queries: np.ndarray, alpha: float,
+            k: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``_GroupScan.run`` of the queries, on the threads that pay."""
+    n_queries, tiling = len(unit_queries), soft.tiling_[1]
     workers = min(os.cpu_count() or 1, n_queries // MIN_QUERIES_PER_WORKER)
     if workers <= 1:
-        return _GroupScan(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k).run()
+        return _GroupScan(segment, soft, tiling, heights, unit_queries, alpha, k, width).run()
     # Each thread's products run on one BLAS thread (numpy releases the GIL in them): BLAS's own threads gain
     # little on the small products a tile makes. When each tile is visited by a few queries only, a share of
     # queries per thread would read most tiles once per thread, and a tile's product is bound by memory: the
     # tiles of each round are shared among the threads instead (bench_scale.py, 1M items: about 1.1x).
-    if n_queries < MIN_QUERIES_PER_TILE * (len(soft.tiling_[1].rows) - 1):
+    if n_queries < MIN_QUERIES_PER_TILE * (len(tiling.rows) - 1):
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            return _GroupScan(segment, soft, soft.tiling_[1], heights, unit_queries, alpha, k, pool, workers).run()
+            return _GroupScan(segment, soft, tiling, heights, unit_queries, alpha, k, width, pool, workers).run()
     # Otherwise queries are independent: a share of them per thread.
     shares = np.array_split(np.arange(n_queries), workers)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda rows: _GroupScan(segment, soft, soft.tiling_[1], heights[rows],
-                                                      unit_queries[rows], alpha, k).run(), shares))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), sum(p[2] for p in parts)
+        parts = list(pool.map(lambda rows: _GroupScan(segment, soft, tiling, heights[rows], unit_queries[rows],
+                                                      alpha, k, width).run(), shares))
+    return (*(np.concatenate([part[field] for part in parts]) for field in range(3)), sum(p[3] for p in parts))
 
 
 def leaf_group_topk(segment: Segment, one_hot: SoftPosteriors, lca: np.ndarray, unit_queries: np.ndarray,
@@ -210,7 +229,8 @@ def _tiles(leaf_start: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _GroupScan:
-    """One search of a batch of queries over a segment's tiles (see ``soft_group_topk``)."""
+    """One search of a batch of queries over a segment's tiles (see ``soft_group_topk``): each query keeps its
+    ``width`` best approximate keys (``tile_scan.Candidates``), recomputed exactly at the end."""
 
     segment: Segment
     soft: SoftPosteriors
@@ -219,14 +239,18 @@ class _GroupScan:
     unit_queries: np.ndarray
     alpha: float
     k: int
+    width: int
     pool: ThreadPoolExecutor | None = None
     workers: int = 1
 
-    def run(self) -> tuple[np.ndarray, np.ndarray, int]:
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(D, ids, resolved, pairs scored); the rows of unresolved queries are to be searched wider."""
         n_queries, k = len(self.unit_queries), self.k
-        best_keys, best_ids = no_candidates(n_queries, k)
         row_norm = 1.0 if self.segment.vectors.dtype != np.float16 else 1.0 + 2.0**-10
-        self.queries = QueryBatch(self.unit_queries, row_norm)
+        self.queries = QueryBatch(self.unit_queries, row_norm=row_norm, alpha=self.alpha,
+                                  width=self.soft.classes.shape[1])
+        self.scaled_heights = (self.alpha * self.heights).astype(np.float32)
+        self.candidates = Candidates(n_queries, k, self.width)
         bounds = group_bounds(self.segment, self.soft, self.tiling, self.heights)
         # an empty group's bound is inf at any alpha (alpha = 0, the visual-only ranking, would make it NaN)
         self.bounds = np.multiply(self.alpha, bounds, out=np.full(bounds.shape, np.inf), where=np.isfinite(bounds))
@@ -238,7 +262,7 @@ class _GroupScan:
         budget = FIRST_ROUND_FACTOR * k
         scored = 0
         while True:
-            kth = best_keys[:, k - 1]
+            kth = self.candidates.kth + self.queries.slack  # float64: no D of an item beyond it can be in the top-k
             reachable = np.sum(~(kth[:, None] < sorted_bounds), axis=1)  # tiles whose bound does not exceed kth
             already = np.where(done > 0, covered[np.arange(n_queries), np.maximum(done - 1, 0)], 0)
             within_budget = np.sum(covered < (already + budget)[:, None], axis=1) + 1
@@ -248,78 +272,76 @@ class _GroupScan:
             query_rows, tiles = query_rows[fresh], order[query_rows[fresh], positions[fresh]]
             if len(tiles) == 0:
                 break
-            scored += self.scan(query_rows, tiles, best_keys, best_ids)
+            scored += self.scan(query_rows, tiles)
             done = np.maximum(done, until)
             budget *= ROUND_GROWTH
-        best_ids[np.isinf(best_keys)] = MISSING_ID
-        return best_keys, best_ids, scored
+        return (*exact_top_k(self.candidates, self.queries, self.segment.vectors, self.segment.ids,
+                             self.exact_extra), scored)
 
-    def scan(self, query_rows, tiles, best_keys, best_ids) -> int:
-        """Score every (query, tile) pair and merge into the running top-k in place; returns pairs scored.
+    def scan(self, query_rows, tiles) -> int:
+        """Score every (query, tile) pair into the candidates; returns pairs scored.
 
         With a pool, the tiles are shared among its threads: each tile is read once per round whoever needs it
-        (a tile product is bound by memory, not arithmetic), each thread keeps its own top-k, bounded by the one
-        at the start of the round, and the results are merged at its end. Their items are disjoint: a query scans
+        (a tile product is bound by memory, not arithmetic), each thread keeps its own candidates, bounded by the
+        ones at the start of the round, and they are merged at its end. Their items are disjoint: a query scans
         a tile once."""
         by_tile = np.argsort(tiles, kind="stable")
         query_rows, tiles = query_rows[by_tile], tiles[by_tile]
         cuts = np.flatnonzero(np.diff(tiles)) + 1
         visits = list(zip(np.split(query_rows, cuts), tiles[np.concatenate([[0], cuts])].tolist()))
         if self.pool is None or len(visits) < 2 * self.workers:
-            return sum(self.scan_tile(rows, tile, best_keys, best_ids) for rows, tile in visits)
-        ceiling = best_keys[:, self.k - 1].copy()
+            return sum(self.scan_tile(rows, tile, self.candidates) for rows, tile in visits)
+        ceiling = (self.candidates.kth.copy(), self.candidates.last.copy())
 
         def share(part):
-            keys, ids = no_candidates(len(best_keys), self.k)
-            return keys, ids, sum(self.scan_tile(rows, tile, keys, ids, ceiling) for rows, tile in part)
+            own = Candidates(len(self.unit_queries), self.k, self.width)
+            return own, sum(self.scan_tile(rows, tile, own, ceiling) for rows, tile in part)
 
         touched = np.unique(query_rows)
         scored = 0
-        for keys, ids, part_scored in self.pool.map(share, [visits[w :: self.workers] for w in range(self.workers)]):
-            best_keys[touched], best_ids[touched] = merge_smallest_k(best_keys[touched], best_ids[touched],
-                                                                     keys[touched], ids[touched], self.k)
+        for own, part_scored in self.pool.map(share, [visits[w :: self.workers] for w in range(self.workers)]):
+            self.candidates.absorb(own, touched)
             scored += part_scored
         return scored
 
-    def scan_tile(self, rows, tile, best_keys, best_ids, ceiling=None) -> int:
+    def scan_tile(self, rows, tile, candidates: Candidates, ceiling=None) -> int:
         """Score a tile for the queries ``rows``, from its first to its last group that any of them can still
         use (a group's own bound is often far above its tile's); returns pairs scored."""
-        segment, k, alpha = self.segment, self.k, self.alpha
+        segment = self.segment
         first, last = int(self.tiling.first_group[tile]), int(self.tiling.first_group[tile + 1])
-        kth = best_keys[rows, k - 1] if ceiling is None else np.minimum(best_keys[rows, k - 1], ceiling[rows])
-        useful = np.flatnonzero(np.any(self.bounds[rows, first:last] <= kth[:, None], axis=0))
+        kth = candidates.kth[rows] if ceiling is None else np.minimum(candidates.kth[rows], ceiling[0][rows])
+        reach = kth + self.queries.slack
+        useful = np.flatnonzero(np.any(self.bounds[rows, first:last] <= reach[:, None], axis=0))
         if len(useful) == 0:
             return 0
         start, end = int(segment.leaf_start[first + useful[0]]), int(segment.leaf_start[first + useful[-1] + 1])
         step = max(1, KEYS_PER_BLOCK // len(rows))
         for lo in range(start, end, step):
             hi = min(end, lo + step)
-            block_heights, classes, weights = self.heights[rows], self.soft.classes[lo:hi], self.soft.weights[lo:hi]
-            extra = alpha * _hierarchy_terms(block_heights, classes, weights)
-
-            def exact_extra(pair_rows, pair_columns, block_heights=block_heights, classes=classes, weights=weights):
-                # Σ_j w_j v[c_j] in each item's own order: duplicates of an item get the same value anywhere
-                gathered = block_heights[pair_rows[:, None], np.asarray(classes[pair_columns], np.intp)]
-                return alpha * np.sum(gathered * np.asarray(weights[pair_columns], np.float64), axis=1)
-
+            extra = _hierarchy_terms(self.scaled_heights[rows], self.soft.classes[lo:hi], self.soft.weights[lo:hi],
+                                     self.soft.unit_weights)
             alive = None if segment.alive is None else segment.alive[lo:hi]
-            best_keys[rows], best_ids[rows] = merge_scored_block(best_keys[rows], best_ids[rows], self.queries, rows,
-                                                                 segment.vectors[lo:hi], extra, exact_extra,
-                                                                 segment.ids[lo:hi], alive, k,
-                                                                 None if ceiling is None else ceiling[rows])
+            approximate = approximate_keys(self.queries, rows, segment.vectors[lo:hi], extra, alive)
+            candidates.add_block(rows, approximate, lo, None if ceiling is None else ceiling[1][rows])
         return len(rows) * (end - start)
 
+    def exact_extra(self, query_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """alpha Σ_j w_j v[c_j] in float64, in each item's own order: duplicates of an item get the same value."""
+        classes, weights = np.asarray(self.soft.classes[rows], np.intp), np.asarray(self.soft.weights[rows], np.float64)
+        return self.alpha * np.sum(self.heights[query_rows[..., None], classes] * weights, axis=-1)
 
-def _hierarchy_terms(heights: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """D_H = Σ_b p_i[b] v[b] of every (query, row) pair, as one product over the few classes the rows use: a
-    block's items are neighbours, so they share most of their classes."""
+
+def _hierarchy_terms(heights: np.ndarray, classes: np.ndarray, weights: np.ndarray, unit_weights: bool) -> np.ndarray:
+    """D_H = Σ_b p_i[b] v[b] of every (query, row) pair in float32 (``heights``: float32 v, nq x K), as one product
+    over the few classes the rows use: a block's items are neighbours, so they share most of their classes."""
     n, width = classes.shape
-    if width == 1:  # one-hot (combined, flat): the term of the item's own class
-        return heights[:, np.asarray(classes[:, 0], np.intp)] * np.asarray(weights[:, 0], np.float64)
+    if width == 1:  # one class per item (combined, flat, or top_m = 1): the term of that class
+        terms = heights[:, np.asarray(classes[:, 0], np.intp)]
+        return terms if unit_weights else np.multiply(terms, weights[:, 0], out=terms)
     flat = np.asarray(classes, dtype=np.intp).ravel()
     used = np.flatnonzero(np.bincount(flat, minlength=heights.shape[1]))
     local = np.zeros(heights.shape[1], dtype=np.intp)
     local[used] = np.arange(len(used))
     slots = np.arange(n).repeat(width) * len(used) + local[flat]
     dense = np.bincount(slots, weights=np.asarray(weights, np.float64).ravel(), minlength=n * len(used))
-    return heights[:, used] @ dense.reshape(n, len(used)).T
+    return heights[:, used] @ dense.reshape(n, len(used)).T.astype(np.float32)

@@ -1,88 +1,140 @@
-"""One block of rows scored for a batch of queries: float32 products, float64 exactness near the cut.
+"""Blocks of rows scored for a batch of queries in float32, and the float64 distances computed once at the end.
 
-D = clip(1 - q·x, 0, 2) + alpha * D_H. The cosine part is computed as FAISS would, one float32 matrix
-product on the stored rows as they are (no float64 copy of the block); the hierarchy part in float64. For
-unit rows the float32 product is within ``slack`` = (d + 4) * 2^-24 * max|x| of the float64 one (the
-rounding of the query, and of rows stored in float64, plus the accumulation bound of a d-term dot product),
-and clipping keeps that. So a row
-whose approximate D exceeds the running k-th best by more than ``slack`` cannot enter the top-k, nor can one
-that exceeds the block's own k-th approximate D by more than twice ``slack``. Only the rows left, a little
-more than k per query on the first block and usually none on later ones, are recomputed in float64 from the
-rows as stored and merged: the top-k equals that of a float64 scan. Rows held in float64 (an in-memory
-index) are multiplied in float64 at once; only the hierarchy term is then recomputed near the cut.
+D = clip(1 - q·x, 0, 2) + alpha * D_H. While the groups are scanned, every block is scored as FAISS would: one
+float32 matrix product on the stored rows as they are (no float64 copy of the block), then the clip and the
+hierarchy term, both in float32, in place. Each query keeps the ``width`` = k + margin smallest of these
+approximate keys (``Candidates``), unordered. An approximate key is within ``slack`` of the float64 one
+(``approximate_slack``), so once the scan ends the float64 top-k is among the candidates within 2 * slack of the
+approximate k-th, provided that the (k + margin)-th candidate lies further than that: an item dropped from the
+candidates lay above it. Only those few candidates are then recomputed in float64, each from its row as stored,
+and sorted with ties broken by id (``exact_top_k``). A query whose margin was too narrow (many items within
+slack of its k-th, as exact duplicates make) is reported and searched again with a wider one.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from treeseek.search.topk import merge_smallest_k, no_candidates
+from treeseek.search.topk import MISSING_ID, smallest_k
 
-PAIRS_PER_CHUNK = 8192  # (query, row) pairs recomputed in float64 at once: bounds the gathered copy
-EXTRA_SLACK = 1e-12     # how far the block's added term may be from the exact one (a float64 rounding)
+QUERIES_PER_CHUNK = 8  # queries whose candidates are recomputed in float64 at once (bounds the gathered rows)
+UNIT_ROUNDING = 2.0**-24  # float32's unit roundoff
 
 
 class QueryBatch:
-    """Unit queries in float64 and float32, with the slack of their float32 products against rows of length
-    at most ``row_norm``."""
+    """Unit queries in float64 and float32, with the slack of their approximate keys: rows of length at most
+    ``row_norm``, hierarchy terms of at most ``alpha`` summed over ``width`` classes per item."""
 
-    def __init__(self, unit_queries: np.ndarray, row_norm: float = 1.0):
+    def __init__(self, unit_queries: np.ndarray, *, row_norm: float = 1.0, alpha: float = 1.0, width: int = 1):
         self.exact = np.asarray(unit_queries, dtype=np.float64)
         self.single = self.exact.astype(np.float32)
-        self.slack = (self.exact.shape[1] + 4) * 2.0**-24 * float(row_norm) * 1.01
-        self.double_slack = (self.exact.shape[1] + 4) * 2.0**-53 * float(row_norm) * 1.01  # summation orders
+        self.slack = approximate_slack(self.exact.shape[1], row_norm, alpha, width)
 
 
-def merge_scored_block(best_keys: np.ndarray, best_ids: np.ndarray, queries: QueryBatch, rows: np.ndarray,
-                       vectors: np.ndarray, extra: np.ndarray, exact_extra, ids: np.ndarray,
-                       alive: np.ndarray | None, k: int,
-                       ceiling: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The running top-k of the query ``rows`` merged with a block: ``vectors`` its stored unit rows, ``extra``
-    the term added to each (query, row) cosine distance, to within ``EXTRA_SLACK``, and ``exact_extra(pair_rows,
-    pair_columns)`` the same term exactly as the reference computes it, for the pairs recomputed (so that equal
-    items get equal distances whatever block they are in); ``ids`` its ids, ``alive`` its live rows. ``ceiling``
-    (per query of ``rows``), when given, is a k-th best known from elsewhere: nothing above it can enter."""
-    if vectors.dtype == np.float64:  # rows held in float64 (in memory): the product is already exact
-        approximate = np.clip(1.0 - _products(vectors, queries.exact[rows]), 0.0, 2.0) + extra
-        slack = queries.double_slack + EXTRA_SLACK
+def approximate_slack(dim: int, row_norm: float, alpha: float, width: int) -> float:
+    """How far a float32 key may lie from the float64 one.
+
+    The product: the rounding of the query, and of rows stored in float64, and the accumulation bound of a
+    d-term dot product, (d + 4) u |x|. The cosine: 1 - p and its clip, 2u. The hierarchy term: heights and
+    weights rounded to float32, their products and their sum over ``width`` classes, alpha (width + 4) u. The
+    final sum, (2 + alpha) u. One percent more for the bounds' own rounding.
+    """
+    terms = (dim + 4) * float(row_norm) + 2 + float(alpha) * (width + 4) + 2 + float(alpha)
+    return terms * UNIT_ROUNDING * 1.01
+
+
+class Candidates:
+    """Per query, the ``width`` smallest approximate keys seen so far and their rows, in no order, with the k-th
+    and the width-th of them (``kth``, ``last``; inf until that many are held)."""
+
+    def __init__(self, n_queries: int, k: int, width: int):
+        self.k, self.width = k, width
+        self.keys = np.full((n_queries, width), np.inf, dtype=np.float32)
+        self.rows = np.full((n_queries, width), -1, dtype=np.int64)
+        self.kth = np.full(n_queries, np.inf, dtype=np.float32)
+        self.last = np.full(n_queries, np.inf, dtype=np.float32)
+
+    def add_block(self, query_rows: np.ndarray, approximate: np.ndarray, first_row: int,
+                  ceiling: np.ndarray | None = None) -> None:
+        """Merge the approximate keys of the block whose rows start at ``first_row`` (inf: rows not to take).
+        ``ceiling`` (per query of ``query_rows``), when given, is a width-th key known from elsewhere."""
+        limit = self.last[query_rows] if ceiling is None else np.minimum(self.last[query_rows], ceiling)
+        unfilled = np.flatnonzero(np.isinf(limit))
+        if len(unfilled) and approximate.shape[1] > self.width:  # the block's own width-th bounds what stays
+            limit[unfilled] = np.partition(approximate[unfilled], self.width - 1, axis=1)[:, self.width - 1]
+        passing = approximate <= limit[:, None]
+        if len(unfilled):  # an inf key (a removed row) passes an inf limit
+            passing &= np.isfinite(approximate)
+        passed = np.flatnonzero(passing)  # one pass, and a 1-D one: several times faster than a 2-D nonzero
+        if len(passed) == 0:
+            return
+        pair_rows, pair_columns = np.divmod(passed, passing.shape[1])
+        counts = np.bincount(pair_rows, minlength=len(query_rows))
+        slots = np.arange(len(pair_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        new_keys = np.full((len(query_rows), int(counts.max())), np.inf, dtype=np.float32)
+        new_rows = np.full(new_keys.shape, -1, dtype=np.int64)
+        new_keys[pair_rows, slots] = approximate[pair_rows, pair_columns]
+        new_rows[pair_rows, slots] = pair_columns + first_row
+        self._keep(query_rows, new_keys, new_rows)
+
+    def absorb(self, other: "Candidates", query_rows: np.ndarray) -> None:
+        """Merge another's candidates of ``query_rows`` (another thread's share of the tiles: other items)."""
+        self._keep(query_rows, other.keys[query_rows], other.rows[query_rows])
+
+    def _keep(self, query_rows: np.ndarray, keys: np.ndarray, rows: np.ndarray) -> None:
+        merged_keys = np.hstack([self.keys[query_rows], keys])
+        merged_rows = np.hstack([self.rows[query_rows], rows])
+        order = np.argpartition(merged_keys, [self.k - 1, self.width - 1], axis=1)[:, : self.width]
+        kept = np.take_along_axis(merged_keys, order, axis=1)
+        self.keys[query_rows], self.rows[query_rows] = kept, np.take_along_axis(merged_rows, order, axis=1)
+        self.kth[query_rows], self.last[query_rows] = kept[:, self.k - 1], kept[:, self.width - 1]
+
+
+def approximate_keys(queries: QueryBatch, query_rows: np.ndarray, vectors: np.ndarray, extra: np.ndarray,
+                     alive: np.ndarray | None) -> np.ndarray:
+    """float32 keys of the query ``rows`` against a block of stored unit rows, ``extra`` (float32, queries x
+    rows) being the hierarchy term; removed rows (``alive`` False) get inf."""
+    if vectors.dtype == np.float64:  # rows held in float64 (in memory): multiplied as they are, rounded after
+        products = _products(vectors, queries.exact[query_rows]).astype(np.float32)
     else:
         block = vectors if vectors.dtype == np.float32 else np.asarray(vectors, dtype=np.float32)
-        approximate = np.clip(1.0 - _products(block, queries.single[rows]).astype(np.float64), 0.0, 2.0) + extra
-        slack = queries.slack + EXTRA_SLACK
+        products = _products(block, queries.single[query_rows])
+    keys = np.subtract(np.float32(1.0), products, out=products)
+    np.clip(keys, np.float32(0.0), np.float32(2.0), out=keys)
+    keys += extra
     if alive is not None:
-        approximate[:, ~alive] = np.inf
-    limit = best_keys[:, k - 1] if ceiling is None else np.minimum(best_keys[:, k - 1], ceiling)
-    limit = limit + slack
-    unfilled = np.flatnonzero(np.isinf(limit))
-    if len(unfilled) and vectors.shape[0] > k:  # no k-th best yet: the block's own k-th bounds what can enter
-        limit[unfilled] = np.partition(approximate[unfilled], k - 1, axis=1)[:, k - 1] + 2 * slack
-    passing = approximate <= limit[:, None]
-    if alive is not None:  # an inf key passes an inf limit
-        passing[:, ~alive] = False
-    counts = np.count_nonzero(passing, axis=1)
-    width = int(counts.max()) if len(counts) else 0
-    if width == 0:
-        return best_keys, best_ids
-    pair_rows, pair_columns = np.nonzero(passing)
-    exact = _exact_keys(queries.exact[rows], vectors, exact_extra, pair_rows, pair_columns)
-    slots = np.arange(len(pair_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    candidate_keys, candidate_ids = no_candidates(len(rows), width)
-    candidate_keys[pair_rows, slots], candidate_ids[pair_rows, slots] = exact, ids[pair_columns]
-    return merge_smallest_k(best_keys, best_ids, candidate_keys, candidate_ids, k)
+        keys[:, ~alive] = np.inf
+    return keys
+
+
+def exact_top_k(candidates: Candidates, queries: QueryBatch, vectors: np.ndarray, ids: np.ndarray,
+                exact_extra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D, ids, resolved): the float64 top-k of each query whose margin sufficed (see the module); the rows of the
+    others (``resolved`` False) are to be searched again with a wider margin.
+
+    ``exact_extra(query_rows, rows)`` gives the float64 hierarchy term of each query (rows of the batch) and item
+    (rows of the segment), broadcast, computed in each item's own order."""
+    k, slack = candidates.k, queries.slack
+    kth = candidates.kth.astype(np.float64)
+    last = candidates.last.astype(np.float64)
+    resolved = np.isinf(kth) | np.isinf(last) | (last > kth + 2 * slack)
+    keys_out = np.full((len(kth), k), np.inf)
+    ids_out = np.full((len(kth), k), MISSING_ID, dtype=np.int64)
+    done = np.flatnonzero(resolved)
+    for first in range(0, len(done), QUERIES_PER_CHUNK):
+        query_rows = done[first : first + QUERIES_PER_CHUNK]
+        rows = candidates.rows[query_rows]
+        wanted = (rows >= 0) & (candidates.keys[query_rows] <= (kth[query_rows] + 2 * slack)[:, None])
+        safe_rows = np.where(wanted, rows, 0)
+        # einsum sums each pair's d products in the same order: duplicates of an item get equal distances
+        dots = np.einsum("qcd,qd->qc", np.asarray(vectors[safe_rows], dtype=np.float64), queries.exact[query_rows])
+        keys = np.clip(1.0 - dots, 0.0, 2.0) + exact_extra(query_rows[:, None], safe_rows)
+        keys[~wanted] = np.inf
+        keys_out[query_rows], found = smallest_k(keys, np.where(wanted, ids[safe_rows], MISSING_ID), k)
+        ids_out[query_rows] = np.where(np.isinf(keys_out[query_rows]), MISSING_ID, found)
+    return keys_out, ids_out, resolved
 
 
 def _products(block: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """queries x block rows inner products, C-ordered. OpenBLAS multiplies a few queries by a tile of rows up to
     2x faster as block @ queries.T than as queries @ block.T (bench: 2,048 x 256 float32 rows, 4 to 35 queries)."""
     return np.ascontiguousarray((block @ queries.T).T)
-
-
-def _exact_keys(queries: np.ndarray, block: np.ndarray, exact_extra, pair_rows: np.ndarray,
-                pair_columns: np.ndarray) -> np.ndarray:
-    """Float64 D of the given (query, row) pairs, each computed alone, in one fixed order."""
-    out = np.empty(len(pair_rows))
-    for first in range(0, len(pair_rows), PAIRS_PER_CHUNK):
-        r, c = pair_rows[first : first + PAIRS_PER_CHUNK], pair_columns[first : first + PAIRS_PER_CHUNK]
-        # einsum casts the stored rows to float64 in small buffers: the same sums as a float64 copy, without it
-        dots = np.einsum("pd,pd->p", queries[r], block[c], dtype=np.float64, casting="safe")
-        out[first : first + len(r)] = np.clip(1.0 - dots, 0.0, 2.0) + exact_extra(r, c)
-    return out
