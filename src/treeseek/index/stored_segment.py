@@ -44,7 +44,7 @@ class StoredSegment:
         are the items' sparse posteriors ``(classes, weights)``, computed with the model settings ``soft_state``."""
         segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
         stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
-                     [sources[i] for i in order], None, None if codes is None else np.asarray(codes)[order])
+                     list(map(sources.__getitem__, order.tolist())), None, None if codes is None else np.asarray(codes)[order])
         if posteriors is not None:
             classes, weights = posteriors
             stored.soft = SoftPosteriors.build(segment, np.asarray(classes)[order], np.asarray(weights)[order])

@@ -137,7 +137,8 @@ class TreeIndex:
                 part["soft_state"] = settings
         keys = ("unit", "norms", "leaves", "ids", "labels", "soft_classes", "soft_weights") + \
             (("codes",) if self.hasher is not None else ())
-        joined = {key: np.concatenate([part[key] for part in parts]) for key in keys}
+        joined = {key: parts[0][key] if len(parts) == 1 else np.concatenate([part[key] for part in parts])
+                  for key in keys}  # one part (one add): its arrays as they are, no copy
         sources = [source for part in parts for source in part["sources"]]
         return StoredSegment.create(model.hierarchy_, joined["unit"], joined["norms"], joined["leaves"],
                                     joined["ids"], joined["labels"], sources, self.backend, progress,

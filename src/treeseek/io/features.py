@@ -84,16 +84,16 @@ def check_features(features, source: str = "features") -> np.ndarray:
         raise TreeseekError(f"{source}: features are empty (shape {array.shape})")
     if array.dtype.kind != "f":
         array = array.astype(np.float32)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row = int(np.flatnonzero(bad.any(axis=1))[0])
+    # Two passes without a temporary: NaN and infinity propagate to the smallest or largest value; only when
+    # one of them is bad is every value looked at, to name the first bad row.
+    smallest, largest = float(array.min()), float(array.max())
+    if not (np.isfinite(smallest) and np.isfinite(largest)):
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise TreeseekError(f"{source}: features contain NaN or infinite values (first in row {row})")
-    if float(np.finfo(array.dtype).max) > MAX_FEATURE_MAGNITUDE:  # float16 cannot hold such values
-        huge = np.abs(array) > MAX_FEATURE_MAGNITUDE
-        if huge.any():
-            row = int(np.flatnonzero(huge.any(axis=1))[0])
-            raise TreeseekError(f"{source}: features hold values beyond ±{MAX_FEATURE_MAGNITUDE:g} (first in row {row}, "
-                                f"{np.abs(array[row]).max():.3g}); rescale them")
+    if max(-smallest, largest) > MAX_FEATURE_MAGNITUDE:
+        row = int(np.flatnonzero((np.abs(array) > MAX_FEATURE_MAGNITUDE).any(axis=1))[0])
+        raise TreeseekError(f"{source}: features hold values beyond ±{MAX_FEATURE_MAGNITUDE:g} (first in row {row}, "
+                            f"{np.abs(array[row]).max():.3g}); rescale them")
     return array
 
 
