@@ -148,6 +148,10 @@ def group_bounds(segment: Segment, soft: SoftPosteriors, tiling: Tiling, heights
     their own leaf that the items of the group's tile give weight to.
     """
     own = heights[:, segment.tree.leaf_order]
+    if soft.unit_weights:  # one-hot (combined, flat): every item's term is its own leaf's
+        own -= BOUND_MARGIN
+        own[:, np.diff(segment.leaf_start) == 0] = np.inf
+        return own
     counts = np.diff(tiling.union_start)
     filled = np.flatnonzero(counts > 0)
     nearest_other = np.full((len(heights), len(counts)), np.inf)

@@ -117,20 +117,21 @@ def exact_top_k(candidates: Candidates, queries: QueryBatch, vectors: np.ndarray
     kth = candidates.kth.astype(np.float64)
     last = candidates.last.astype(np.float64)
     resolved = np.isinf(kth) | np.isinf(last) | (last > kth + 2 * slack)
+    done = np.flatnonzero(resolved)
+    rows = candidates.rows[done]
+    wanted = (rows >= 0) & (candidates.keys[done] <= (kth[done] + 2 * slack)[:, None])
+    rows = np.where(wanted, rows, 0)
+    keys = np.full(rows.shape, np.inf)
+    for first in range(0, len(done), QUERIES_PER_CHUNK):  # a few queries at a time: their rows stay in cache
+        chunk = slice(first, first + QUERIES_PER_CHUNK)
+        # einsum sums each pair's d products in the same order: duplicates of an item get equal distances
+        dots = np.einsum("qcd,qd->qc", np.asarray(vectors[rows[chunk]], dtype=np.float64), queries.exact[done[chunk]])
+        keys[chunk] = np.clip(1.0 - dots, 0.0, 2.0) + exact_extra(done[chunk, None], rows[chunk])
+    keys[~wanted] = np.inf
     keys_out = np.full((len(kth), k), np.inf)
     ids_out = np.full((len(kth), k), MISSING_ID, dtype=np.int64)
-    done = np.flatnonzero(resolved)
-    for first in range(0, len(done), QUERIES_PER_CHUNK):
-        query_rows = done[first : first + QUERIES_PER_CHUNK]
-        rows = candidates.rows[query_rows]
-        wanted = (rows >= 0) & (candidates.keys[query_rows] <= (kth[query_rows] + 2 * slack)[:, None])
-        safe_rows = np.where(wanted, rows, 0)
-        # einsum sums each pair's d products in the same order: duplicates of an item get equal distances
-        dots = np.einsum("qcd,qd->qc", np.asarray(vectors[safe_rows], dtype=np.float64), queries.exact[query_rows])
-        keys = np.clip(1.0 - dots, 0.0, 2.0) + exact_extra(query_rows[:, None], safe_rows)
-        keys[~wanted] = np.inf
-        keys_out[query_rows], found = smallest_k(keys, np.where(wanted, ids[safe_rows], MISSING_ID), k)
-        ids_out[query_rows] = np.where(np.isinf(keys_out[query_rows]), MISSING_ID, found)
+    keys_out[done], found = smallest_k(keys, np.where(wanted, ids[rows], MISSING_ID), k)
+    ids_out[done] = np.where(np.isinf(keys_out[done]), MISSING_ID, found)
     return keys_out, ids_out, resolved
 
 
