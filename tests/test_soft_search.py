@@ -57,6 +57,7 @@ def test_searched_on_threads_equal_a_full_sort(overlapping, queries_per_tile, me
 
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     monkeypatch.setattr(soft_groups, "MIN_QUERIES_PER_WORKER", 1)
+    monkeypatch.setattr(soft_groups, "MIN_ROWS_PER_WORKER", 1)
     monkeypatch.setattr(soft_groups, "MIN_QUERIES_PER_TILE", queries_per_tile)
     monkeypatch.setattr(soft_groups, "TILE_ROWS", 20)
     index, features, Q = _index_with_ties(overlapping, 3, "float32")

@@ -40,6 +40,10 @@ TILE_ROWS = 2048            # neighbouring groups are scanned together up to thi
 KEYS_PER_BLOCK = 2 ** 22    # bound on the query x item key matrix of one scanned block
 FIRST_ROUND_FACTOR = 2      # the first round scans groups holding about this many times k items
 MIN_QUERIES_PER_WORKER = 32  # fewer queries than this per core are searched on one thread
+# Python threads pay only over segments larger than the cache: below, their small numpy calls contend for the
+# GIL and one thread (its products on BLAS's threads) is faster (bench_scale.py, 2 cores: 1.12x at 100k items);
+# above, the threads overlap their waits on memory (1.15x at 1M).
+MIN_ROWS_PER_WORKER = 150_000
 MIN_QUERIES_PER_TILE = 8     # and so are batches that would visit each tile with fewer queries than this
 ROUND_GROWTH = 4            # each later round may scan this many times more items than the one before
 
@@ -193,7 +197,7 @@ def _search(segment: Segment, soft: SoftPosteriors, heights: np.ndarray, unit_qu
             k: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``_GroupScan.run`` of the queries, on the threads that pay."""
     n_queries, tiling = len(unit_queries), soft.tiling_[1]
-    workers = min(os.cpu_count() or 1, n_queries // MIN_QUERIES_PER_WORKER)
+    workers = min(os.cpu_count() or 1, n_queries // MIN_QUERIES_PER_WORKER, len(segment) // MIN_ROWS_PER_WORKER)
     if workers <= 1:
         return _GroupScan(segment, soft, tiling, heights, unit_queries, alpha, k, width).run()
     # Each thread's products run on one BLAS thread (numpy releases the GIL in them): BLAS's own threads gain
