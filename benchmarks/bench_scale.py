@@ -13,11 +13,13 @@ the default ``TreeseekModel()`` fitted on 100 items per class. Per size, in one 
 * a float64 full scan of each distance over every item: the exactness reference (its ids are asserted equal
   to treeseek's on the first queries, and its speed reported).
 
-Batched: all queries in one call, timed on the second call (the first after opening the index also pages its
-vectors in and joins its groups into tiles; it is reported apart); single: one query per call, the median. Every measurement uses the same
-threads (the machine's cores, FAISS's OpenMP and BLAS alike); q/s is wall clock, "CPU" the process CPU time.
-Build: treeseek's add + sort (the index searchable in memory; writing it is reported apart) against FAISS's
-normalise + add plus the model's posteriors computed once.
+Batched: all queries in one call; single: one query per call. The searches take turns (FAISS, soft,
+combined), batched ``--repeats`` times and then in as many blocks of single queries, and each reports its
+median, so that a slower moment of a shared machine falls on all of them alike. The first batch after opening the index also pages its
+vectors in and joins its groups into tiles: it is reported apart. Every measurement uses the same threads (the
+machine's cores, FAISS's OpenMP and BLAS alike); q/s is wall clock, "CPU" the process CPU time.
+Build, each timed alone: treeseek's add + sort (the index searchable in memory; writing it is reported apart)
+against FAISS's normalise + add (in chunks of 65,536 rows) plus the model's posteriors computed once.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from common import OUTPUT, markdown_table, peak_rss_gb, rss_mb, timed, write_jso
 
 DIM, BRANCHING, NOISE, SCALE = 256, (10, 10, 10), 0.3, 4.0
 CHUNK = 1 << 16
+METHODS = ("soft", "combined")
 
 
 def class_means(seed: int = 27) -> tuple[np.ndarray, object]:
@@ -66,16 +69,6 @@ def cpu_and_wall(function, *args, **kwargs):
     cpu, wall = time.process_time(), time.perf_counter()
     value = function(*args, **kwargs)
     return value, time.process_time() - cpu, time.perf_counter() - wall
-
-
-def single_queries(search, Q: np.ndarray) -> tuple[float, float]:
-    """Median wall and CPU milliseconds of one query per call."""
-    walls, cpus = [], []
-    for row in range(len(Q)):
-        _, cpu, wall = cpu_and_wall(search, Q[row : row + 1])
-        walls.append(wall * 1e3)
-        cpus.append(cpu * 1e3)
-    return float(np.median(walls)), float(np.median(cpus))
 
 
 def reference_topk(model: TreeseekModel, unit_items: np.ndarray, item_posteriors, Q: np.ndarray, k: int,
@@ -119,49 +112,67 @@ def measure(n: int, model: TreeseekModel, means: np.ndarray, Q: np.ndarray, args
     X, _ = draw(means, n, seed=n)
     dtype = "float16" if n > 2_000_000 else "float32"
     row = {"items": n, "dtype": dtype, "raw_float32_gb": X.nbytes / 1e9}
-    flat = faiss.IndexFlatIP(DIM)
-    started = time.perf_counter()
-    unit = normalize_rows(X).astype(np.float32)  # cosine on FAISS: the user normalises, then adds
-    flat.add(unit)
-    row["faiss_add_s"] = time.perf_counter() - started
-    _, row["posteriors_once_s"] = timed(lambda: [model.place(X[i : i + CHUNK]) for i in range(0, n, CHUNK)])
-    (_, _), cpu, wall = cpu_and_wall(flat.search, normalize_rows(Q).astype(np.float32), args.k)
-    row["faiss_qps"], row["faiss_cpu_ms"] = len(Q) / wall, cpu / len(Q) * 1e3
-    row["faiss_single_ms"], row["faiss_single_cpu_ms"] = single_queries(
-        lambda q: flat.search(normalize_rows(q).astype(np.float32), args.k), Q[: args.single])
-    flat = unit = None  # freed before the index is built: the two never share the memory
-    gc.collect()
-
+    # treeseek's build, timed alone: add + sort, the index searchable in memory; then saved and dropped
     folder = workdir / f"index-{n}"
     started = time.perf_counter()
     index = TreeIndex(model, dtype=dtype)
     index.add(X)
-    index.stored_segments()  # sorted into its segment, posteriors summarised: searchable
+    index.stored_segments()
     row["treeseek_build_s"] = time.perf_counter() - started
     _, row["save_s"] = timed(index.save, folder)
-    index = X = None  # the index is measured as opened from disk, as a server would
+    index = None
     gc.collect()
-    rss_before = rss_mb()
+    # FAISS's, timed alone: what a cosine user does (normalise, add), in chunks so that no float64 copy of
+    # every row is held at once; then the model's posteriors computed once, which treeseek's build includes
+    flat = faiss.IndexFlatIP(DIM)
+    started = time.perf_counter()
+    for first in range(0, n, CHUNK):
+        flat.add(normalize_rows(X[first : first + CHUNK]).astype(np.float32))
+    row["faiss_add_s"] = time.perf_counter() - started
+    _, row["posteriors_once_s"] = timed(lambda: [model.place(X[i : i + CHUNK]) for i in range(0, n, CHUNK)])
+    X = None
+    gc.collect()
+    rss_before = rss_mb()  # FAISS's index is held: what follows is treeseek's opened index and its searches
     index, row["open_s"] = timed(TreeIndex.open, folder)
     soft = index.stored_segments()[0].soft
     row["soft_structure_gb"] = soft.nbytes / 1e9
     row["soft_memory_ratio"] = soft.nbytes / row["raw_float32_gb"] / 1e9
-    for method in ("soft", "combined"):
-        ranking = Ranking(method)
+    searches = {"faiss": lambda q: flat.search(normalize_rows(q).astype(np.float32), args.k)}
+    for method in METHODS:
+        searches[method] = lambda q, ranking=Ranking(method): index.search(q, args.k, ranking=ranking)
         # the first batch after opening also pages the vectors in and joins the groups into tiles: reported apart
-        _, _, row[f"{method}_first_batch_s"] = cpu_and_wall(index.search, Q, args.k, ranking=ranking)
-        (_, ids), cpu, wall = cpu_and_wall(index.search, Q, args.k, ranking=ranking)
-        row[f"{method}_qps"], row[f"{method}_cpu_ms"] = len(Q) / wall, cpu / len(Q) * 1e3
-        row[f"{method}_single_ms"], row[f"{method}_single_cpu_ms"] = single_queries(
-            lambda q: index.search(q, args.k, ranking=ranking), Q[: args.single])
-        unit_items, leaves, posteriors = stored_by_id(index)
-        checked = Q[: args.checked]
+        _, _, row[f"{method}_first_batch_s"] = cpu_and_wall(searches[method], Q)
+    # Batched, then one query at a time: every search in turn, repeated, the median of each, so that a slower
+    # moment of a shared machine falls on all of them alike
+    walls, cpus = {name: [] for name in searches}, {name: [] for name in searches}
+    for _ in range(args.repeats):
+        for name, search in searches.items():
+            _, cpu, wall = cpu_and_wall(search, Q)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    # one at a time: in blocks of queries per search (alternating query by query would leave each search the
+    # other's idle threads still spinning: OpenMP's after FAISS, BLAS's after treeseek)
+    single_walls, single_cpus = {name: [] for name in searches}, {name: [] for name in searches}
+    for block in np.array_split(np.arange(args.single), args.repeats):
+        for name, search in searches.items():
+            for query in block:
+                _, cpu, wall = cpu_and_wall(search, Q[query : query + 1])
+                single_walls[name].append(wall * 1e3)
+                single_cpus[name].append(cpu * 1e3)
+    for name in searches:
+        row[f"{name}_qps"], row[f"{name}_cpu_ms"] = len(Q) / np.median(walls[name]), np.median(cpus[name]) / len(Q) * 1e3
+        row[f"{name}_single_ms"], row[f"{name}_single_cpu_ms"] = np.median(single_walls[name]), np.median(single_cpus[name])
+    flat = None
+    unit_items, leaves, posteriors = stored_by_id(index)
+    checked = Q[: args.checked]
+    for method in METHODS:
+        _, ids = index.search(checked, args.k, ranking=Ranking(method))
         (_, expected), seconds = timed(reference_topk, model, unit_items, posteriors if method == "soft" else leaves,
                                        checked, args.k, method, model.alpha)
-        row[f"{method}_exact"] = bool(np.array_equal(ids[: args.checked], expected))
+        row[f"{method}_exact"] = bool(np.array_equal(ids, expected))
         row[f"{method}_reference_qps"] = len(checked) / seconds
     row["rss_after_search_mb"] = rss_mb() - rss_before
-    index = None
+    index = unit_items = None
     shutil.rmtree(folder)
     return row
 
@@ -220,6 +231,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000, 4_000_000])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--single", type=int, default=100, help="queries timed one at a time")
+    parser.add_argument("--repeats", type=int, default=3, help="batched searches of each kind (the median counts)")
     parser.add_argument("--checked", type=int, default=50, help="queries checked against the float64 full scan")
     parser.add_argument("-k", type=int, default=100)
     parser.add_argument("--json")
@@ -240,7 +252,8 @@ def main() -> None:
             print(rows[-1], flush=True)
     report(rows)
     print(f"peak RSS {peak_rss_gb():.1f} GB; {threads} threads")
-    write_json(args.json, {"threads": threads, "k": args.k, "queries": args.queries, "rows": rows,
+    write_json(args.json, {"threads": threads, "k": args.k, "queries": args.queries, "repeats": args.repeats,
+                           "single": args.single, "rows": rows,
                            "model": model.get_params(), "noise": NOISE, "scale": SCALE})
     if args.plot:
         plot(rows, args.plot)

@@ -121,6 +121,8 @@ def exact_top_k(candidates: Candidates, queries: QueryBatch, vectors: np.ndarray
     rows = candidates.rows[done]
     wanted = (rows >= 0) & (candidates.keys[done] <= (kth[done] + 2 * slack)[:, None])
     rows = np.where(wanted, rows, 0)
+    ascending = np.argsort(rows, axis=1)  # each query's rows read in storage order: neighbours share cache lines
+    rows, wanted = np.take_along_axis(rows, ascending, axis=1), np.take_along_axis(wanted, ascending, axis=1)
     keys = np.full(rows.shape, np.inf)
     for first in range(0, len(done), QUERIES_PER_CHUNK):  # a few queries at a time: their rows stay in cache
         chunk = slice(first, first + QUERIES_PER_CHUNK)
