@@ -275,12 +275,12 @@ class TreeseekModel:
         """The raw features of rows in the cosine space: the inverse of ``cosine_features``."""
         return to_raw(self.cosine, self.pca_, V)
 
-    def cosine_units(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def cosine_units(self, X: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(unit rows, lengths)`` of ``cosine_features(X)``: what an index stores and scans; a zero row stays
-        zero."""
+        zero. ``out``: where to write the unit rows (in its own dtype, with no float64 copy of them)."""
         V = self.cosine_features(X)
         norms = np.sqrt(np.einsum("ij,ij->i", V, V))  # no n x d temporary, unlike np.linalg.norm
-        return V / np.where(norms > 0, norms, 1.0)[:, None], norms
+        return np.divide(V, np.where(norms > 0, norms, 1.0)[:, None], out=out, casting="same_kind"), norms
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4): its class, or its sub-class."""
@@ -304,11 +304,13 @@ class TreeseekModel:
         """Leaf posteriors p(l | x) from the Gaussians, at the model's temperature (``soft`` method)."""
         return self.gaussians_.posteriors(self.transform(X), self.temperature, self.top_m)
 
-    def place(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def place(self, X: np.ndarray, *, check_input: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(leaves, classes, weights)`` of every row from one pass over the Mahalanobis distances: the nearest
         leaf (``assign``) and the posteriors of the ``top_m`` most probable leaves, n x m by decreasing weight
-        (``posteriors`` in sparse form)."""
-        distances = self.gaussians_.mahalanobis(self.transform(X))
+        (``posteriors`` in sparse form). ``check_input=False`` (as in scikit-learn's trees) skips the check of
+        X, for a caller that has checked it already (an index adding a large collection chunk by chunk)."""
+        distances = self.gaussians_.mahalanobis(self.pca_.transform(self.check_dim(X, "features") if check_input
+                                                                    else X))
         classes, weights = top_posteriors(distances, self.temperature, self.top_m)
         return np.argmin(distances, axis=1), classes, weights
 

@@ -107,9 +107,10 @@ class TreeIndex:
             chunk = np.asarray(features[first : first + ADD_CHUNK], dtype=np.float64)
             rows = slice(first, first + len(chunk))
             # one pass over the class distances gives the leaf and the posteriors that the soft ranking stores
-            part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = self.model.place(chunk)
+            placed = self.model.place(chunk, check_input=False)  # ``features`` were checked above, once
+            part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = placed
             # the vectors the cosine term is taken on; their float64 lengths restore them (the float32 copy is rounded)
-            part["unit"][rows], part["norms"][rows] = self.model.cosine_units(chunk)
+            part["norms"][rows] = self.model.cosine_units(chunk, out=part["unit"][rows])[1]
         if self.hasher is not None:
             part["codes"] = _codes(self.model, self.hasher, part)
         self._pending.append(part)

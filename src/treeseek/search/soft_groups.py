@@ -40,11 +40,11 @@ TILE_ROWS = 2048            # neighbouring groups are scanned together up to thi
 KEYS_PER_BLOCK = 2 ** 22    # bound on the query x item key matrix of one scanned block
 FIRST_ROUND_FACTOR = 2      # the first round scans groups holding about this many times k items
 MIN_QUERIES_PER_WORKER = 32  # fewer queries than this per core are searched on one thread
+MIN_QUERIES_PER_TILE = 8     # and so are batches that would visit each tile with fewer queries than this
 # Python threads pay only over segments larger than the cache: below, their small numpy calls contend for the
 # GIL and one thread (its products on BLAS's threads) is faster (bench_scale.py, 2 cores: 1.12x at 100k items);
 # above, the threads overlap their waits on memory (1.15x at 1M).
 MIN_ROWS_PER_WORKER = 150_000
-MIN_QUERIES_PER_TILE = 8     # and so are batches that would visit each tile with fewer queries than this
 ROUND_GROWTH = 4            # each later round may scan this many times more items than the one before
 
 
@@ -270,7 +270,7 @@ class _GroupScan:
         budget = FIRST_ROUND_FACTOR * k
         scored = 0
         while True:
-            kth = self.candidates.kth + self.queries.slack  # float64: no D of an item beyond it can be in the top-k
+            kth = self.candidates.kth.astype(np.float64) + self.queries.slack  # no item beyond it is in the top-k
             reachable = np.sum(~(kth[:, None] < sorted_bounds), axis=1)  # tiles whose bound does not exceed kth
             already = np.where(done > 0, covered[np.arange(n_queries), np.maximum(done - 1, 0)], 0)
             within_budget = np.sum(covered < (already + budget)[:, None], axis=1) + 1
@@ -318,7 +318,7 @@ class _GroupScan:
         segment = self.segment
         first, last = int(self.tiling.first_group[tile]), int(self.tiling.first_group[tile + 1])
         kth = candidates.kth[rows] if ceiling is None else np.minimum(candidates.kth[rows], ceiling[0][rows])
-        reach = kth + self.queries.slack
+        reach = kth.astype(np.float64) + self.queries.slack
         useful = np.flatnonzero(np.any(self.bounds[rows, first:last] <= reach[:, None], axis=0))
         if len(useful) == 0:
             return 0
