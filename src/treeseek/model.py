@@ -40,6 +40,9 @@ MODEL_VERSION = 1
 DEFAULT_HIERARCHY = choices.DEFAULT_HIERARCHY
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
+# rows whose n x K class distances and posteriors are held at once: at 1,000 classes a block of 4,096 stays
+# in cache, and placing 100k rows took 3.5 s against 4.5 s in blocks of 65,536 (2 cores)
+PLACE_ROWS = 4096
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
 NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value
 
@@ -309,10 +312,12 @@ class TreeseekModel:
         leaf (``assign``) and the posteriors of the ``top_m`` most probable leaves, n x m by decreasing weight
         (``posteriors`` in sparse form). ``check_input=False`` (as in scikit-learn's trees) skips the check of
         X, for a caller that has checked it already (an index adding a large collection chunk by chunk)."""
-        distances = self.gaussians_.mahalanobis(self.pca_.transform(self.check_dim(X, "features") if check_input
-                                                                    else X))
-        classes, weights = top_posteriors(distances, self.temperature, self.top_m)
-        return np.argmin(distances, axis=1), classes, weights
+        X = self.check_dim(X, "features") if check_input else X
+        placed = []
+        for first in range(0, max(len(X), 1), PLACE_ROWS):
+            distances = self.gaussians_.mahalanobis(self.pca_.transform(X[first : first + PLACE_ROWS]))
+            placed.append((np.argmin(distances, axis=1), *top_posteriors(distances, self.temperature, self.top_m)))
+        return tuple(np.concatenate(part) for part in zip(*placed))
 
     def novelty(self, X: np.ndarray) -> Novelty:
         """How far every row is from every known class: the out-of-distribution score and its flag.

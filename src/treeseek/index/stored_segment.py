@@ -43,8 +43,9 @@ class StoredSegment:
         """A segment of unit vectors (already in the storage dtype) and the lengths they had; ``posteriors``
         are the items' sparse posteriors ``(classes, weights)``, computed with the model settings ``soft_state``."""
         segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
+        sorted_sources = list(map(sources.__getitem__, order.tolist()))
         stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
-                     list(map(sources.__getitem__, order.tolist())), None, None if codes is None else np.asarray(codes)[order])
+                     sorted_sources, None, None if codes is None else np.asarray(codes)[order])
         if posteriors is not None:
             classes, weights = posteriors
             stored.soft = SoftPosteriors.build(segment, np.asarray(classes)[order], np.asarray(weights)[order])
