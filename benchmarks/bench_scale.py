@@ -121,7 +121,7 @@ def measure(n: int, model: TreeseekModel, means: np.ndarray, Q: np.ndarray, args
     # plus the model's posteriors computed once, which treeseek's build includes
     folder = workdir / f"index-{n}"
     builds, competitors = [], []
-    while len(builds) < args.build_repeats and (not builds or sum(builds) + sum(competitors) < BUILD_SECONDS):
+    while len(builds) < args.build_repeats and (not builds or sum(builds) + sum(c[0] for c in competitors) < BUILD_SECONDS):
         flat = index = None
         gc.collect()
         started = time.perf_counter()
