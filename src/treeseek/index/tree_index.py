@@ -36,7 +36,7 @@ from treeseek.search.topk import merge_smallest_k, no_candidates
 DTYPES = choices.DTYPES
 INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
-ADD_CHUNK = 65536  # rows placed at once: bounds the float64 copies made while adding
+ADD_CHUNK = 8192  # rows placed at once: their float64 copy (16 MB at 256-d) stays in cache while they are placed and normalised
 # rankings that the exact backend answers by the group-by-group search (``soft_search.leaf_topk``): it scans
 # tiles of neighbouring leaves in order of their bound, in batches, where the level-by-level search scans rings
 GROUP_METHODS = ("combined", "flat")
