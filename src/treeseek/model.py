@@ -314,7 +314,7 @@ class TreeseekModel:
         X, for a caller that has checked it already (an index adding a large collection chunk by chunk)."""
         X = self.check_dim(X, "features") if check_input else X
         placed = []
-        for first in range(0, max(len(X), 1), PLACE_ROWS):
+        for first in range(0, max(len(X), 1), PLACE_ROWS):  # at least one block: no rows still give their shapes
             distances = self.gaussians_.mahalanobis(self.pca_.transform(X[first : first + PLACE_ROWS]))
             placed.append((np.argmin(distances, axis=1), *top_posteriors(distances, self.temperature, self.top_m)))
         return tuple(np.concatenate(part) for part in zip(*placed))

@@ -36,7 +36,7 @@ from treeseek.search.topk import merge_smallest_k, no_candidates
 DTYPES = choices.DTYPES
 INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
-ADD_CHUNK = 8192  # rows placed at once: their float64 copy (16 MB at 256-d) stays in cache while they are placed and normalised
+ADD_CHUNK = 8192  # rows placed at once: their float64 copy (16 MB at 256-d) stays in cache while they are placed
 # rankings that the exact backend answers by the group-by-group search (``soft_search.leaf_topk``): it scans
 # tiles of neighbouring leaves in order of their bound, in batches, where the level-by-level search scans rings
 GROUP_METHODS = ("combined", "flat")
@@ -96,21 +96,11 @@ class TreeIndex:
         labels = self._label_indices(labels, n)
         if sources is not None and len(sources) != n:
             raise TreeseekError(f"got {len(sources)} sources for {n} items")
-        width = self.model.posterior_width_
-        part = {"unit": np.empty(features.shape, dtype=self.dtype), "norms": np.empty(n, dtype=np.float32),
-                "leaves": np.empty(n, dtype=np.int64), "labels": labels,
-                "ids": np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64),
+        part = {"labels": labels, "ids": np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64),
                 "sources": [str(s) for s in sources] if sources is not None else [""] * n,
-                "soft_classes": np.empty((n, width), dtype=np.int32), "soft_weights": np.empty((n, width), np.float32),
-                "soft_state": soft_settings(self.model)}
-        for first in tqdm(range(0, n, ADD_CHUNK), desc="placing items", disable=not progress):
-            chunk = np.asarray(features[first : first + ADD_CHUNK], dtype=np.float64)
-            rows = slice(first, first + len(chunk))
-            # one pass over the class distances gives the leaf and the posteriors that the soft ranking stores
-            placed = self.model.place(chunk, check_input=False)  # ``features`` were checked above, once
-            part["leaves"][rows], part["soft_classes"][rows], part["soft_weights"][rows] = placed
-            # the vectors the cosine term is taken on; their float64 lengths restore them (the float32 copy is rounded)
-            part["norms"][rows] = self.model.cosine_units(chunk, out=part["unit"][rows])[1]
+                # ``features`` were checked above, once: each chunk is placed without checking it again
+                **_placement(self.model, features.shape, self.dtype, lambda rows: features[rows], checked=True,
+                             progress=progress)}
         if self.hasher is not None:
             part["codes"] = _codes(self.model, self.hasher, part)
         self._pending.append(part)
@@ -426,18 +416,27 @@ def _chunks(n: int):
 
 
 def _replace_placement(old: TreeseekModel, new: TreeseekModel, part: dict) -> None:
-    """The part's leaves, posteriors and stored vectors under ``new``, from its raw features under ``old``,
-    ``ADD_CHUNK`` rows at a time: one pass over the new model's distances places every item and gives its
-    posterior, and the unit vectors move to the new model's cosine space."""
-    n, width = len(part["ids"]), new.posterior_width_
-    placed = {"unit": np.empty(np.shape(part["unit"]), part["unit"].dtype), "norms": np.empty(n, part["norms"].dtype),
-              "leaves": np.empty(n, np.int64), "soft_classes": np.empty((n, width), np.int32),
-              "soft_weights": np.empty((n, width), np.float32)}
-    for rows in _chunks(n):
-        raw = _restored(old, part, rows)
-        placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = new.place(raw)
-        placed["unit"][rows], placed["norms"][rows] = new.cosine_units(raw)
-    part.update(placed, soft_state=soft_settings(new))
+    """The part's leaves, posteriors and stored vectors under ``new``, from its raw features under ``old``: the
+    unit vectors move to the new model's cosine space."""
+    part.update(_placement(new, np.shape(part["unit"]), part["unit"].dtype, lambda rows: _restored(old, part, rows)))
+
+
+def _placement(model: TreeseekModel, shape: tuple, dtype, raw_rows, checked: bool = False,
+               progress: bool = False) -> dict:
+    """The placement arrays of n items whose raw features ``raw_rows(rows)`` gives, ``ADD_CHUNK`` rows at a time:
+    one pass over the class distances gives each item's leaf and the posteriors that the soft ranking stores,
+    and its unit vector in the model's cosine space (stored in ``dtype``) with its float64 length, which
+    restores it (the stored copy is rounded). ``checked``: the features were checked already."""
+    n, width = shape[0], model.posterior_width_
+    placed = {"unit": np.empty(shape, dtype=dtype), "norms": np.empty(n, dtype=np.float32),
+              "leaves": np.empty(n, dtype=np.int64), "soft_classes": np.empty((n, width), dtype=np.int32),
+              "soft_weights": np.empty((n, width), dtype=np.float32), "soft_state": soft_settings(model)}
+    for rows in tqdm(_chunks(n), desc="placing items", disable=not progress):
+        raw = np.asarray(raw_rows(rows), dtype=np.float64)
+        placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = \
+            model.place(raw, check_input=not checked)
+        placed["norms"][rows] = model.cosine_units(raw, out=placed["unit"][rows])[1]
+    return placed
 
 
 def _restored(model: TreeseekModel, part: dict, rows=slice(None)) -> np.ndarray:
