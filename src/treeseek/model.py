@@ -41,7 +41,7 @@ DEFAULT_HIERARCHY = choices.DEFAULT_HIERARCHY
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
 # rows whose n x K class distances and posteriors are held at once: at 1,000 classes a block of 4,096 stays
-# in cache, and placing 100k rows took 3.5 s against 4.5 s in blocks of 65,536 (2 cores)
+# in cache, and a probe placed 100k rows in 3.5 s against 4.5 s in blocks of 65,536 (2 cores)
 PLACE_ROWS = 4096
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
 NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value

@@ -42,8 +42,8 @@ FIRST_ROUND_FACTOR = 2      # the first round scans groups holding about this ma
 MIN_QUERIES_PER_WORKER = 32  # fewer queries than this per core are searched on one thread
 MIN_QUERIES_PER_TILE = 8     # and so are batches that would visit each tile with fewer queries than this
 # Python threads pay only over segments larger than the cache: below, their small numpy calls contend for the
-# GIL and one thread (its products on BLAS's threads) is faster (bench_scale.py, 2 cores: 1.12x at 100k items);
-# above, the threads overlap their waits on memory (1.15x at 1M).
+# GIL and one thread (its products on BLAS's threads) is faster (a probe on 2 cores, bench_scale's data: 1.12x
+# at 100k items); above, the threads overlap their waits on memory (1.15x at 1M).
 MIN_ROWS_PER_WORKER = 150_000
 ROUND_GROWTH = 4            # each later round may scan this many times more items than the one before
 
