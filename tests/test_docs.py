@@ -6,7 +6,8 @@ import pytest
 
 PUBLIC = ["treeseek.model", "treeseek.search.contract", "treeseek.search.memory_index", "treeseek.search.code_index",
           "treeseek.index.tree_index", "treeseek.codes.hpdh", "treeseek.codes.baselines",
-          "treeseek.evaluation.harness", "treeseek.evaluation.conventions", "treeseek.apps.jobs.config"]
+          "treeseek.evaluation.harness", "treeseek.evaluation.conventions", "treeseek.apps.jobs.config",
+          "treeseek.statistics.row_selection"]
 
 
 @pytest.mark.parametrize("name", PUBLIC)

@@ -100,3 +100,51 @@ def test_bhattacharyya_is_stable_where_det_overflows():
         assert not np.isfinite(np.linalg.det(g.covariances_[0]))  # a det-based formula would fail here
     D = bhattacharyya_distance(g)
     assert np.all(np.isfinite(D)) and np.all(D >= 0)
+
+
+def _stable_order(values, m):
+    """Reference: each row sorted by value, then column (numpy's stable argsort, NaN last), cut at m."""
+    columns = np.array([np.lexsort((np.arange(values.shape[1]), row))[:m] for row in values])
+    return columns, np.take_along_axis(values, columns, axis=1)
+
+
+@pytest.mark.parametrize("n_classes, m, ties", [(1000, 8, True), (1000, 8, False), (1003, 1, False),
+                                                (1003, 63, True), (40, 8, True), (10, 8, False), (10, 10, True)])
+def test_smallest_per_row_orders_as_a_stable_sort(n_classes, m, ties):
+    from treeseek.statistics.row_selection import smallest_per_row
+
+    rng = np.random.default_rng(n_classes + m)
+    values = rng.integers(0, 12, size=(300, n_classes)).astype(float) if ties else rng.random((300, n_classes))
+    values[7] = 5.0  # a row of one value: its first m columns
+    columns, kept = smallest_per_row(values, m)
+    expected_columns, expected_kept = _stable_order(values, m)
+    assert np.array_equal(columns, expected_columns)
+    assert np.array_equal(kept, expected_kept)
+
+
+def test_smallest_per_row_puts_nan_last_as_numpy_sorts():
+    from treeseek.statistics.row_selection import smallest_per_row
+
+    values = np.random.default_rng(4).random((50, 500))
+    values[3, ::2] = np.nan  # finite entries enough for the bound
+    values[9, 5:] = np.nan  # fewer finite entries than m
+    values[11, :] = np.nan
+    columns, kept = smallest_per_row(values, 8)
+    expected_columns, expected_kept = _stable_order(values, 8)
+    assert np.array_equal(columns, expected_columns)
+    assert np.array_equal(kept, expected_kept, equal_nan=True)
+
+
+@pytest.mark.parametrize("top_m", [None, 1, 3])
+def test_top_posteriors_are_the_renormalised_softmax_of_the_nearest(top_m):
+    from scipy.special import softmax
+
+    from treeseek.statistics.gaussians import top_posteriors
+
+    rng = np.random.default_rng(5)
+    squared = rng.integers(0, 30, size=(200, 90)).astype(float)  # many exact ties
+    classes, weights = top_posteriors(squared, 2.5, top_m)
+    expected_classes, nearest = _stable_order(squared, squared.shape[1] if top_m is None else top_m)
+    assert np.array_equal(classes, expected_classes)
+    assert np.array_equal(classes[:, 0], np.argmin(squared, axis=1))
+    assert np.allclose(weights, softmax(-nearest / 5.0, axis=1), rtol=0, atol=1e-15)

@@ -16,6 +16,7 @@ from scipy.linalg import solve_triangular
 from sklearn.covariance import ledoit_wolf
 
 from treeseek.errors import TreeseekError
+from treeseek.statistics.row_selection import smallest_per_row
 
 COVARIANCE_MODELS = ("full", "tied", "diag")
 _RIDGE = 1e-9  # relative to the mean variance: only guards exact singularity
@@ -81,10 +82,12 @@ class ClassGaussians:
             self._whitener = np.linalg.inv(np.linalg.cholesky(self.covariances_))
             self._whitened_means = self.means_ @ self._whitener.T
             self._whitened_norms = np.sum(self._whitened_means**2, axis=1)
+            self._minus_twice_whitened_means = -2.0 * self._whitened_means.T  # exact: a power of two
         elif self.covariance == "diag":
             self._inverse_variances = 1.0 / self.covariances_
             self._scaled_means = self.means_ * self._inverse_variances
             self._means_term = np.sum(self.means_**2 * self._inverse_variances, axis=1)
+            self._minus_twice_scaled_means = -2.0 * self._scaled_means.T
         else:
             self._cholesky = np.linalg.cholesky(self.covariances_)
 
@@ -93,13 +96,19 @@ class ClassGaussians:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.means_.shape[1]:
             raise TreeseekError(f"vectors have {X.shape[-1]} dimensions, the Gaussians have {self.means_.shape[1]}")
+        # the n x K result is written once and updated in place: a fresh n x K temporary per term cost more than
+        # the product itself
         if self.covariance == "tied":
             whitened = X @ self._whitener.T
-            out = np.sum(whitened**2, axis=1)[:, None] + self._whitened_norms - 2.0 * whitened @ self._whitened_means.T
-            return np.maximum(out, 0.0)
+            out = whitened @ self._minus_twice_whitened_means
+            out += np.einsum("ij,ij->i", whitened, whitened)[:, None]
+            out += self._whitened_norms
+            return np.maximum(out, 0.0, out=out)
         if self.covariance == "diag":
-            out = (X**2) @ self._inverse_variances.T - 2.0 * X @ self._scaled_means.T + self._means_term
-            return np.maximum(out, 0.0)
+            out = X @ self._minus_twice_scaled_means
+            out += (X**2) @ self._inverse_variances.T
+            out += self._means_term
+            return np.maximum(out, 0.0, out=out)
         out = np.empty((X.shape[0], self.n_classes_))
         for k in range(self.n_classes_):
             z = solve_triangular(self._cholesky[k], (X - self.means_[k]).T, lower=True, check_finite=False)
@@ -144,22 +153,19 @@ def top_posteriors(squared_distances: np.ndarray, temperature: float,
     """The posteriors exp(-d^2 / (2 T)) of each row's ``top_m`` nearest classes (all when None), renormalised.
 
     Returns ``(classes, weights)``, both n x m, each row by decreasing weight: the sparse form that the soft
-    ranking stores per item. Among classes at exactly equal distance the cut keeps an arbitrary one.
+    ranking stores per item. Classes at exactly equal distance come smaller index first, so that the first
+    class of a row is its ``argmin``, and a cut through such a tie keeps the smaller indices.
     """
     if not temperature > 0:
         raise TreeseekError(f"temperature must be > 0, got {temperature}")
-    logits = -np.asarray(squared_distances, dtype=np.float64) / (2.0 * temperature)
-    n_classes = logits.shape[1]
     if top_m is not None and top_m < 1:
         raise TreeseekError(f"top_m must be at least 1, got {top_m}")
-    m = n_classes if top_m is None else min(int(top_m), n_classes)
-    classes = np.argpartition(-logits, m - 1, axis=1)[:, :m] if m < n_classes else \
-        np.broadcast_to(np.arange(n_classes), logits.shape)
-    kept = np.take_along_axis(logits, classes, axis=1)
-    order = np.argsort(-kept, axis=1, kind="stable")
-    classes, kept = np.take_along_axis(classes, order, axis=1), np.take_along_axis(kept, order, axis=1)
-    weights = np.exp(kept - kept[:, :1])
-    return classes.astype(np.int64), weights / weights.sum(axis=1, keepdims=True)
+    squared_distances = np.asarray(squared_distances, dtype=np.float64)
+    n_classes = squared_distances.shape[1]
+    classes, nearest = smallest_per_row(squared_distances, n_classes if top_m is None else top_m)
+    logits = -nearest / (2.0 * temperature)
+    weights = np.exp(logits - logits[:, :1])
+    return classes, weights / weights.sum(axis=1, keepdims=True)
 
 
 def _with_ridge(cov: np.ndarray) -> np.ndarray:
