@@ -13,7 +13,7 @@ from treeseek.errors import TreeseekError
 from treeseek.index import TreeIndex
 from treeseek.search import Ranking
 
-from oracles import index_ranking, queries
+from oracles import index_ranking, queries, stored_items
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -69,6 +69,44 @@ def test_save_open_round_trip_gives_identical_results(planted, model, backend, t
     assert np.array_equal(before[1], after[1]) and np.array_equal(before[0], after[0])
     assert loaded.items([5])["sources"] == ["img/5.jpg"]
     assert len(loaded) == len(planted.features) and loaded.backend == index.backend
+
+
+def test_items_added_in_many_chunks_store_their_unit_rows_lengths_and_leaves(planted, model, monkeypatch):
+    from scipy.spatial.distance import cdist
+
+    from treeseek.index import placement
+
+    monkeypatch.setattr(placement, "ADD_CHUNK", 37)  # many chunks: each one's unit rows written on a second thread
+    index = TreeIndex(model, dtype="float32")
+    index.add(planted.features)
+    items = stored_items(index)
+    features = np.asarray(planted.features, dtype=np.float64)
+    lengths = np.linalg.norm(features, axis=1)
+    assert np.allclose(items["vectors"], features / lengths[:, None], rtol=0, atol=1e-7)
+    assert np.allclose(items["features"], features, rtol=1e-6, atol=0)
+    Z = model.pca_.transform(features)
+    inverse = np.linalg.inv(model.gaussians_.covariances_)
+    assert np.array_equal(items["leaves"], cdist(Z, model.gaussians_.means_, "mahalanobis", VI=inverse).argmin(axis=1))
+    Q = queries(planted)
+    expected_D, expected_ids = index_ranking(index, Q, 10, "soft", added=planted.features)
+    D, ids = index.search(Q, 10, ranking=Ranking("soft"))
+    assert np.array_equal(ids, expected_ids) and np.allclose(D, expected_D, rtol=0, atol=1e-9)
+
+
+def test_items_added_without_sources_have_empty_ones_beside_items_with_sources(planted, model, tmp_path):
+    index = TreeIndex(model)
+    first = index.add(planted.features[:60])
+    assert index.items(first[[0, 59]])["sources"] == ["", ""]  # one sorted part without sources
+    second = index.add(planted.features[60:90], sources=[f"s{i}" for i in range(30)])
+    ids = np.concatenate([first[[3, 40]], second[[0, 29]]])
+    expected = ["", "", "s0", "s29"]
+    assert index.items(ids)["sources"] == expected  # both parts joined in memory
+    index.save(tmp_path / "ix")
+    reopened = TreeIndex.open(tmp_path / "ix")
+    assert reopened.items(ids)["sources"] == expected
+    reopened.remove(second[:1])
+    reopened.add(planted.features[90:95])
+    assert reopened.items(ids[:2])["sources"] == ["", ""]
 
 
 def test_removed_items_never_come_back(planted, model, tmp_path):

@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 
+from treeseek.index.placement import restored_placement, soft_settings
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.model import TreeseekModel
 from treeseek.search.inner_product import augment, augment_leaves
@@ -19,12 +20,6 @@ from treeseek.search.soft_groups import SoftPosteriors, leaf_group_topk, soft_gr
 from treeseek.search.topk import merge_smallest_k, no_candidates
 
 logger = logging.getLogger(__name__)
-CHUNK = 1 << 14  # rows whose class distances are held at once
-
-
-def soft_settings(model: TreeseekModel) -> dict:
-    """The model settings that the stored posteriors depend on."""
-    return {"temperature": float(model.temperature), "top_m": None if model.top_m is None else int(model.top_m)}
 
 
 def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.ndarray, alpha: float,
@@ -66,19 +61,6 @@ def ready_soft(stored: StoredSegment, model: TreeseekModel) -> SoftPosteriors:
         _, classes, weights = restored_placement(model, stored.segment.vectors, stored.norms)
         stored.soft, stored.soft_state = SoftPosteriors.build(stored.segment, classes, weights), settings
     return stored.soft
-
-
-def restored_placement(model: TreeseekModel, unit: np.ndarray,
-                       norms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``model.place`` of stored rows, from their unit vectors times their lengths (in the model's cosine space),
-    ``CHUNK`` rows at a time: ``(leaves, classes, weights)``."""
-    parts = [model.place(model.features_from_cosine(np.asarray(unit[first : first + CHUNK], np.float64)
-                                                    * np.asarray(norms[first : first + CHUNK], np.float64)[:, None]))
-             for first in range(0, len(unit), CHUNK)]
-    if not parts:
-        width = model.posterior_width_
-        return np.zeros(0, np.int64), np.zeros((0, width), np.int64), np.zeros((0, width))
-    return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def segment_vectors(stored: StoredSegment, model: TreeseekModel, factor: np.ndarray, rows: np.ndarray,

@@ -43,9 +43,12 @@ class StoredSegment:
         """A segment of unit vectors (already in the storage dtype) and the lengths they had; ``posteriors``
         are the items' sparse posteriors ``(classes, weights)``, computed with the model settings ``soft_state``."""
         segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
-        sorted_sources = list(map(sources.__getitem__, order.tolist()))
         stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
-                     sorted_sources, None, None if codes is None else np.asarray(codes)[order])
+                     None, None, None if codes is None else np.asarray(codes)[order])
+        if any(sources):
+            stored.sources = list(map(sources.__getitem__, order.tolist()))
+        else:  # items without sources (features added as arrays): no list of n empty strings to permute
+            stored._source_blob, stored._source_offsets = b"", np.zeros(len(order) + 1, dtype=np.int64)
         if posteriors is not None:
             classes, weights = posteriors
             stored.soft = SoftPosteriors.build(segment, np.asarray(classes)[order], np.asarray(weights)[order])

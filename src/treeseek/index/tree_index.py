@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from treeseek import choices
 from treeseek.errors import TreeseekError
 from treeseek.hierarchy import Hierarchy
 from treeseek.index.code_search import hamming_search
 from treeseek.index.index_files import read_index, verify_index, write_index
-from treeseek.index.soft_search import leaf_topk, restored_placement, soft_settings, soft_topk
+from treeseek.index.placement import (
+    encoded_part,
+    place_items,
+    replace_placement,
+    restored_features,
+    restored_placement,
+    soft_settings,
+)
+from treeseek.index.soft_search import leaf_topk, soft_topk
 from treeseek.index.storage import DEFAULT_WAIT_SECONDS, check_target, writer_lock
 from treeseek.index.stored_segment import StoredSegment
 from treeseek.index.subtree_search import subtree_node, subtree_topk
@@ -36,7 +43,6 @@ from treeseek.search.topk import merge_smallest_k, no_candidates
 DTYPES = choices.DTYPES
 INDEX_METHODS = ("soft", *SEARCH_METHODS)  # soft first: the ranking treeseek's interfaces default to
 MAX_SEGMENTS = 8  # a save with more first compacts them into one, to keep searches to a few passes
-ADD_CHUNK = 8192  # rows placed at once: their float64 copy (16 MB at 256-d) stays in cache while they are placed
 # rankings that the exact backend answers by the group-by-group search (``soft_search.leaf_topk``): it scans
 # tiles of neighbouring leaves in order of their bound, in batches, where the level-by-level search scans rings
 GROUP_METHODS = ("combined", "flat")
@@ -99,10 +105,10 @@ class TreeIndex:
         part = {"labels": labels, "ids": np.arange(self.next_id_, self.next_id_ + n, dtype=np.int64),
                 "sources": [str(s) for s in sources] if sources is not None else [""] * n,
                 # ``features`` were checked above, once: each chunk is placed without checking it again
-                **_placement(self.model, features.shape, self.dtype, lambda rows: features[rows], checked=True,
+                **place_items(self.model, features.shape, self.dtype, lambda rows: features[rows], checked=True,
                              progress=progress)}
         if self.hasher is not None:
-            part["codes"] = _codes(self.model, self.hasher, part)
+            part["codes"] = encoded_part(self.model, self.hasher, part)
         self._pending.append(part)
         self.next_id_ += n
         return part["ids"]
@@ -130,7 +136,7 @@ class TreeIndex:
             (("codes",) if self.hasher is not None else ())
         joined = {key: parts[0][key] if len(parts) == 1 else np.concatenate([part[key] for part in parts])
                   for key in keys}  # one part (one add): its arrays as they are, no copy
-        sources = [source for part in parts for source in part["sources"]]
+        sources = parts[0]["sources"] if len(parts) == 1 else [source for part in parts for source in part["sources"]]
         return StoredSegment.create(model.hierarchy_, joined["unit"], joined["norms"], joined["leaves"],
                                     joined["ids"], joined["labels"], sources, self.backend, progress,
                                     joined.get("codes"), (joined["soft_classes"], joined["soft_weights"]), settings)
@@ -182,11 +188,12 @@ class TreeIndex:
         missing = sorted(set(range(self.model.n_classes_)) - set(np.unique(labels[known]).tolist()))
         if missing:
             raise TreeseekError(f"refit needs items of every class; '{self.model.class_names_[missing[0]]}' has none")
-        features = np.concatenate([_restored(self.model, part)[part["labels"] >= 0] for part in parts])
+        features = np.concatenate([restored_features(self.model, part["unit"], part["norms"])[part["labels"] >= 0]
+                                   for part in parts])
         model = TreeseekModel(**{**self.model.get_params(), **params})
         model.fit(features, labels[known], self.model.class_names_)
         for part in parts:
-            _replace_placement(self.model, model, part)
+            replace_placement(self.model, model, part)
         self._replace_all(parts, model, progress)
 
     def set_backend(self, backend: str, progress: bool = False, **backend_params) -> None:
@@ -203,7 +210,7 @@ class TreeIndex:
         for part in parts:
             part.pop("codes", None)
             if hasher is not None:
-                part["codes"] = _codes(self.model, hasher, part)
+                part["codes"] = encoded_part(self.model, hasher, part)
         self.hasher, self._hasher_name = hasher, None
         self._replace_all(parts, self.model, progress)
 
@@ -404,42 +411,3 @@ def _id_array(ids) -> np.ndarray:
 def _held(rows: list[np.ndarray], n: int) -> np.ndarray:
     """Whether some segment holds each of n ids alive, from ``_live_rows``."""
     return functools.reduce(np.logical_or, (where >= 0 for where in rows), np.zeros(n, dtype=bool))
-
-
-def _codes(model: TreeseekModel, hasher, part: dict) -> np.ndarray:
-    return np.concatenate([hasher.encode(_restored(model, part, rows)) for rows in _chunks(len(part["ids"]))]
-                          or [np.zeros((0, hasher.bits // 8), np.uint8)])
-
-
-def _chunks(n: int):
-    return [slice(first, first + ADD_CHUNK) for first in range(0, n, ADD_CHUNK)]
-
-
-def _replace_placement(old: TreeseekModel, new: TreeseekModel, part: dict) -> None:
-    """The part's leaves, posteriors and stored vectors under ``new``, from its raw features under ``old``: the
-    unit vectors move to the new model's cosine space."""
-    part.update(_placement(new, np.shape(part["unit"]), part["unit"].dtype, lambda rows: _restored(old, part, rows)))
-
-
-def _placement(model: TreeseekModel, shape: tuple, dtype, raw_rows, checked: bool = False,
-               progress: bool = False) -> dict:
-    """The placement arrays of n items whose raw features ``raw_rows(rows)`` gives, ``ADD_CHUNK`` rows at a time:
-    one pass over the class distances gives each item's leaf and the posteriors that the soft ranking stores,
-    and its unit vector in the model's cosine space (stored in ``dtype``) with its float64 length, which
-    restores it (the stored copy is rounded). ``checked``: the features were checked already."""
-    n, width = shape[0], model.posterior_width_
-    placed = {"unit": np.empty(shape, dtype=dtype), "norms": np.empty(n, dtype=np.float32),
-              "leaves": np.empty(n, dtype=np.int64), "soft_classes": np.empty((n, width), dtype=np.int32),
-              "soft_weights": np.empty((n, width), dtype=np.float32), "soft_state": soft_settings(model)}
-    for rows in tqdm(_chunks(n), desc="placing items", disable=not progress):
-        raw = np.asarray(raw_rows(rows), dtype=np.float64)
-        placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = \
-            model.place(raw, check_input=not checked)
-        placed["norms"][rows] = model.cosine_units(raw, out=placed["unit"][rows])[1]
-    return placed
-
-
-def _restored(model: TreeseekModel, part: dict, rows=slice(None)) -> np.ndarray:
-    """The original feature vectors of a part: unit rows times their lengths, back from the model's cosine space."""
-    return model.features_from_cosine(np.asarray(part["unit"][rows], dtype=np.float64)
-                                      * part["norms"][rows, None].astype(np.float64))
