@@ -76,7 +76,7 @@ def test_items_added_in_many_chunks_store_their_unit_rows_lengths_and_leaves(pla
 
     from treeseek.index import placement
 
-    monkeypatch.setattr(placement, "ADD_CHUNK", 37)  # many chunks: each one's unit rows written on a second thread
+    monkeypatch.setattr(placement, "ADD_CHUNK", 37)  # many chunks, and a last one shorter
     index = TreeIndex(model, dtype="float32")
     index.add(planted.features)
     items = stored_items(index)

@@ -6,9 +6,6 @@ raw features when the model is refitted or the posteriors must be computed again
 """
 from __future__ import annotations
 
-import contextlib
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -38,21 +35,14 @@ def place_items(model: TreeseekModel, shape: tuple, dtype, raw_rows, checked: bo
     placed = {"unit": np.empty(shape, dtype=dtype), "norms": np.empty(n, dtype=np.float32),
               "leaves": np.empty(n, dtype=np.int64), "soft_classes": np.empty((n, width), dtype=np.int32),
               "soft_weights": np.empty((n, width), dtype=np.float32), "soft_state": soft_settings(model)}
-    chunks = row_chunks(n)
-    # A second thread writes a chunk's unit rows while this one places it: much of placing runs on one core
-    # (the passes over the class distances), so that the normalisation takes the other one's idle time.
-    with ThreadPoolExecutor(1, "unit-rows") if len(chunks) > 1 else contextlib.nullcontext() as writer:
-        for rows in tqdm(chunks, desc="placing items", disable=not progress):
-            raw = np.asarray(raw_rows(rows), dtype=np.float64)
-            units = writer.submit(_write_units, model, raw, placed, rows) if writer else None
-            placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = \
-                model.place(raw, check_input=not checked)
-            units.result() if units else _write_units(model, raw, placed, rows)
+    # (writing a chunk's unit rows on a second thread while this one placed it gained nothing on 2 cores: BLAS's
+    # threads, spinning between products, hold the core that the single-threaded passes seem to leave idle)
+    for rows in tqdm(row_chunks(n), desc="placing items", disable=not progress):
+        raw = np.asarray(raw_rows(rows), dtype=np.float64)
+        placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = \
+            model.place(raw, check_input=not checked)
+        placed["norms"][rows] = model.cosine_units(raw, out=placed["unit"][rows])[1]
     return placed
-
-
-def _write_units(model: TreeseekModel, raw: np.ndarray, placed: dict, rows: slice) -> None:
-    placed["norms"][rows] = model.cosine_units(raw, out=placed["unit"][rows])[1]
 
 
 def replace_placement(old: TreeseekModel, new: TreeseekModel, part: dict) -> None:

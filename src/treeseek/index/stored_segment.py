@@ -1,6 +1,7 @@
 """A segment with everything an index keeps per item, and its files."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,17 +43,25 @@ class StoredSegment:
                posteriors: tuple | None = None, soft_state: dict | None = None) -> "StoredSegment":
         """A segment of unit vectors (already in the storage dtype) and the lengths they had; ``posteriors``
         are the items' sparse posteriors ``(classes, weights)``, computed with the model settings ``soft_state``."""
-        segment, order = Segment.sorted_from(tree, unit, leaves, ids, dtype=unit.dtype)
-        stored = cls(segment, np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order],
-                     None, None, None if codes is None else np.asarray(codes)[order])
+        leaves, ids = np.asarray(leaves, dtype=np.int64), np.asarray(ids, dtype=np.int64)
+        order, leaf_start = Segment.layout(tree, leaves, ids)
+        leaves = leaves[order]
+        # The vectors, by far the largest array, are gathered in sorted order on a second thread while this one
+        # sorts the rest: each gather waits on memory more than on its core.
+        with ThreadPoolExecutor(1, "sorted-vectors") as pool:
+            vectors = pool.submit(np.asarray(unit).__getitem__, order)
+            soft = None if posteriors is None else \
+                SoftPosteriors.of_rows(leaves, leaf_start, *(np.asarray(array)[order] for array in posteriors))
+            labels, norms = np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order]
+            codes = None if codes is None else np.asarray(codes)[order]
+            segment = Segment(tree, vectors.result(), ids[order], leaves, leaf_start)
+        stored = cls(segment, labels, norms, sources=None, backend=None, codes=codes)
         if any(sources):
             stored.sources = list(map(sources.__getitem__, order.tolist()))
         else:  # items without sources (features added as arrays): no list of n empty strings to permute
             stored._source_blob, stored._source_offsets = b"", np.zeros(len(order) + 1, dtype=np.int64)
-        if posteriors is not None:
-            classes, weights = posteriors
-            stored.soft = SoftPosteriors.build(segment, np.asarray(classes)[order], np.asarray(weights)[order])
-            stored.soft_state = soft_state
+        if soft is not None:
+            stored.soft, stored.soft_state = soft, soft_state
         stored.backend = make_backend(backend_spec["name"], **backend_spec["params"]).build(segment, progress)
         return stored
 

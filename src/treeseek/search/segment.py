@@ -26,15 +26,20 @@ class Segment:
     def sorted_from(cls, tree: Hierarchy, vectors: np.ndarray, leaves: np.ndarray, ids: np.ndarray,
                     dtype=np.float64) -> tuple["Segment", np.ndarray]:
         """The segment of unit ``vectors`` and the permutation that sorted them."""
-        leaves = np.asarray(leaves, dtype=np.int64)
-        ids = np.asarray(ids, dtype=np.int64)
+        leaves, ids = np.asarray(leaves, dtype=np.int64), np.asarray(ids, dtype=np.int64)
+        order, leaf_start = cls.layout(tree, leaves, ids)
+        sorted_vectors = np.asarray(vectors)[order].astype(dtype, copy=False)
+        return cls(tree, sorted_vectors, ids[order], leaves[order], leaf_start), order
+
+    @staticmethod
+    def layout(tree: Hierarchy, leaves: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, leaf_start)``: the permutation that sorts items by leaf rank, then id, and where each leaf's
+        rows start once sorted."""
         ranks = tree.leaf_rank[leaves]
         # items added in one go come in id order: a stable sort by leaf then suffices, and is faster than lexsort
         order = np.argsort(ranks, kind="stable") if np.all(ids[1:] > ids[:-1]) else np.lexsort((ids, ranks))
         counts = np.bincount(ranks, minlength=tree.n_leaves)
-        leaf_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        sorted_vectors = np.asarray(vectors)[order].astype(dtype, copy=False)
-        return cls(tree, sorted_vectors, ids[order], leaves[order], leaf_start), order
+        return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)

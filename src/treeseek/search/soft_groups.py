@@ -70,16 +70,22 @@ class SoftPosteriors:
     @classmethod
     def build(cls, segment: Segment, classes: np.ndarray, weights: np.ndarray) -> "SoftPosteriors":
         """From the posteriors of the segment's rows, in row order."""
-        n_classes = segment.tree.n_leaves
+        return cls.of_rows(segment.leaves, segment.leaf_start, classes, weights)
+
+    @classmethod
+    def of_rows(cls, leaves: np.ndarray, leaf_start: np.ndarray, classes: np.ndarray,
+                weights: np.ndarray) -> "SoftPosteriors":
+        """From the posteriors of rows sorted by leaf rank: ``leaves`` per row, ``leaf_start`` per rank (K + 1)."""
+        n_classes = len(leaf_start) - 1
         classes = np.asarray(classes).astype(np.int16 if n_classes <= np.iinfo(np.int16).max else np.int32)
         weights = np.asarray(weights, dtype=np.float32)
-        leaves = segment.leaves[:, None]
+        leaves = leaves[:, None]
         own = np.where(classes == leaves, weights, 0).sum(axis=1, dtype=np.float64)
-        sizes = np.diff(segment.leaf_start)
+        sizes = np.diff(leaf_start)
         filled = np.flatnonzero(sizes)
         floors = np.ones(n_classes)
         if len(filled):  # rows are sorted by group: one reduction per group
-            floors[filled] = np.minimum.reduceat(own, segment.leaf_start[filled])
+            floors[filled] = np.minimum.reduceat(own, leaf_start[filled])
         ranks = np.repeat(np.arange(n_classes), sizes)
         others = (weights > 0) & (classes != leaves)
         group_of, class_of = np.broadcast_to(ranks[:, None], classes.shape)[others], classes[others].astype(np.int64)

@@ -126,8 +126,9 @@ def exact_top_k(candidates: Candidates, queries: QueryBatch, vectors: np.ndarray
     keys = np.full(rows.shape, np.inf)
     for first in range(0, len(done), QUERIES_PER_CHUNK):  # a few queries at a time: their rows stay in cache
         chunk = slice(first, first + QUERIES_PER_CHUNK)
-        # einsum sums each pair's d products in the same order: duplicates of an item get equal distances
-        dots = np.einsum("qcd,qd->qc", np.asarray(vectors[rows[chunk]], dtype=np.float64), queries.exact[done[chunk]])
+        # einsum sums each pair's d products in the same order: duplicates of an item get equal distances; it
+        # widens the stored rows to float64 itself (exactly), in its buffer rather than in a gathered copy
+        dots = np.einsum("qcd,qd->qc", vectors[rows[chunk]], queries.exact[done[chunk]])
         keys[chunk] = np.clip(1.0 - dots, 0.0, 2.0) + exact_extra(done[chunk, None], rows[chunk])
     keys[~wanted] = np.inf
     keys_out = np.full((len(kth), k), np.inf)
