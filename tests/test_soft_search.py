@@ -106,7 +106,11 @@ def test_every_k_from_one_to_all_items_equals_a_full_sort(overlapping, top_m, ti
         _check_every_k(index, features, Q, range(1, len(index) + 1), alpha)
 
 
-def test_posteriors_keep_the_top_m_classes_renormalised(overlapping):
+@pytest.mark.parametrize("block_rows", [1024, 8])  # 8: the 50 rows are placed in blocks, on several threads
+def test_posteriors_keep_the_top_m_classes_renormalised(overlapping, block_rows, monkeypatch):
+    from treeseek import model as model_module
+
+    monkeypatch.setattr(model_module, "PLACE_ROWS", block_rows)
     model = TreeseekModel(hierarchy="average", top_m=3).fit(overlapping.features, overlapping.labels)
     expected = posteriors(model, overlapping.features[:50], 3)
     assert np.allclose(model.posteriors(overlapping.features[:50]), expected, rtol=0, atol=1e-12)

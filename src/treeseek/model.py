@@ -9,11 +9,14 @@ loadable model. Nothing is pickled.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from treeseek import __version__, choices
 from treeseek.data.datasets import stratified_split
@@ -313,12 +316,21 @@ class TreeseekModel:
         (``posteriors`` in sparse form). ``check_input=False`` (as in scikit-learn's trees) skips the check of
         X, for a caller that has checked it already (an index adding a large collection chunk by chunk)."""
         X = self.check_dim(X, "features") if check_input else X
-        placed = []
-        for first in range(0, max(len(X), 1), PLACE_ROWS):  # at least one block: no rows still give their shapes
-            distances = self.gaussians_.mahalanobis(self.pca_.transform(X[first : first + PLACE_ROWS]))
-            classes, weights = top_posteriors(distances, self.temperature, self.top_m)
-            placed.append((classes[:, 0], classes, weights))  # nearest first, ties by index: the argmin
+        blocks = [slice(first, first + PLACE_ROWS) for first in range(0, max(len(X), 1), PLACE_ROWS)]  # >= 1 block
+        workers = min(os.cpu_count() or 1, len(blocks) // 2)
+        if workers > 1:
+            # each thread places whole blocks on one BLAS thread: BLAS's own threads would spin, holding the other
+            # cores, through the passes over the class distances that follow each product on one core
+            with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+                placed = list(pool.map(lambda rows: self._place_block(X[rows]), blocks))
+        else:
+            placed = [self._place_block(X[rows]) for rows in blocks]
         return tuple(np.concatenate(part) for part in zip(*placed))
+
+    def _place_block(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        classes, weights = top_posteriors(self.gaussians_.mahalanobis(self.pca_.transform(X)), self.temperature,
+                                          self.top_m)
+        return classes[:, 0], classes, weights  # nearest first, ties by index: the argmin
 
     def novelty(self, X: np.ndarray) -> Novelty:
         """How far every row is from every known class: the out-of-distribution score and its flag.

@@ -6,12 +6,16 @@ raw features when the model is refitted or the posteriors must be computed again
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from treeseek.model import TreeseekModel
 
-ADD_CHUNK = 8192  # rows placed at once: their float64 copy (16 MB at 256-d) stays in cache while they are placed
+ADD_CHUNK = 1024  # rows placed at once by one thread: their float64 copy (2 MB at 256-d) stays in its cache
 RESTORE_CHUNK = 1 << 14  # stored rows restored to raw features at once
 
 
@@ -35,13 +39,21 @@ def place_items(model: TreeseekModel, shape: tuple, dtype, raw_rows, checked: bo
     placed = {"unit": np.empty(shape, dtype=dtype), "norms": np.empty(n, dtype=np.float32),
               "leaves": np.empty(n, dtype=np.int64), "soft_classes": np.empty((n, width), dtype=np.int32),
               "soft_weights": np.empty((n, width), dtype=np.float32), "soft_state": soft_settings(model)}
-    # (writing a chunk's unit rows on a second thread while this one placed it gained nothing on 2 cores: BLAS's
-    # threads, spinning between products, hold the core that the single-threaded passes seem to leave idle)
-    for rows in tqdm(row_chunks(n), desc="placing items", disable=not progress):
+    chunks = row_chunks(n)
+
+    def place_chunk(rows: slice) -> None:  # chunks are disjoint rows of the arrays: threads may write them at once
         raw = np.asarray(raw_rows(rows), dtype=np.float64)
         placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = \
             model.place(raw, check_input=not checked)
         placed["norms"][rows] = model.cosine_units(raw, out=placed["unit"][rows])[1]
+
+    # Each thread places and normalises whole chunks on one BLAS thread, as ``place`` does with its blocks: the
+    # normalisation then runs beside the placing of other chunks, not after it on one core.
+    workers = min(os.cpu_count() or 1, len(chunks) // 2)
+    with threadpool_limits(1 if workers > 1 else None, user_api="blas"), \
+            ThreadPoolExecutor(max(workers, 1), "placing") as pool:
+        for _ in tqdm(pool.map(place_chunk, chunks), total=len(chunks), desc="placing items", disable=not progress):
+            pass
     return placed
 
 
