@@ -28,12 +28,8 @@ def soft_topk(segments: list[StoredSegment], model: TreeseekModel, queries: np.n
     _, classes, weights = model.place(queries)
     unit = model.cosine_units(queries)[0]
     lca = model.hierarchy_.normalized_lca
-    best_keys, best_ids = no_candidates(len(queries), k)
-    for stored in segments:
-        keys, ids, _ = soft_group_topk(stored.segment, ready_soft(stored, model), lca, unit, classes, weights,
-                                       alpha, k)
-        best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
-    return best_keys, best_ids
+    return _merged([soft_group_topk(stored.segment, ready_soft(stored, model), lca, unit, classes, weights, alpha,
+                                    k)[:2] for stored in segments], len(queries), k)
 
 
 def leaf_topk(segments: list[StoredSegment], tree, leaves: np.ndarray, unit: np.ndarray, alpha: float,
@@ -41,11 +37,19 @@ def leaf_topk(segments: list[StoredSegment], tree, leaves: np.ndarray, unit: np.
     """Top-k ``(D, ids)`` of D_cos + alpha * L[leaf(q), leaf(i)] (``combined`` over ``tree``, or ``flat``) by the
     same exact group-by-group search, each item's posterior being one-hot at its stored leaf; ``unit``: the
     queries' unit vectors in the model's cosine space (``TreeseekModel.cosine_units``)."""
-    best_keys, best_ids = no_candidates(len(unit), k)
     for stored in segments:
         if stored.one_hot_ is None:
             stored.one_hot_ = SoftPosteriors.one_hot(stored.segment)
-        keys, ids, _ = leaf_group_topk(stored.segment, stored.one_hot_, tree.normalized_lca, unit, leaves, alpha, k)
+    return _merged([leaf_group_topk(stored.segment, stored.one_hot_, tree.normalized_lca, unit, leaves, alpha, k)[:2]
+                    for stored in segments], len(unit), k)
+
+
+def _merged(parts: list[tuple[np.ndarray, np.ndarray]], n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k over the segments' own top-k: one segment's, already sorted and padded, is the answer as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    best_keys, best_ids = no_candidates(n_queries, k)
+    for keys, ids in parts:
         best_keys, best_ids = merge_smallest_k(best_keys, best_ids, keys, ids, k)
     return best_keys, best_ids
 
