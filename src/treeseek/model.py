@@ -43,8 +43,8 @@ MODEL_VERSION = 1
 DEFAULT_HIERARCHY = choices.DEFAULT_HIERARCHY
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
-# rows whose n x K class distances are held at once: at 1,000 classes a block of 1,024 (8 MB) stays in a core's
-# cache through the passes that follow the product (a probe on 2 cores: blocks of 512 to 1,024 placed fastest)
+# rows whose n x K class distances are held at once (8 MB at 1,000 classes), read again by each pass that follows
+# the product: a probe on 2 cores placed fastest in blocks of 512 to 1,024, against 4,096 before
 PLACE_ROWS = 1024
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
 NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value

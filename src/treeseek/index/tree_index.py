@@ -106,7 +106,7 @@ class TreeIndex:
                 "sources": [str(s) for s in sources] if sources is not None else [""] * n,
                 # ``features`` were checked above, once: each chunk is placed without checking it again
                 **place_items(self.model, features.shape, self.dtype, lambda rows: features[rows], checked=True,
-                             progress=progress)}
+                              progress=progress)}
         if self.hasher is not None:
             part["codes"] = encoded_part(self.model, self.hasher, part)
         self._pending.append(part)
