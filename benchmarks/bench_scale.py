@@ -19,7 +19,7 @@ median, so that a slower moment of a shared machine falls on all of them alike. 
 opening the index also pages its vectors in and joins its groups into tiles: it is reported apart. Every
 measurement uses the same threads (the machine's cores, FAISS's OpenMP and BLAS alike); q/s is wall clock,
 "CPU" the process CPU time.
-Build, each timed alone and in turns, the fastest of up to three (no further turn once the builds so far took five
+Build, each timed alone and in turns, the fastest of up to five (no further turn once the builds so far took five
 minutes in all; the JSON keeps the count): treeseek's add + sort (the index searchable in memory; writing it is reported apart) against what a cosine
 user does with FAISS, ``faiss.normalize_L2`` on a float32 copy and ``add`` (in chunks of 65,536 rows), plus the
 model's posteriors computed once (``TreeseekModel.place``, as treeseek's build calls it).
@@ -254,7 +254,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--single", type=int, default=100, help="queries timed one at a time")
     parser.add_argument("--repeats", type=int, default=3, help="batched searches of each kind (the median counts)")
-    parser.add_argument("--build-repeats", type=int, default=3,
+    parser.add_argument("--build-repeats", type=int, default=5,
                         help="builds of each kind at most, while they take under 5 minutes (the fastest counts)")
     parser.add_argument("--checked", type=int, default=50, help="queries checked against the float64 full scan")
     parser.add_argument("-k", type=int, default=100)
