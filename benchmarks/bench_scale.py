@@ -19,10 +19,11 @@ median, so that a slower moment of a shared machine falls on all of them alike. 
 opening the index also pages its vectors in and joins its groups into tiles: it is reported apart. Every
 measurement uses the same threads (the machine's cores, FAISS's OpenMP and BLAS alike); q/s is wall clock,
 "CPU" the process CPU time.
-Build, each timed alone and in turns, the fastest of up to five (no further turn once the builds so far took five
-minutes in all; the JSON keeps the count): treeseek's add + sort (the index searchable in memory; writing it is reported apart) against what a cosine
-user does with FAISS, ``faiss.normalize_L2`` on a float32 copy and ``add`` (in chunks of 65,536 rows), plus the
-model's posteriors computed once (``TreeseekModel.place``, as treeseek's build calls it).
+Build, each timed alone and in turns, the fastest of up to five (no further turn once the builds so far took
+five minutes in all; the JSON keeps the count): treeseek's add + sort (the index searchable in memory; writing
+it is reported apart) against what a cosine user does with FAISS, ``faiss.normalize_L2`` on a float32 copy and
+``add`` (in chunks of 65,536 rows), plus the model's posteriors computed once (``TreeseekModel.place``, as
+treeseek's build calls it).
 """
 from __future__ import annotations
 
