@@ -83,6 +83,7 @@ def restored_placement(model: TreeseekModel, unit: np.ndarray,
 
 
 def encoded_part(model: TreeseekModel, hasher, part: dict) -> np.ndarray:
-    """The binary codes of a part's items, from their restored features."""
+    """The binary codes of a part's items, from their restored features, ``RESTORE_CHUNK`` rows at a time."""
     return np.concatenate([hasher.encode(restored_features(model, part["unit"][rows], part["norms"][rows]))
-                           for rows in row_chunks(len(part["ids"]))] or [np.zeros((0, hasher.bits // 8), np.uint8)])
+                           for rows in row_chunks(len(part["ids"]), RESTORE_CHUNK)]
+                          or [np.zeros((0, hasher.bits // 8), np.uint8)])
