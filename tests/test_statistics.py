@@ -50,6 +50,26 @@ def test_mahalanobis_matches_scipy(model):
 
 
 @pytest.mark.parametrize("model", ["full", "tied", "diag"])
+def test_mahalanobis_through_a_projection_matches_scipy_on_projected_rows(model):
+    # raw rows with the PCA given: the distances of the rows that sklearn's PCA projects. The tied covariance
+    # folds the projection into its whitening, once per projection: a second PCA must not reuse the first's.
+    X, y = random_classes(dim=9)
+    first = PCA(5, svd_solver="full").fit(X)
+    g = ClassGaussians(model).fit(first.transform(X), y)
+    for rows in (slice(None), slice(None, None, 2)):
+        pca = VariancePCA(1.0, max_components=5).fit(X[rows])
+        Z = PCA(5, svd_solver="full").fit(X[rows]).transform(X[:15])
+        D = g.mahalanobis(X[:15], projection=pca)
+        for i in range(15):
+            for k in range(g.n_classes_):
+                inv = np.linalg.inv(reference_covariance(g, k))
+                assert D[i, k] == pytest.approx(mahalanobis(Z[i], g.means_[k], inv) ** 2, rel=1e-8, abs=1e-9)
+        assert np.array_equal(g.assign(X[:15], projection=pca), np.argmin(D, axis=1))
+    with pytest.raises(TreeseekError, match="expect 9"):
+        g.mahalanobis(Z[:3], projection=pca)
+
+
+@pytest.mark.parametrize("model", ["full", "tied", "diag"])
 def test_fewer_samples_than_dimensions_stay_well_conditioned(model):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(3 * 4 + 1, 40))

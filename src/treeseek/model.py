@@ -290,7 +290,7 @@ class TreeseekModel:
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4): its class, or its sub-class."""
-        return self.gaussians_.assign(self.transform(X))
+        return self.gaussians_.assign(self.check_dim(X, "features"), projection=self.pca_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class of every row: that of its leaf."""
@@ -302,13 +302,14 @@ class TreeseekModel:
         labels = np.asarray(labels, dtype=np.int64)
         if self.n_leaves_ == self.n_classes_:
             return labels.copy()
-        distances = self.gaussians_.mahalanobis(self.transform(X))
+        distances = self.gaussians_.mahalanobis(self.check_dim(X, "features"), projection=self.pca_)
         distances[self.leaf_class_[None, :] != labels[:, None]] = np.inf
         return np.argmin(distances, axis=1)
 
     def posteriors(self, X: np.ndarray) -> np.ndarray:
         """Leaf posteriors p(l | x) from the Gaussians, at the model's temperature (``soft`` method)."""
-        return self.gaussians_.posteriors(self.transform(X), self.temperature, self.top_m)
+        return self.gaussians_.posteriors(self.check_dim(X, "features"), self.temperature, self.top_m,
+                                          projection=self.pca_)
 
     def place(self, X: np.ndarray, *, check_input: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(leaves, classes, weights)`` of every row from one pass over the Mahalanobis distances: the nearest
@@ -328,7 +329,7 @@ class TreeseekModel:
         return tuple(np.concatenate(part) for part in zip(*placed))
 
     def _place_block(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        classes, weights = top_posteriors(self.gaussians_.mahalanobis(self.pca_.transform(X)), self.temperature,
+        classes, weights = top_posteriors(self.gaussians_.mahalanobis(X, projection=self.pca_), self.temperature,
                                           self.top_m)
         return classes[:, 0], classes, weights  # nearest first, ties by index: the argmin
 

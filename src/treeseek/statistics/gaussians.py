@@ -82,7 +82,10 @@ class ClassGaussians:
             self._whitener = np.linalg.inv(np.linalg.cholesky(self.covariances_))
             self._whitened_means = self.means_ @ self._whitener.T
             self._whitened_norms = np.sum(self._whitened_means**2, axis=1)
-            self._minus_twice_whitened_means = -2.0 * self._whitened_means.T  # exact: a power of two
+            # -2 m, 1, |m|^2 per class (exact: -2 is a power of two), for ``_tied_distances``'s one product
+            self._widened_means = np.vstack([-2.0 * self._whitened_means.T, np.ones((1, self.n_classes_)),
+                                             self._whitened_norms[None, :]])
+            self._projected_whitening = None  # (PCA components, whitening of the rows before that PCA)
         elif self.covariance == "diag":
             self._inverse_variances = 1.0 / self.covariances_
             self._scaled_means = self.means_ * self._inverse_variances
@@ -91,19 +94,25 @@ class ClassGaussians:
         else:
             self._cholesky = np.linalg.cholesky(self.covariances_)
 
-    def mahalanobis(self, X: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance of every row of ``X`` to every class (N x K)."""
+    def mahalanobis(self, X: np.ndarray, *, projection=None) -> np.ndarray:
+        """Squared Mahalanobis distance of every row of ``X`` to every class (N x K).
+
+        ``projection``: a fitted PCA (``mean_``, ``components_``) into the Gaussians' space, whose input ``X``
+        then is. With a tied covariance the projection and the whitening are one product: its matrix is
+        computed once per projection.
+        """
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.means_.shape[1]:
-            raise TreeseekError(f"vectors have {X.shape[-1]} dimensions, the Gaussians have {self.means_.shape[1]}")
+        width = self.means_.shape[1] if projection is None else projection.components_.shape[1]
+        if X.ndim != 2 or X.shape[1] != width:
+            raise TreeseekError(f"vectors have {X.shape[-1]} dimensions, the Gaussians expect {width}")
+        if projection is not None:
+            X = X - projection.mean_
+            if self.covariance != "tied":
+                X = X @ projection.components_.T
         # the n x K result is written once and updated in place: a fresh n x K temporary per term cost more than
         # the product itself
         if self.covariance == "tied":
-            whitened = X @ self._whitener.T
-            out = whitened @ self._minus_twice_whitened_means
-            out += np.einsum("ij,ij->i", whitened, whitened)[:, None]
-            out += self._whitened_norms
-            return np.maximum(out, 0.0, out=out)
+            return self._tied_distances(X, self._whitening(projection))
         if self.covariance == "diag":
             out = X @ self._minus_twice_scaled_means
             out += (X**2) @ self._inverse_variances.T
@@ -115,22 +124,45 @@ class ClassGaussians:
             out[:, k] = np.einsum("ij,ij->j", z, z)
         return out
 
-    def assign(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """Index of the nearest class by Mahalanobis distance, for every row of ``X``."""
+    def _whitening(self, projection) -> np.ndarray:
+        """The d x p matrix that takes rows to the whitened space: after ``projection`` (centred) when given."""
+        if projection is None:
+            return self._whitener.T
+        cached = self._projected_whitening
+        if cached is None or cached[0] is not projection.components_:
+            cached = (projection.components_, np.ascontiguousarray((self._whitener @ projection.components_).T))
+            self._projected_whitening = cached
+        return cached[1]
+
+    def _tied_distances(self, X: np.ndarray, whitening: np.ndarray) -> np.ndarray:
+        """|w|^2 - 2 w.m + |m|^2 for the whitened rows w = X @ whitening and means m, as one product: each row is
+        widened by its squared length and a one, each mean by a one and its squared length. The two n x K passes
+        that would add the lengths afterwards cost a third of the product."""
+        p = whitening.shape[1]
+        widened = np.empty((X.shape[0], p + 2))
+        whitened = np.matmul(X, whitening, out=widened[:, :p])
+        widened[:, p] = np.einsum("ij,ij->i", whitened, whitened)
+        widened[:, p + 1] = 1.0
+        out = widened @ self._widened_means
+        return np.maximum(out, 0.0, out=out)
+
+    def assign(self, X: np.ndarray, batch_size: int = 65536, *, projection=None) -> np.ndarray:
+        """Index of the nearest class by Mahalanobis distance, for every row of ``X`` (``projection``: as in
+        ``mahalanobis``)."""
         X = np.asarray(X)
         if len(X) == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate(
-            [np.argmin(self.mahalanobis(X[i : i + batch_size]), axis=1) for i in range(0, len(X), batch_size)]
-        )
+        return np.concatenate([np.argmin(self.mahalanobis(X[i : i + batch_size], projection=projection), axis=1)
+                               for i in range(0, len(X), batch_size)])
 
-    def posteriors(self, X: np.ndarray, temperature: float = 1.0, top_m: int | None = None) -> np.ndarray:
+    def posteriors(self, X: np.ndarray, temperature: float = 1.0, top_m: int | None = None, *,
+                   projection=None) -> np.ndarray:
         """p(c | x) proportional to exp(-d_M^2(x, c) / (2 T)): with a tied covariance and T = 1 the LDA posterior.
 
         As T goes to 0 this becomes the one-hot ``assign``; ``top_m`` keeps each row's m largest, renormalised
-        (``top_posteriors``).
+        (``top_posteriors``). ``projection``: as in ``mahalanobis``.
         """
-        classes, weights = top_posteriors(self.mahalanobis(X), temperature, top_m)
+        classes, weights = top_posteriors(self.mahalanobis(X, projection=projection), temperature, top_m)
         dense = np.zeros((len(classes), self.n_classes_))
         np.put_along_axis(dense, classes, weights, axis=1)
         return dense
