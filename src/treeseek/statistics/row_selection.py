@@ -52,9 +52,16 @@ def smallest_per_row(values: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray
     if np.any(counts < m):  # a NaN bound compares false: sort such blocks whole, as np.sort would place them
         return _sorted_rows(values, m)
     candidates = values.ravel()[flat]
-    order = np.lexsort((candidates, rows))  # by row, then value; stable, so equal values stay by column
     first = np.concatenate([[0], np.cumsum(counts[:-1])])
-    keep = order[first[:, None] + np.arange(m)]
+    # each row's candidates, in column order, sorted within the row by a stable sort: equal values stay by
+    # column. Rows are padded to the longest with +inf after their own, which a stable sort keeps last.
+    width = int(counts.max())
+    if width == counts.min():  # as many in every row: no padding
+        padded = candidates.reshape(n, width)
+    else:
+        padded = np.full((n, width), np.inf, dtype=candidates.dtype)
+        padded[rows, np.arange(len(flat)) - first[rows]] = candidates
+    keep = first[:, None] + np.argsort(padded, axis=1, kind="stable")[:, :m]
     return columns[keep], candidates[keep]
 
 
