@@ -286,7 +286,14 @@ class TreeseekModel:
         zero. ``out``: where to write the unit rows (in its own dtype, with no float64 copy of them)."""
         V = self.cosine_features(X)
         norms = np.sqrt(np.einsum("ij,ij->i", V, V))  # no n x d temporary, unlike np.linalg.norm
-        return np.divide(V, np.where(norms > 0, norms, 1.0)[:, None], out=out, casting="same_kind"), norms
+        scale = (1.0 / np.where(norms > 0, norms, 1.0))[:, None]
+        if out is not None and not np.may_share_memory(V, X):
+            # V is this call's own float64 copy: scaled in place and then cast once, which is cheaper than
+            # numpy's buffered cast of every block of a product written straight into ``out``
+            np.multiply(V, scale, out=V)
+            np.copyto(out, V, casting="same_kind")
+            return out, norms
+        return np.multiply(V, scale, out=out, casting="same_kind"), norms
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Leaf of every row by Mahalanobis distance in PCA space (paper eq. 4): its class, or its sub-class."""

@@ -42,7 +42,7 @@ def place_items(model: TreeseekModel, shape: tuple, dtype, raw_rows, checked: bo
     chunks = row_chunks(n)
 
     def place_chunk(rows: slice) -> None:  # chunks are disjoint rows of the arrays: threads may write them at once
-        raw = np.asarray(raw_rows(rows), dtype=np.float64)
+        raw = raw_rows(rows)  # as given: placing and the unit rows each widen it to float64 their own way
         placed["leaves"][rows], placed["soft_classes"][rows], placed["soft_weights"][rows] = \
             model.place(raw, check_input=not checked)
         placed["norms"][rows] = model.cosine_units(raw, out=placed["unit"][rows])[1]

@@ -101,12 +101,14 @@ class ClassGaussians:
         then is. With a tied covariance the projection and the whitening are one product: its matrix is
         computed once per projection.
         """
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
         width = self.means_.shape[1] if projection is None else projection.components_.shape[1]
         if X.ndim != 2 or X.shape[1] != width:
             raise TreeseekError(f"vectors have {X.shape[-1]} dimensions, the Gaussians expect {width}")
-        if projection is not None:
-            X = X - projection.mean_
+        if projection is None:
+            X = np.asarray(X, dtype=np.float64)
+        else:
+            X = np.subtract(X, projection.mean_, dtype=np.float64)  # float32 rows widen here, with no copy first
             if self.covariance != "tied":
                 X = X @ projection.components_.T
         # the n x K result is written once and updated in place: a fresh n x K temporary per term cost more than
