@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from treeseek.model import TreeseekModel
+from treeseek.search.soft_groups import SoftPosteriors
 
 ADD_CHUNK = 1024  # rows placed at once by one thread: their float64 copy (2 MB at 256-d) stays in its cache
 RESTORE_CHUNK = 1 << 14  # stored rows restored to raw features at once
@@ -37,7 +38,9 @@ def place_items(model: TreeseekModel, shape: tuple, dtype, raw_rows, checked: bo
     (the stored copy is rounded). ``checked``: the features were checked already."""
     n, width = shape[0], model.posterior_width_
     placed = {"unit": np.empty(shape, dtype=dtype), "norms": np.empty(n, dtype=np.float32),
-              "leaves": np.empty(n, dtype=np.int64), "soft_classes": np.empty((n, width), dtype=np.int32),
+              "leaves": np.empty(n, dtype=np.int64),
+              # in the dtype a segment stores them in: sorting them into one moves half the bytes of int32
+              "soft_classes": np.empty((n, width), dtype=SoftPosteriors.classes_dtype(model.n_leaves_)),
               "soft_weights": np.empty((n, width), dtype=np.float32), "soft_state": soft_settings(model)}
     chunks = row_chunks(n)
 

@@ -178,9 +178,8 @@ def _read_soft(folder: Path, files: dict, entry: dict, n: int, n_classes: int) -
         width = int(entry["soft"]["width"])
         arrays = {key: load_checked_array(folder / SOFT_FILES[key], files[SOFT_FILES[key]])
                   for key in SoftPosteriors.ARRAYS if key not in SOFT_MAPPED}
-        classes_dtype = np.int16 if n_classes <= np.iinfo(np.int16).max else np.int32
         arrays["classes"] = map_array(folder / SOFT_FILES["classes"], files[SOFT_FILES["classes"]], (n, width),
-                                      classes_dtype)
+                                      SoftPosteriors.classes_dtype(n_classes))
         arrays["weights"] = map_array(folder / SOFT_FILES["weights"], files[SOFT_FILES["weights"]], (n, width),
                                       np.float32)
     except (KeyError, TypeError, ValueError) as exc:

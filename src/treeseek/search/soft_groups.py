@@ -67,6 +67,11 @@ class SoftPosteriors:
     tiling_: tuple | None = field(default=None, repr=False)  # (leaf_start it was made for, ``Tiling``)
     unit_weights: bool = False  # every item's one weight is 1 (``one_hot``): the hierarchy term needs no product
 
+    @staticmethod
+    def classes_dtype(n_classes: int) -> type:
+        """How the items' classes are stored: two bytes each up to 32,767 classes."""
+        return np.int16 if n_classes <= np.iinfo(np.int16).max else np.int32
+
     @classmethod
     def build(cls, segment: Segment, classes: np.ndarray, weights: np.ndarray) -> "SoftPosteriors":
         """From the posteriors of the segment's rows, in row order."""
@@ -77,7 +82,7 @@ class SoftPosteriors:
                 weights: np.ndarray) -> "SoftPosteriors":
         """From the posteriors of rows sorted by leaf rank: ``leaves`` per row, ``leaf_start`` per rank (K + 1)."""
         n_classes = len(leaf_start) - 1
-        classes = np.asarray(classes).astype(np.int16 if n_classes <= np.iinfo(np.int16).max else np.int32)
+        classes = np.asarray(classes).astype(cls.classes_dtype(n_classes), copy=False)
         weights = np.asarray(weights, dtype=np.float32)
         leaves = leaves[:, None]
         own = np.where(classes == leaves, weights, 0).sum(axis=1, dtype=np.float64)
