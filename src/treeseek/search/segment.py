@@ -36,6 +36,8 @@ class Segment:
         """``(order, leaf_start)``: the permutation that sorts items by leaf rank, then id, and where each leaf's
         rows start once sorted."""
         ranks = tree.leaf_rank[leaves]
+        if tree.n_leaves <= 1 << 16:  # numpy sorts 16-bit keys stably by radix: ten times faster than int64 keys
+            ranks = ranks.astype(np.uint16)
         # items added in one go come in id order: a stable sort by leaf then suffices, and is faster than lexsort
         order = np.argsort(ranks, kind="stable") if np.all(ids[1:] > ids[:-1]) else np.lexsort((ids, ranks))
         counts = np.bincount(ranks, minlength=tree.n_leaves)
