@@ -46,15 +46,21 @@ class StoredSegment:
         leaves, ids = np.asarray(leaves, dtype=np.int64), np.asarray(ids, dtype=np.int64)
         order, leaf_start = Segment.layout(tree, leaves, ids)
         leaves = leaves[order]
-        # The vectors, by far the largest array, are gathered in sorted order on a second thread while this one
-        # sorts the rest: each gather waits on memory more than on its core.
-        with ThreadPoolExecutor(1, "sorted-vectors") as pool:
-            vectors = pool.submit(np.asarray(unit).__getitem__, order)
+        # The vectors, by far the largest array, are gathered in sorted order by two more threads, half the rows
+        # each, while this one sorts the rest: each gather waits on memory more than on its core. ``take`` with
+        # ``out`` and mode "raise" would first gather into a buffer: the indices are valid, "clip" writes directly.
+        unit = np.asarray(unit)
+        vectors = np.empty(unit.shape, dtype=unit.dtype)
+        with ThreadPoolExecutor(2, "sorted-vectors") as pool:
+            gathers = [pool.submit(np.take, unit, order[rows], 0, vectors[rows], "clip")
+                       for rows in (slice(0, len(order) // 2), slice(len(order) // 2, None))]
             soft = None if posteriors is None else \
                 SoftPosteriors.of_rows(leaves, leaf_start, *(np.asarray(array)[order] for array in posteriors))
             labels, norms = np.asarray(labels, dtype=np.int32)[order], np.asarray(norms, np.float32)[order]
             codes = None if codes is None else np.asarray(codes)[order]
-            segment = Segment(tree, vectors.result(), ids[order], leaves, leaf_start)
+            for gather in gathers:
+                gather.result()
+            segment = Segment(tree, vectors, ids[order], leaves, leaf_start)
         stored = cls(segment, labels, norms, sources=None, backend=None, codes=codes)
         if any(sources):
             stored.sources = list(map(sources.__getitem__, order.tolist()))
