@@ -114,3 +114,26 @@ def test_an_unknown_cosine_space_is_refused(data):
     X, y, names = data
     with pytest.raises(TreeseekError, match="cosine must be one of raw, centred, whitened"):
         TreeseekModel(cosine="spherical").fit(X, y, names)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_float32_features_are_stored_as_their_unit_rows_and_lengths(data, dtype):
+    # float32 rows are scaled in float32 when they are stored: within a few roundings of numpy's float64 unit
+    # rows; rows too short for float32 squares (and zero rows) take the float64 path and are still exact
+    X, y, names = data
+    model = TreeseekModel(max_components=6).fit(X, y, names)
+    rows = np.asarray(X[:40], dtype=np.float32)
+    rows[3] *= 1e-20
+    rows[5] = 0.0
+    index = TreeIndex(model, dtype=np.dtype(dtype).name)
+    index.add(rows)
+    stored = index.stored_segments()[0]
+    by_id = np.argsort(stored.segment.ids)
+    unit, norms = np.asarray(stored.segment.vectors[by_id], np.float64), stored.norms[by_id].astype(np.float64)
+    wide = rows.astype(np.float64)
+    lengths = np.linalg.norm(wide, axis=1)
+    expected = wide / np.where(lengths > 0, lengths, 1.0)[:, None]
+    tolerance = 4 * np.finfo(dtype).eps
+    np.testing.assert_allclose(norms, lengths, rtol=4 * np.finfo(np.float32).eps, atol=0)
+    np.testing.assert_allclose(unit, expected, rtol=0, atol=tolerance)
+    assert np.all(unit[5] == 0.0) and abs(np.linalg.norm(unit[3]) - 1.0) < tolerance * 4
