@@ -85,7 +85,8 @@ class SoftPosteriors:
         classes = np.asarray(classes).astype(cls.classes_dtype(n_classes), copy=False)
         weights = np.asarray(weights, dtype=np.float32)
         leaves = leaves[:, None]
-        own = np.where(classes == leaves, weights, 0).sum(axis=1, dtype=np.float64)
+        # a row's classes are distinct: its own class's weight is the only term of the product, exact in float32
+        own = np.where(classes == leaves, weights, np.float32(0)) @ np.ones(classes.shape[1], np.float32)
         sizes = np.diff(leaf_start)
         filled = np.flatnonzero(sizes)
         floors = np.ones(n_classes)
@@ -93,14 +94,14 @@ class SoftPosteriors:
             floors[filled] = np.minimum.reduceat(own, leaf_start[filled])
         ranks = np.repeat(np.arange(n_classes), sizes)
         others = (weights > 0) & (classes != leaves)
-        group_of, class_of = np.broadcast_to(ranks[:, None], classes.shape)[others], classes[others].astype(np.int64)
+        pairs = ((ranks * n_classes)[:, None] + classes)[others]  # group * K + class of every other class held
         if n_classes <= DENSE_UNION_CLASSES:  # mark a K x K table: no sort of the n x m pairs
-            marked = np.zeros((n_classes, n_classes), dtype=bool)
-            marked[group_of, class_of] = True
-            group_of, class_of = np.nonzero(marked)
+            marked = np.zeros(n_classes * n_classes, dtype=bool)
+            marked[pairs] = True
+            pairs = np.flatnonzero(marked)
         else:
-            pairs = np.unique(group_of.astype(np.int64) * n_classes + class_of)
-            group_of, class_of = pairs // n_classes, pairs % n_classes
+            pairs = np.unique(pairs)
+        group_of, class_of = pairs // n_classes, pairs % n_classes
         union_start = np.searchsorted(group_of, np.arange(n_classes + 1)).astype(np.int64)
         return cls(classes, weights, floors, union_start, class_of.astype(classes.dtype))
 
