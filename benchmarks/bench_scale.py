@@ -8,8 +8,9 @@ Data: 1,000 classes under a planted 10 x 10 x 10 tree in 256 dimensions (class m
 the default ``TreeseekModel()`` fitted on 100 items per class. Per size, in one process, back to back:
 
 * plain FAISS ``IndexFlatIP`` over the unit vectors (float32): the first competitor, cosine without a tree;
-* treeseek ``TreeIndex`` (exact backend) with ``soft`` and ``combined`` top-k, float32 storage up to 1M and
-  float16 at 4M (half the memory; the soft ranking's posteriors are unchanged);
+* treeseek ``TreeIndex`` (exact backend) with ``soft`` and ``combined`` top-k, float32 storage at every size
+  (as FAISS's), and float16 storage too at the sizes of ``--float16`` (4M: half the memory; the soft ranking's
+  posteriors are unchanged, and the build converts every row);
 * a float64 full scan of each distance over every item: the exactness reference (its ids are asserted equal
   to treeseek's on the first queries, and its speed reported).
 
@@ -120,15 +121,14 @@ def stored_by_id(index: TreeIndex):
             (stored.soft.classes[order], stored.soft.weights[order]))
 
 
-def measure(n: int, model: TreeseekModel, means: np.ndarray, Q: np.ndarray, args, workdir: Path) -> dict:
+def measure(n: int, dtype: str, model: TreeseekModel, means: np.ndarray, Q: np.ndarray, args, workdir: Path) -> dict:
     X, _ = draw(means, n, seed=n)
-    dtype = "float16" if n > 2_000_000 else "float32"
     row = {"items": n, "dtype": dtype, "raw_float32_gb": X.nbytes / 1e9}
     # Each build timed alone, in turns, the fastest of up to ``--build-repeats`` (fewer where they take long):
     # treeseek's add + sort, the index searchable in memory (then saved, and dropped), against what a cosine
     # user does with FAISS (normalise a float32 copy in place and add it, in chunks so that no second copy of
     # every row is held at once) plus the model's posteriors computed once, which treeseek's build includes
-    folder = workdir / f"index-{n}"
+    folder = workdir / f"index-{n}-{dtype}"
     builds, competitors = [], []
     while len(builds) < args.build_repeats and (not builds or sum(builds) + sum(c[0] for c in competitors) < BUILD_SECONDS):
         flat = index = None
@@ -206,12 +206,18 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    half = [r for r in rows if r["dtype"] == "float16"]
+    rows = [r for r in rows if r["dtype"] == "float32"]
     sizes = [r["items"] for r in rows]
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key, label, style in (("soft_qps", "treeseek soft", "o-"), ("combined_qps", "treeseek combined", "s-"),
                               ("faiss_qps", "plain FAISS flat (cosine)", "^--"),
                               ("soft_reference_qps", "float64 full scan (soft)", "x:")):
         speed.plot(sizes, [r[key] for r in rows], style, label=label)
+    for key, label, marker in (("soft_qps", "treeseek soft, float16", "o"),
+                               ("combined_qps", "treeseek combined, float16", "s")):
+        if half:
+            speed.plot([r["items"] for r in half], [r[key] for r in half], marker, fillstyle="none", label=label)
     speed.set(xscale="log", yscale="log", xlabel="items", ylabel="queries per second (batched, 2 cores)",
               title="Top-100 search speed")
     speed.legend(fontsize=8)
@@ -243,15 +249,17 @@ def report(rows: list[dict]) -> None:
                           f"{r[f'{method}_reference_qps'] / r['faiss_qps']:.2f}", "—", "—", "reference", "—", "—", "—", "—"])
     print(markdown_table(header, lines))
     print()
-    memory = [[r["items"], f"{r['raw_float32_gb']:.2f}", f"{r['soft_structure_gb']:.3f}",
+    memory = [[r["items"], r["dtype"], f"{r['raw_float32_gb']:.2f}", f"{r['soft_structure_gb']:.3f}",
                f"{r['soft_memory_ratio']:.3f}", f"{r['rss_after_search_mb']:.0f}"] for r in rows]
-    print(markdown_table(["items", "raw float32 (GB)", "soft structure (GB)", "ratio",
+    print(markdown_table(["items", "storage", "raw float32 (GB)", "soft structure (GB)", "ratio",
                           "RSS after open + searches (MB)"], memory))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000, 4_000_000])
+    parser.add_argument("--float16", type=int, nargs="*", default=[4_000_000],
+                        help="sizes also measured with float16 storage (each a row of its own)")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--single", type=int, default=100, help="queries timed one at a time")
     parser.add_argument("--repeats", type=int, default=3, help="batched searches of each kind (the median counts)")
@@ -273,8 +281,9 @@ def main() -> None:
     OUTPUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=OUTPUT) as workdir:
         for n in args.items:
-            rows.append(measure(n, model, means, Q, args, Path(workdir)))
-            print(rows[-1], flush=True)
+            for dtype in ("float32", "float16") if n in args.float16 else ("float32",):
+                rows.append(measure(n, dtype, model, means, Q, args, Path(workdir)))
+                print(rows[-1], flush=True)
     report(rows)
     print(f"peak RSS {peak_rss_gb():.1f} GB; {threads} threads")
     write_json(args.json, {"threads": threads, "k": args.k, "queries": args.queries, "repeats": args.repeats,
