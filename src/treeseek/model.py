@@ -45,8 +45,8 @@ DEFAULT_TEMPERATURE = 4.0
 DEFAULT_TOP_M = 8
 # rows whose n x K class distances are held at once (8 MB at 1,000 classes), read again by each pass that follows
 # the product: a probe on 2 cores placed fastest in blocks of 512 to 1,024, against 4,096 before
-_SMALLEST_FLOAT32_NORM = 1e-15  # rows at least this long: their squares sum in float32 with no underflow
 PLACE_ROWS = 1024
+_SMALLEST_FLOAT32_NORM = 1e-15  # rows at least this long: their squares sum in float32 with no underflow
 NOVELTY_HOLDOUT = 0.2   # of the training samples, held out to calibrate the out-of-distribution score
 NOVELTY_QUANTILES = 1001  # the held-out scores kept, as quantiles, to turn a score into a p-value
 

@@ -111,10 +111,10 @@ class ClassGaussians:
             X = np.subtract(X, projection.mean_, dtype=np.float64)  # float32 rows widen here, with no copy first
             if self.covariance != "tied":
                 X = X @ projection.components_.T
-        # the n x K result is written once and updated in place: a fresh n x K temporary per term cost more than
-        # the product itself
         if self.covariance == "tied":
             return self._tied_distances(X, self._whitening(projection))
+        # the n x K result is written once and updated in place: a fresh n x K temporary per term cost more than
+        # the product itself
         if self.covariance == "diag":
             out = X @ self._minus_twice_scaled_means
             out += (X**2) @ self._inverse_variances.T
