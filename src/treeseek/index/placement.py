@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from treeseek.model import TreeseekModel
 from treeseek.search.soft_groups import SoftPosteriors
 
-ADD_CHUNK = 1024  # rows placed at once by one thread: their float64 copy (2 MB at 256-d) stays in its cache
+ADD_CHUNK = 1024  # rows placed at once by one thread: their float64 temporaries (2 MB at 256-d) stay in its cache
 RESTORE_CHUNK = 1 << 14  # stored rows restored to raw features at once
 
 

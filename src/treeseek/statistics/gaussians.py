@@ -97,8 +97,8 @@ class ClassGaussians:
     def mahalanobis(self, X: np.ndarray, *, projection=None) -> np.ndarray:
         """Squared Mahalanobis distance of every row of ``X`` to every class (N x K).
 
-        ``projection``: a fitted PCA (``mean_``, ``components_``) into the Gaussians' space, whose input ``X``
-        then is. With a tied covariance the projection and the whitening are one product: its matrix is
+        ``projection``: a fitted PCA (``mean_``, ``components_``, ``transform``) into the Gaussians' space, whose
+        input ``X`` then is. With a tied covariance the projection and the whitening are one product: its matrix is
         computed once per projection.
         """
         X = np.asarray(X)
@@ -107,10 +107,10 @@ class ClassGaussians:
             raise TreeseekError(f"vectors have {X.shape[-1]} dimensions, the Gaussians expect {width}")
         if projection is None:
             X = np.asarray(X, dtype=np.float64)
-        else:
+        elif self.covariance == "tied":  # centred only: the whitening below includes the projection
             X = np.subtract(X, projection.mean_, dtype=np.float64)  # float32 rows widen here, with no copy first
-            if self.covariance != "tied":
-                X = X @ projection.components_.T
+        else:
+            X = projection.transform(X)
         if self.covariance == "tied":
             return self._tied_distances(X, self._whitening(projection))
         # the n x K result is written once and updated in place: a fresh n x K temporary per term cost more than
